@@ -1,0 +1,162 @@
+"""The public operations: normalise, pick a backend, convert, compute."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._dispatch import Input, as_input, convert_inputs, select_backend
+from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from .backends import Array, Backend
+
+
+def _prepare(
+    arrays: dict[str, object],
+    backend: str | None,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+) -> tuple[Backend, dict[str, Array], CorrSpec]:
+    """Inspect, validate and convert; the arrays come back batched and of one dtype."""
+    inputs = [as_input(name, obj) for name, obj in arrays.items() if obj is not None]
+    by_name = {i.name: i for i in inputs}
+    spec = normalize(
+        by_name["x"].shape,
+        by_name["w"].shape,
+        by_name["bias"].shape if "bias" in by_name else None,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+    )
+    if "grad_y" in by_name and by_name["grad_y"].shape != spec.user_out_shape:
+        raise ValueError(
+            f"grad_y must have the output's shape {spec.user_out_shape}, "
+            f"got {by_name['grad_y'].shape}"
+        )
+    chosen = select_backend(backend, inputs)
+    converted, _ = convert_inputs(chosen, inputs)
+    result: dict[str, Array] = dict.fromkeys(arrays)
+    result.update(zip(by_name, converted))
+    if not spec.batched:
+        for name in ("x", "grad_y"):
+            if result.get(name) is not None:
+                result[name] = result[name][None]
+    return chosen, result, spec
+
+
+def correlate(
+    x: object,
+    w: object,
+    bias: object = None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = "valid",
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    backend: str | None = None,
+) -> Array:
+    """Cross-correlation ``y[n, o, i] = bias[o] + sum_{c, k} w[o, c, k] * x_pad[n, c', i*s + k*d]``.
+
+    ``x`` is ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``; ``w`` is
+    ``(C_out, C_in // groups, *kernel)`` with 1 to 3 spatial axes; ``bias`` is ``(C_out,)``.
+    See ``docs/spec.md`` for padding forms and modes, dtypes and backend selection.
+    """
+    chosen, a, spec = _prepare(
+        {"x": x, "w": w, "bias": bias}, backend, stride, padding, dilation, groups, padding_mode
+    )
+    y = chosen.correlate(a["x"], a["w"], a["bias"], spec)
+    return y if spec.batched else y[0]
+
+
+def convolve(
+    x: object,
+    w: object,
+    bias: object = None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = "valid",
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    backend: str | None = None,
+) -> Array:
+    """True convolution: :func:`correlate` with the kernel flipped along its spatial axes."""
+    chosen, a, spec = _prepare(
+        {"x": x, "w": w, "bias": bias}, backend, stride, padding, dilation, groups, padding_mode
+    )
+    flipped = chosen.flip(a["w"], tuple(range(2, 2 + spec.rank)))
+    y = chosen.correlate(a["x"], flipped, a["bias"], spec)
+    return y if spec.batched else y[0]
+
+
+def correlate_vjp(
+    x: object,
+    w: object,
+    bias: object,
+    grad_y: object,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = "valid",
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    backend: str | None = None,
+) -> tuple[Array, Array, Array | None]:
+    """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to ``x``, ``w``, ``bias``.
+
+    ``grad_bias`` is ``None`` when ``bias`` is ``None``.
+    """
+    chosen, a, spec = _prepare(
+        {"x": x, "w": w, "bias": bias, "grad_y": grad_y},
+        backend,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+    )
+    grad_x, grad_w, grad_bias = chosen.correlate_vjp(a["x"], a["w"], a["bias"], a["grad_y"], spec)
+    return (grad_x if spec.batched else grad_x[0]), grad_w, grad_bias
+
+
+def corr2d(X: object, K: object, *, backend: str | None = None) -> Array:
+    """The lesson's 2-D, single-channel correlation: ``X (H, W)``, ``K (kh, kw)`` give
+    ``(H - kh + 1, W - kw + 1)``."""
+    inputs = {"X": as_input("X", X), "K": as_input("K", K)}
+    for name, i in inputs.items():
+        if len(i.shape) != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {i.shape}")
+    y = correlate(_lift(inputs["X"]), _lift(inputs["K"]), backend=backend)
+    return y[0, 0]
+
+
+def _lift(i: Input) -> object:
+    """A 2-D argument as (1, 1, H, W), keeping lists weakly typed."""
+    return [[i.array.tolist()]] if i.weak else i.array[None, None]
+
+
+def output_shape(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = "valid",
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> tuple[int, ...]:
+    """The shape :func:`correlate` returns for these shapes, computed without arrays."""
+    spec = normalize(
+        x_shape,
+        w_shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+    )
+    return spec.user_out_shape

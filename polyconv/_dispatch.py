@@ -1,0 +1,106 @@
+"""Which backend runs a call, and the conversion of its inputs to that backend's arrays."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import backends as _registry
+from ._dtypes import result_dtype
+from .backends import Array, Backend
+
+ENV_VAR = "POLYCONV_BACKEND"
+
+_selected: contextvars.ContextVar[str | None] = contextvars.ContextVar("polyconv_backend", default=None)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[Backend]:
+    """Run polyconv calls inside the ``with`` block on backend ``name`` (unless a call names one)."""
+    backend = _registry.get(name)
+    token = _selected.set(name)
+    try:
+        yield backend
+    finally:
+        _selected.reset(token)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One argument as received: its array (owned by ``owner``, or NumPy), dtype and typing."""
+
+    name: str
+    array: Array
+    owner: Backend | None  # None for NumPy arrays, lists and scalars
+    dtype: str
+    weak: bool  # a Python list or scalar: takes the dtype of the arrays it meets
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+def as_input(name: str, obj: object) -> Input:
+    """Inspect one argument without converting framework arrays."""
+    owner = _registry.backend_of(obj)
+    if owner is not None:
+        return Input(name, obj, owner, owner.dtype_name(obj), weak=False)
+    if isinstance(obj, (np.ndarray, np.generic)):
+        array = np.asarray(obj)
+        return Input(name, array, None, array.dtype.name, weak=False)
+    try:
+        array = np.asarray(obj)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be an array or a nested list of numbers: {error}") from None
+    if array.dtype == object or array.dtype.kind in "USV":
+        raise TypeError(
+            f"{name} must be an array or a nested list of numbers, got {type(obj).__name__} "
+            f"(converted to dtype {array.dtype})"
+        )
+    return Input(name, array, None, array.dtype.name, weak=True)
+
+
+def select_backend(requested: str | None, inputs: list[Input]) -> Backend:
+    """``backend=``, else ``use_backend``, else the inputs' framework, else $POLYCONV_BACKEND/numpy."""
+    owners = {i.owner.name: i.owner for i in inputs if i.owner is not None}
+    if requested is None:
+        requested = _selected.get()
+    if requested is not None:
+        return _registry.get(requested)
+    if len(owners) > 1:
+        described = ", ".join(f"{i.name} is a {i.owner.name} array" for i in inputs if i.owner)
+        raise TypeError(
+            f"inputs come from more than one framework ({described}); "
+            "pass backend=NAME to choose which one runs (the others are converted)"
+        )
+    if owners:
+        return next(iter(owners.values()))
+    return _registry.get(os.environ.get(ENV_VAR) or "numpy")
+
+
+def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], str]:
+    """Every input as ``backend``'s array of the common dtype, on the first native input's device."""
+    dtype = result_dtype({i.name: (i.dtype, i.weak) for i in inputs})
+    native = [i for i in inputs if i.owner is backend]
+    like = native[0].array if native else None
+    if like is not None:
+        device = backend.device(like)
+        for other in native[1:]:
+            if backend.device(other.array) != device:
+                raise ValueError(
+                    f"{other.name} is on device {backend.device(other.array)} but "
+                    f"{native[0].name} is on {device}; put all inputs on one device"
+                )
+    arrays = []
+    for i in inputs:
+        array = i.array
+        if i.owner is not None and i.owner is not backend:
+            array = i.owner.to_numpy(array)
+        arrays.append(backend.convert(array, dtype, like))
+    return arrays, dtype
+

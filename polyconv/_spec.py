@@ -1,0 +1,275 @@
+"""The specification of cross-correlation: argument normalisation, shapes and padding arithmetic.
+
+Everything a backend needs is reduced here to one frozen, hashable :class:`CorrSpec`, so that
+backends only compute and every backend sees exactly the same geometry.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Union
+
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular", "symmetric"]
+PaddingArg = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
+IntOrTuple = Union[int, Sequence[int]]
+
+PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular", "symmetric")
+PADDING_STRINGS: tuple[str, ...] = ("valid", "same", "full")
+
+# Names other libraries use for our padding modes: an error suggests ours instead of guessing.
+_MODE_ALIASES = {
+    "constant": "zeros",
+    "fill": "zeros",
+    "zero": "zeros",
+    "edge": "replicate",
+    "nearest": "replicate",
+    "wrap": "circular",
+    "symm": "symmetric",
+    "mirror": "reflect",
+}
+
+
+@dataclass(frozen=True)
+class CorrSpec:
+    """One correlation problem, fully normalised.
+
+    Shapes are always batched: ``x_shape = (N, C_in, *spatial)``. ``padding`` is the explicit
+    ``(lo, hi)`` pair per spatial axis that every user padding form reduces to.
+    """
+
+    x_shape: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str
+    batched: bool
+    has_bias: bool
+
+    @property
+    def rank(self) -> int:
+        """Number of spatial dimensions (1, 2 or 3)."""
+        return len(self.stride)
+
+    @property
+    def kernel_shape(self) -> tuple[int, ...]:
+        return self.w_shape[2:]
+
+    @property
+    def padded_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the input after padding."""
+        return tuple(n + lo + hi for n, (lo, hi) in zip(self.x_shape[2:], self.padding))
+
+    @property
+    def terms_per_output(self) -> int:
+        """How many products each output element sums: ``C_in / groups * prod(kernel)``."""
+        return self.w_shape[1] * math.prod(self.kernel_shape)
+
+    @property
+    def user_out_shape(self) -> tuple[int, ...]:
+        """The output shape as the user sees it (unbatched input gives unbatched output)."""
+        return self.out_shape if self.batched else self.out_shape[1:]
+
+
+def _as_int(value: object, name: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool {value!r}")
+    try:
+        as_int = operator.index(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    return int(as_int)
+
+
+def _per_axis(value: object, rank: int, name: str) -> tuple[int, ...]:
+    """An int or a tuple of ``rank`` positive ints, as a tuple."""
+    items = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
+    if items is None:
+        items = (_as_int(value, name),) * rank
+    elif len(items) != rank:
+        raise ValueError(
+            f"{name} must be an int or a tuple of {rank} ints (one per spatial axis), "
+            f"got {len(items)} values {value!r}"
+        )
+    result = tuple(_as_int(v, name) for v in items)
+    if any(v <= 0 for v in result):
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return result
+
+
+def _explicit_padding(padding: object, rank: int) -> tuple[tuple[int, int], ...]:
+    """Reduce an int, a tuple of ints or a tuple of (lo, hi) pairs to (lo, hi) pairs."""
+    expected = (
+        f"'valid', 'same', 'full', an int, a tuple of {rank} ints "
+        f"or a tuple of {rank} (lo, hi) pairs"
+    )
+    if isinstance(padding, Sequence) and not isinstance(padding, str):
+        if len(padding) != rank:
+            raise ValueError(f"padding must be {expected}; got {len(padding)} values {padding!r}")
+        pairs = []
+        for item in padding:
+            if isinstance(item, Sequence) and not isinstance(item, str):
+                if len(item) != 2:
+                    raise ValueError(f"padding pairs must be (lo, hi); got {item!r} in {padding!r}")
+                pairs.append((_as_int(item[0], "padding"), _as_int(item[1], "padding")))
+            else:
+                p = _as_int(item, "padding")
+                pairs.append((p, p))
+    else:
+        try:
+            p = _as_int(padding, "padding")
+        except TypeError:
+            raise TypeError(f"padding must be {expected}; got {padding!r}") from None
+        pairs = [(p, p)] * rank
+    if any(lo < 0 or hi < 0 for lo, hi in pairs):
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return tuple(pairs)
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """``ceil(size / stride)`` outputs; the odd extra pad goes at the end (the TF/JAX rule)."""
+    extent = (kernel - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
+
+
+def _resolve_padding(
+    padding: object,
+    spatial: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+) -> tuple[tuple[int, int], ...]:
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * len(spatial)
+        if padding == "full":
+            return tuple(((k - 1) * d,) * 2 for k, d in zip(kernel, dilation))  # type: ignore[misc]
+        if padding == "same":
+            return tuple(map(same_padding, spatial, kernel, stride, dilation))
+        raise ValueError(f"padding must be one of {PADDING_STRINGS}, an int or a tuple; got {padding!r}")
+    return _explicit_padding(padding, len(spatial))
+
+
+def _check_padding_mode(padding_mode: object) -> str:
+    if padding_mode in PADDING_MODES:
+        return str(padding_mode)
+    hint = ""
+    if isinstance(padding_mode, str) and padding_mode in _MODE_ALIASES:
+        hint = f" (polyconv calls {padding_mode!r} {_MODE_ALIASES[padding_mode]!r})"
+    raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}{hint}")
+
+
+def _freeze(value: object) -> object:
+    """Lists to tuples, recursively, so that arguments can key the normalisation cache."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def normalize(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    bias_shape: Sequence[int] | None = None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = "valid",
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> CorrSpec:
+    """Validate a problem and reduce it to a :class:`CorrSpec`; cached, so repeat calls are cheap."""
+    args = tuple(map(_freeze, (x_shape, w_shape, bias_shape, stride, padding, dilation)))
+    try:
+        return _normalize_cached(*args, groups, padding_mode)  # type: ignore[arg-type]
+    except TypeError as error:
+        if "unhashable" not in str(error):
+            raise
+        return _normalize(*args, groups, padding_mode)  # type: ignore[arg-type]
+
+
+def _normalize(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    bias_shape: tuple[int, ...] | None,
+    stride: object,
+    padding: object,
+    dilation: object,
+    groups: object,
+    padding_mode: object,
+) -> CorrSpec:
+    x_shape, w_shape = tuple(map(int, x_shape)), tuple(map(int, w_shape))
+    rank = len(w_shape) - 2
+    if not 1 <= rank <= 3:
+        raise ValueError(
+            "w must have shape (C_out, C_in // groups, *kernel) with 1, 2 or 3 spatial axes, "
+            f"got shape {w_shape} ({len(w_shape)} dimensions)"
+        )
+    if len(x_shape) not in (rank + 1, rank + 2):
+        raise ValueError(
+            f"x must have shape (N, C_in, *spatial) or (C_in, *spatial) with {rank} spatial axes "
+            f"to match w of shape {w_shape}; got shape {x_shape}"
+        )
+    batched = len(x_shape) == rank + 2
+    if not batched:
+        x_shape = (1, *x_shape)
+    if 0 in x_shape:
+        raise ValueError(f"x must not be empty, got shape {x_shape if batched else x_shape[1:]}")
+    if 0 in w_shape:
+        raise ValueError(f"w must not be empty, got shape {w_shape}")
+
+    groups = _as_int(groups, "groups")
+    if groups <= 0:
+        raise ValueError(f"groups must be a positive int, got {groups}")
+    c_in, c_out = x_shape[1], w_shape[0]
+    if c_in % groups or c_out % groups:
+        raise ValueError(
+            f"groups={groups} must divide both C_in={c_in} (x.shape[{1 if batched else 0}]) "
+            f"and C_out={c_out} (w.shape[0])"
+        )
+    if w_shape[1] != c_in // groups:
+        raise ValueError(
+            f"w.shape[1] must be C_in // groups = {c_in} // {groups} = {c_in // groups}, "
+            f"got w of shape {w_shape} for x of shape {x_shape if batched else x_shape[1:]}"
+        )
+    if bias_shape is not None and tuple(bias_shape) != (c_out,):
+        raise ValueError(f"bias must have shape (C_out,) = ({c_out},), got {tuple(bias_shape)}")
+
+    stride_t = _per_axis(stride, rank, "stride")
+    dilation_t = _per_axis(dilation, rank, "dilation")
+    mode = _check_padding_mode(padding_mode)
+    spatial, kernel = x_shape[2:], w_shape[2:]
+    pads = _resolve_padding(padding, spatial, kernel, stride_t, dilation_t)
+
+    out_spatial = []
+    for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(spatial, kernel, stride_t, dilation_t, pads)):
+        extent, padded = (k - 1) * d + 1, n + lo + hi
+        if extent > padded:
+            raise ValueError(
+                f"the kernel, dilated to extent {extent} along spatial axis {axis} "
+                f"(kernel {k}, dilation {d}), is larger than the padded input ({n} + {lo} + {hi} "
+                f"= {padded}); pad more or use a smaller kernel or dilation"
+            )
+        out_spatial.append((padded - extent) // s + 1)
+
+    return CorrSpec(
+        x_shape=x_shape,
+        w_shape=w_shape,
+        out_shape=(x_shape[0], c_out, *out_spatial),
+        stride=stride_t,
+        padding=pads,
+        dilation=dilation_t,
+        groups=groups,
+        padding_mode=mode,
+        batched=batched,
+        has_bias=bias_shape is not None,
+    )
+
+
+_normalize_cached = functools.lru_cache(maxsize=4096)(_normalize)

@@ -1,0 +1,65 @@
+"""The interface every backend implements: a few array conversions and two computations.
+
+A backend module must not import its framework at import time: polyconv imports backend modules
+to ask which framework they serve (``framework``), and only touches the framework once the user
+has imported it or asked for the backend by name.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+from .._spec import CorrSpec
+
+Array = Any
+
+
+class Backend(abc.ABC):
+    """Computes the spec on one framework's arrays; all validation happens before it is called."""
+
+    #: The name users select the backend by (``backend="torch"``).
+    name: str
+    #: Top-level module of the framework; the backend is considered for array detection only
+    #: when this module is already in ``sys.modules``.
+    framework: str
+
+    @abc.abstractmethod
+    def owns(self, obj: object) -> bool:
+        """Whether ``obj`` is an array of this backend's framework."""
+
+    @abc.abstractmethod
+    def dtype_name(self, a: Array) -> str:
+        """The NumPy name of an owned array's dtype (``"float32"``, ``"int64"``, ``"bool"``, ...)."""
+
+    @abc.abstractmethod
+    def convert(self, a: Array, dtype: str, like: Array | None) -> Array:
+        """``a`` (an owned array or a NumPy array) as an owned array of ``dtype``, placed on the
+        device of ``like`` when ``like`` is an owned array."""
+
+    @abc.abstractmethod
+    def to_numpy(self, a: Array) -> np.ndarray:
+        """An owned array as a NumPy array (copied to the host if needed; gradients detached)."""
+
+    def device(self, a: Array) -> str:
+        """Where an owned array lives, as a string (``"cpu"``, ``"cuda:0"``)."""
+        return "cpu"
+
+    @abc.abstractmethod
+    def flip(self, a: Array, axes: tuple[int, ...]) -> Array:
+        """Reverse ``a`` along ``axes``."""
+
+    @abc.abstractmethod
+    def correlate(self, x: Array, w: Array, bias: Array | None, spec: CorrSpec) -> Array:
+        """The correlation of batched ``x`` with ``w`` (same dtype, same device) per ``spec``."""
+
+    @abc.abstractmethod
+    def correlate_vjp(
+        self, x: Array, w: Array, bias: Array | None, grad_y: Array, spec: CorrSpec
+    ) -> tuple[Array, Array, Array | None]:
+        """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to x, w and bias."""
+
+    def __repr__(self) -> str:
+        return f"<polyconv backend {self.name!r}>"

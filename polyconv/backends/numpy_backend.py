@@ -1,0 +1,162 @@
+"""Pure-NumPy backend: the direct method, with hand-written gradients.
+
+The correlation loops over kernel offsets only; each step is one vectorised multiply-add (one
+input channel per group) or one batched matrix product over channels. Its gradients are the
+transposes of the same loop: the kernel gradient correlates the padded input with the output
+gradient, and the input gradient scatters ``w^T @ grad_y`` back onto the windows it came from,
+then folds the padding back onto the input (the transpose of the padding gather).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._padding import pad_indices
+from .._spec import CorrSpec
+from ._interface import Backend
+
+
+def _compute_dtype(dtype: np.dtype) -> np.dtype:
+    # float16 accumulates in float32, then rounds once: NumPy has no fast or accurate half GEMM.
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def _window(spec: CorrSpec, offset: tuple[int, ...]) -> tuple[slice, ...]:
+    """The strided slice of the padded input that kernel tap ``offset`` multiplies."""
+    return tuple(
+        slice(k * d, k * d + s * (n - 1) + 1, s)
+        for k, d, s, n in zip(offset, spec.dilation, spec.stride, spec.out_shape[2:])
+    )
+
+
+def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
+    """``x`` padded per ``spec`` (any mode, any width)."""
+    if not any(lo or hi for lo, hi in spec.padding):
+        return x
+    if spec.padding_mode == "zeros":
+        padded = np.zeros(x.shape[:2] + spec.padded_shape, dtype=x.dtype)
+        interior = tuple(slice(lo, lo + n) for (lo, _), n in zip(spec.padding, x.shape[2:]))
+        padded[(..., *interior)] = x
+        return padded
+    for axis, (n, (lo, hi)) in enumerate(zip(x.shape[2:], spec.padding)):
+        x = np.take(x, pad_indices(n, lo, hi, spec.padding_mode), axis=2 + axis)
+    return x
+
+
+def unpad_grad(grad_padded: np.ndarray, spec: CorrSpec) -> np.ndarray:
+    """The transpose of :func:`pad`: every padded position adds its gradient to its source."""
+    grad = grad_padded
+    for axis, (n, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding)):
+        moved = np.moveaxis(grad, 2 + axis, 0)
+        folded = moved[lo : lo + n].copy()
+        if spec.padding_mode != "zeros":
+            index = pad_indices(n, lo, hi, spec.padding_mode)
+            np.add.at(folded, index[:lo], moved[:lo])
+            np.add.at(folded, index[lo + n :], moved[lo + n :])
+        grad = np.moveaxis(folded, 0, 2 + axis)
+    return grad
+
+
+def _grouped(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Views with the group axis split out: x as (N, G, C_in/G, ...), w as (G, C_out/G, C_in/G, ...)."""
+    g = spec.groups
+    xg = x.reshape(x.shape[0], g, x.shape[1] // g, *x.shape[2:])
+    wg = w.reshape(g, w.shape[0] // g, *w.shape[1:])
+    return xg, wg
+
+
+def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndarray:
+    out_dtype = x.dtype
+    dtype = _compute_dtype(out_dtype)
+    xg, wg = _grouped(pad(x.astype(dtype, copy=False), spec), w.astype(dtype, copy=False), spec)
+    n, g, c_group = xg.shape[:3]
+    o_group = wg.shape[1]
+    out_spatial = spec.out_shape[2:]
+    y = np.zeros((n, g, o_group, *out_spatial), dtype=dtype)
+    scratch = np.empty_like(y)
+    for offset in np.ndindex(*spec.kernel_shape):
+        window = xg[(..., *_window(spec, offset))]
+        tap = wg[(..., *offset)]  # (G, C_out/G, C_in/G)
+        if c_group == 1:  # one input channel per group: a broadcast multiply-add
+            np.multiply(tap.reshape(1, g, o_group, *([1] * spec.rank)), window, out=scratch)
+            y += scratch
+        else:
+            flat = window.reshape(n, g, c_group, math.prod(out_spatial))
+            y += np.matmul(tap, flat).reshape(y.shape)
+    y = y.reshape(spec.out_shape)
+    if bias is not None:
+        y += bias.astype(dtype, copy=False).reshape(-1, *([1] * spec.rank))
+    return y.astype(out_dtype, copy=False)
+
+
+def correlate_vjp(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, grad_y: np.ndarray, spec: CorrSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    out_dtype = x.dtype
+    dtype = _compute_dtype(out_dtype)
+    xg, wg = _grouped(pad(x.astype(dtype, copy=False), spec), w.astype(dtype, copy=False), spec)
+    n, g, c_group = xg.shape[:3]
+    o_group = wg.shape[1]
+    positions = math.prod(spec.out_shape[2:])
+    grad_flat = grad_y.astype(dtype, copy=False).reshape(n, g, o_group, positions)
+
+    grad_w = np.empty_like(wg)
+    grad_xg = np.zeros_like(xg)
+    for offset in np.ndindex(*spec.kernel_shape):
+        window = _window(spec, offset)
+        patch = xg[(..., *window)].reshape(n, g, c_group, positions)
+        # d/dw: sum over batch and positions of grad_y times the input window.
+        grad_w[(..., *offset)] = np.matmul(grad_flat, patch.transpose(0, 1, 3, 2)).sum(axis=0)
+        # d/dx: w^T @ grad_y, scattered back onto the window this tap read.
+        tap_t = wg[(..., *offset)].transpose(0, 2, 1)
+        grad_xg[(..., *window)] += np.matmul(tap_t, grad_flat).reshape(
+            grad_xg[(..., *window)].shape
+        )
+
+    grad_x = unpad_grad(grad_xg.reshape(spec.x_shape[:2] + spec.padded_shape), spec)
+    grad_bias = None
+    if bias is not None:
+        grad_bias = grad_y.astype(dtype, copy=False).sum(axis=(0, *range(2, grad_y.ndim)))
+        grad_bias = grad_bias.astype(out_dtype, copy=False)
+    return (
+        grad_x.astype(out_dtype, copy=False),
+        grad_w.reshape(spec.w_shape).astype(out_dtype, copy=False),
+        grad_bias,
+    )
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    framework = "numpy"
+
+    def owns(self, obj: object) -> bool:
+        return isinstance(obj, np.ndarray)
+
+    def dtype_name(self, a: np.ndarray) -> str:
+        return a.dtype.name
+
+    def convert(self, a: np.ndarray, dtype: str, like: np.ndarray | None) -> np.ndarray:
+        return np.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(a)
+
+    def flip(self, a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+        return np.flip(a, axes)
+
+    def correlate(
+        self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec
+    ) -> np.ndarray:
+        return correlate(x, w, bias, spec)
+
+    def correlate_vjp(
+        self,
+        x: np.ndarray,
+        w: np.ndarray,
+        bias: np.ndarray | None,
+        grad_y: np.ndarray,
+        spec: CorrSpec,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        return correlate_vjp(x, w, bias, grad_y, spec)
