@@ -3,18 +3,27 @@
 from . import reference
 from ._api import convolve, corr2d, correlate, correlate_vjp, output_shape
 from ._dispatch import use_backend
+from ._matrix import as_matrix
 from ._spec import CorrSpec, normalize
 from .backends import available as backends
+from .layers import Conv1D, Conv2D, Conv3D
+from .training import DivergenceError, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
     "CorrSpec",
+    "DivergenceError",
+    "as_matrix",
     "backends",
     "convolve",
     "corr2d",
     "correlate",
     "correlate_vjp",
+    "fit",
     "normalize",
     "output_shape",
     "reference",

@@ -19,7 +19,8 @@ def _prepare(
     padding_mode: str,
 ) -> tuple[Backend, dict[str, Array], CorrSpec]:
     """Inspect, validate and convert; the arrays come back batched and of one dtype."""
-    inputs = [as_input(name, obj) for name, obj in arrays.items() if obj is not None]
+    # Only bias is optional; a None x, w or grad_y is refused by as_input with its name.
+    inputs = [as_input(n, obj) for n, obj in arrays.items() if obj is not None or n != "bias"]
     by_name = {i.name: i for i in inputs}
     spec = normalize(
         by_name["x"].shape,
@@ -130,6 +131,9 @@ def corr2d(X: object, K: object, *, backend: str | None = None) -> Array:
     for name, i in inputs.items():
         if len(i.shape) != 2:
             raise ValueError(f"{name} must be 2-D, got shape {i.shape}")
+    x_shape, k_shape = inputs["X"].shape, inputs["K"].shape
+    if any(k > n for k, n in zip(k_shape, x_shape)):
+        raise ValueError(f"K of shape {k_shape} must fit inside X of shape {x_shape} (no padding)")
     y = correlate(_lift(inputs["X"]), _lift(inputs["K"]), backend=backend)
     return y[0, 0]
 

@@ -80,7 +80,11 @@ def select_backend(requested: str | None, inputs: list[Input]) -> Backend:
         )
     if owners:
         return next(iter(owners.values()))
-    return _registry.get(os.environ.get(ENV_VAR) or "numpy")
+    default = os.environ.get(ENV_VAR) or "numpy"
+    try:
+        return _registry.get(default)
+    except ValueError as error:  # say where the bad name came from
+        raise ValueError(f"{error} (from the {ENV_VAR} environment variable)") from None
 
 
 def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], str]:
@@ -88,14 +92,14 @@ def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], 
     dtype = result_dtype({i.name: (i.dtype, i.weak) for i in inputs})
     native = [i for i in inputs if i.owner is backend]
     like = native[0].array if native else None
-    if like is not None:
-        device = backend.device(like)
-        for other in native[1:]:
-            if backend.device(other.array) != device:
-                raise ValueError(
-                    f"{other.name} is on device {backend.device(other.array)} but "
-                    f"{native[0].name} is on {device}; put all inputs on one device"
-                )
+    # Arrays with no device yet (JAX tracers) are placed by the enclosing transformation.
+    placed = [(i, device) for i in native if (device := backend.device(i.array)) is not None]
+    for other, device in placed[1:]:
+        if device != placed[0][1]:
+            raise ValueError(
+                f"{other.name} is on device {device} but {placed[0][0].name} is on "
+                f"{placed[0][1]}; put all inputs on one device"
+            )
     arrays = []
     for i in inputs:
         array = i.array

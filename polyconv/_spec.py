@@ -10,7 +10,7 @@ import functools
 import math
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Union
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular", "symmetric"]
@@ -19,6 +19,7 @@ IntOrTuple = Union[int, Sequence[int]]
 
 PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular", "symmetric")
 PADDING_STRINGS: tuple[str, ...] = ("valid", "same", "full")
+METHODS: tuple[str, ...] = ("auto", "direct", "fft")
 
 # Names other libraries use for our padding modes: an error suggests ours instead of guessing.
 _MODE_ALIASES = {
@@ -51,6 +52,9 @@ class CorrSpec:
     padding_mode: str
     batched: bool
     has_bias: bool
+    #: How backends compute it: ``"direct"`` (the defining sum) or ``"fft"`` (by FFT); never
+    #: ``"auto"``, which :func:`normalize` resolves with the cost model of :mod:`polyconv._methods`.
+    method: str = "direct"
 
     @property
     def rank(self) -> int:
@@ -85,6 +89,19 @@ def _as_int(value: object, name: str) -> int:
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
     return int(as_int)
+
+
+def _shape(value: object, name: str) -> tuple[int, ...]:
+    """A shape as a tuple of non-negative ints."""
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise TypeError(f"{name}'s shape must be a tuple of ints, got {value!r}")
+    try:
+        shape = tuple(_as_int(n, name) for n in value)
+    except TypeError:
+        raise TypeError(f"{name}'s shape must be a tuple of ints, got {value!r}") from None
+    if any(n < 0 for n in shape):
+        raise ValueError(f"{name}'s shape must not contain negative sizes, got {shape}")
+    return shape
 
 
 def _per_axis(value: object, rank: int, name: str) -> tuple[int, ...]:
@@ -153,7 +170,10 @@ def _resolve_padding(
             return tuple(((k - 1) * d,) * 2 for k, d in zip(kernel, dilation))  # type: ignore[misc]
         if padding == "same":
             return tuple(map(same_padding, spatial, kernel, stride, dilation))
-        raise ValueError(f"padding must be one of {PADDING_STRINGS}, an int or a tuple; got {padding!r}")
+        hint = f" (did you mean {padding.lower()!r}?)" if padding.lower() in PADDING_STRINGS else ""
+        raise ValueError(
+            f"padding must be one of {PADDING_STRINGS}, an int or a tuple; got {padding!r}{hint}"
+        )
     return _explicit_padding(padding, len(spatial))
 
 
@@ -161,8 +181,10 @@ def _check_padding_mode(padding_mode: object) -> str:
     if padding_mode in PADDING_MODES:
         return str(padding_mode)
     hint = ""
-    if isinstance(padding_mode, str) and padding_mode in _MODE_ALIASES:
-        hint = f" (polyconv calls {padding_mode!r} {_MODE_ALIASES[padding_mode]!r})"
+    if isinstance(padding_mode, str) and padding_mode.lower() in _MODE_ALIASES:
+        hint = f" (polyconv calls {padding_mode!r} {_MODE_ALIASES[padding_mode.lower()]!r})"
+    elif isinstance(padding_mode, str) and padding_mode.lower() in PADDING_MODES:
+        hint = f" (did you mean {padding_mode.lower()!r}?)"
     raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}{hint}")
 
 
@@ -183,15 +205,21 @@ def normalize(
     dilation: IntOrTuple = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    method: str = "direct",
+    backend: str | None = None,
 ) -> CorrSpec:
-    """Validate a problem and reduce it to a :class:`CorrSpec`; cached, so repeat calls are cheap."""
+    """Validate a problem and reduce it to a :class:`CorrSpec`; cached, so repeat calls are cheap.
+
+    ``method`` is ``"direct"``, ``"fft"`` or ``"auto"``; ``"auto"`` is resolved here by the cost
+    model of the backend named ``backend`` (``None``: the NumPy backend's).
+    """
     args = tuple(map(_freeze, (x_shape, w_shape, bias_shape, stride, padding, dilation)))
     try:
-        return _normalize_cached(*args, groups, padding_mode)  # type: ignore[arg-type]
+        return _normalize_cached(*args, groups, padding_mode, method, backend)  # type: ignore[arg-type]
     except TypeError as error:
         if "unhashable" not in str(error):
             raise
-        return _normalize(*args, groups, padding_mode)  # type: ignore[arg-type]
+        return _normalize(*args, groups, padding_mode, method, backend)  # type: ignore[arg-type]
 
 
 def _normalize(
@@ -203,8 +231,12 @@ def _normalize(
     dilation: object,
     groups: object,
     padding_mode: object,
+    method: object = "direct",
+    backend: str | None = None,
 ) -> CorrSpec:
-    x_shape, w_shape = tuple(map(int, x_shape)), tuple(map(int, w_shape))
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    x_shape, w_shape = _shape(x_shape, "x"), _shape(w_shape, "w")
     rank = len(w_shape) - 2
     if not 1 <= rank <= 3:
         raise ValueError(
@@ -252,13 +284,13 @@ def _normalize(
         extent, padded = (k - 1) * d + 1, n + lo + hi
         if extent > padded:
             raise ValueError(
-                f"the kernel, dilated to extent {extent} along spatial axis {axis} "
-                f"(kernel {k}, dilation {d}), is larger than the padded input ({n} + {lo} + {hi} "
-                f"= {padded}); pad more or use a smaller kernel or dilation"
+                f"w's kernel, dilated to extent {extent} along spatial axis {axis} "
+                f"(kernel {k}, dilation {d}), is larger than x padded along that axis "
+                f"({n} + {lo} + {hi} = {padded}); pad more or use a smaller kernel or dilation"
             )
         out_spatial.append((padded - extent) // s + 1)
 
-    return CorrSpec(
+    spec = CorrSpec(
         x_shape=x_shape,
         w_shape=w_shape,
         out_shape=(x_shape[0], c_out, *out_spatial),
@@ -270,6 +302,11 @@ def _normalize(
         batched=batched,
         has_bias=bias_shape is not None,
     )
+    if method == "auto":
+        from ._methods import choose_method  # the cost model needs the spec's geometry
+
+        method = choose_method(spec, backend)
+    return spec if method == "direct" else replace(spec, method=str(method))
 
 
 _normalize_cached = functools.lru_cache(maxsize=4096)(_normalize)

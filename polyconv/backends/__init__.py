@@ -3,7 +3,12 @@
 Backends register under the entry-point group ``polyconv.backends`` (the three built-ins too, in
 polyconv's own ``pyproject.toml``); each entry point names a :class:`Backend` subclass. Entry
 points are read once, on first use, and a backend is loaded only when needed. A backend that
-fails to load is reported with a warning and left out; it never breaks ``import polyconv``.
+fails to load is reported with a :class:`BackendWarning` and left out; it never breaks
+``import polyconv``.
+
+A backend author needs :class:`Backend` (the interface), :class:`CorrSpec` (the problem it is
+given) and :func:`pad_indices` (every padding mode as a gather), all importable from here; see
+``docs/backends.md``.
 """
 
 from __future__ import annotations
@@ -15,9 +20,21 @@ import importlib.util
 import sys
 import warnings
 
+from .._padding import pad_indices
+from .._spec import CorrSpec
 from ._interface import Array, Backend
 
-__all__ = ["Array", "Backend", "available", "backend_of", "get", "registered"]
+__all__ = [
+    "Array",
+    "Backend",
+    "BackendWarning",
+    "CorrSpec",
+    "available",
+    "backend_of",
+    "get",
+    "pad_indices",
+    "registered",
+]
 
 ENTRY_POINT_GROUP = "polyconv.backends"
 
@@ -34,9 +51,35 @@ _BUILTINS = {
 def registered() -> dict[str, str]:
     """Every registered backend name, with the ``module:Class`` it loads from."""
     found = dict(_BUILTINS)
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(entry.name, entry.value)
+    try:
+        entries = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception as error:  # unreadable installed metadata must not break polyconv
+        _warn(f"polyconv could not read the {ENTRY_POINT_GROUP!r} entry points: {error!r}")
+        return found
+    for entry in entries:
+        taken = found.setdefault(entry.name, entry.value)
+        if taken != entry.value:
+            dist = getattr(getattr(entry, "dist", None), "name", "an installed package")
+            _warn(
+                f"polyconv backend {entry.name!r} = {entry.value} (from {dist}) is ignored: "
+                f"that name is already registered to {taken}"
+            )
     return found
+
+
+class BackendWarning(UserWarning):
+    """A registered backend cannot be used: it failed to load or to start, or its name is taken.
+    Silence one with ``warnings.filterwarnings("ignore", category=BackendWarning)``."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, BackendWarning, stacklevel=4)
+
+
+def _warn_broken(name: str, error: BaseException) -> None:
+    _warn(
+        f"polyconv backend {name!r} ({registered()[name]}) failed to load and is skipped: {error!r}"
+    )
 
 
 def _load_class(name: str) -> type[Backend] | None:
@@ -46,12 +89,10 @@ def _load_class(name: str) -> type[Backend] | None:
         cls = getattr(importlib.import_module(module_name), attr)
         if not (isinstance(cls, type) and issubclass(cls, Backend)):
             raise TypeError(f"{target} is not a polyconv.backends.Backend subclass")
+        if not isinstance(getattr(cls, "framework", None), str):
+            raise TypeError(f"{target} does not say which framework it serves (framework = '...')")
     except Exception as error:  # a broken plug-in must not break polyconv
-        warnings.warn(
-            f"polyconv backend {name!r} ({target}) failed to load and is skipped: {error!r}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        _warn_broken(name, error)
         return None
     return cls
 
@@ -65,7 +106,12 @@ def _framework_installed(name: str) -> bool:
     cls = _backend_class(name)
     if cls is None:
         return False
-    return cls.framework in sys.modules or importlib.util.find_spec(cls.framework) is not None
+    if cls.framework in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(cls.framework) is not None
+    except (ImportError, ValueError):  # a dotted name whose parent is missing, or a bad name
+        return False
 
 
 def available() -> list[str]:
@@ -80,25 +126,43 @@ def get(name: str) -> Backend:
         raise ValueError(
             f"backend must be one of the available backends {available()}, got {name!r}"
             + (
-                f" (registered, but its framework is not installed)"
+                " (registered, but its framework is not installed)"
                 if isinstance(name, str) and name in registered()
                 else ""
             )
         )
     cls = _backend_class(name)
     assert cls is not None  # _framework_installed checked it loads
-    return cls()
+    try:
+        return cls()
+    except Exception as error:
+        raise RuntimeError(
+            f"polyconv backend {name!r} ({registered()[name]}) failed to start: {error!r}"
+        ) from error
+
+
+# Backends whose array check failed once: skipped by backend_of from then on.
+_broken: set[str] = set()
 
 
 def backend_of(obj: object) -> Backend | None:
     """The backend whose framework ``obj`` is an array of, considering only frameworks the user
-    has already imported (so this never imports one). NumPy arrays and lists give ``None``."""
+    has already imported (so this never imports one). NumPy arrays and lists give ``None``.
+
+    A backend that fails to start or to inspect ``obj`` is reported with a warning, once, and
+    skipped, so that a broken plug-in cannot break calls on other frameworks' arrays."""
     for name in registered():
-        if name == "numpy":
+        if name == "numpy" or name in _broken:
             continue
         cls = _backend_class(name)
         if cls is not None and cls.framework in sys.modules:
-            backend = get(name)
-            if backend.owns(obj):
+            try:
+                backend = get(name)
+                owned = backend.owns(obj)
+            except Exception as error:
+                _broken.add(name)
+                _warn_broken(name, error)
+                continue
+            if owned:
                 return backend
     return None

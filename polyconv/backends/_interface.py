@@ -8,6 +8,7 @@ has imported it or asked for the backend by name.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,8 +44,9 @@ class Backend(abc.ABC):
     def to_numpy(self, a: Array) -> np.ndarray:
         """An owned array as a NumPy array (copied to the host if needed; gradients detached)."""
 
-    def device(self, a: Array) -> str:
-        """Where an owned array lives, as a string (``"cpu"``, ``"cuda:0"``)."""
+    def device(self, a: Array) -> str | None:
+        """Where an owned array lives, as a string (``"cpu"``, ``"cuda:0"``); ``None`` when it
+        has no device yet (a JAX tracer), which exempts it from the same-device check."""
         return "cpu"
 
     @abc.abstractmethod
@@ -60,6 +62,17 @@ class Backend(abc.ABC):
         self, x: Array, w: Array, bias: Array | None, grad_y: Array, spec: CorrSpec
     ) -> tuple[Array, Array, Array | None]:
         """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to x, w and bias."""
+
+    def synchronize(self, a: Array) -> None:
+        """Wait until ``a`` is computed. Frameworks that run asynchronously (JAX, PyTorch on
+        CUDA) override this, so that a timing measures the work rather than its dispatch; the
+        default suits eager, synchronous frameworks."""
+
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn``, a pure function of this backend's arrays (and pytrees of them), prepared for
+        many calls with same-shaped arguments. The default runs it as written; JAX jit-compiles
+        it, so that a whole training step runs as one XLA computation."""
+        return fn
 
     def __repr__(self) -> str:
         return f"<polyconv backend {self.name!r}>"

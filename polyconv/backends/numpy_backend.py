@@ -9,26 +9,17 @@ then folds the padding back onto the input (the transpose of the padding gather)
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .._padding import pad_indices
 from .._spec import CorrSpec
+from . import _numpy_direct, _numpy_fft
 from ._interface import Backend
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
     # float16 accumulates in float32, then rounds once: NumPy has no fast or accurate half GEMM.
     return np.dtype(np.float32) if dtype == np.float16 else dtype
-
-
-def _window(spec: CorrSpec, offset: tuple[int, ...]) -> tuple[slice, ...]:
-    """The strided slice of the padded input that kernel tap ``offset`` multiplies."""
-    return tuple(
-        slice(k * d, k * d + s * (n - 1) + 1, s)
-        for k, d, s, n in zip(offset, spec.dilation, spec.stride, spec.out_shape[2:])
-    )
 
 
 def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
@@ -67,59 +58,38 @@ def _grouped(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, 
     return xg, wg
 
 
-def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndarray:
-    out_dtype = x.dtype
-    dtype = _compute_dtype(out_dtype)
-    xg, wg = _grouped(pad(x.astype(dtype, copy=False), spec), w.astype(dtype, copy=False), spec)
-    n, g, c_group = xg.shape[:3]
-    o_group = wg.shape[1]
-    out_spatial = spec.out_shape[2:]
-    y = np.zeros((n, g, o_group, *out_spatial), dtype=dtype)
-    scratch = np.empty_like(y)
-    for offset in np.ndindex(*spec.kernel_shape):
-        window = xg[(..., *_window(spec, offset))]
-        tap = wg[(..., *offset)]  # (G, C_out/G, C_in/G)
-        if c_group == 1:  # one input channel per group: a broadcast multiply-add
-            np.multiply(tap.reshape(1, g, o_group, *([1] * spec.rank)), window, out=scratch)
-            y += scratch
-        else:
-            flat = window.reshape(n, g, c_group, math.prod(out_spatial))
-            y += np.matmul(tap, flat).reshape(y.shape)
-    y = y.reshape(spec.out_shape)
+def _prepared(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The padded input and the kernel, contiguous, grouped and in the compute dtype."""
+    dtype = _compute_dtype(x.dtype)
+    xp = np.ascontiguousarray(pad(x.astype(dtype, copy=False), spec))
+    return _grouped(xp, np.ascontiguousarray(w, dtype=dtype), spec)
+
+
+def _add_bias(y: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndarray:
     if bias is not None:
-        y += bias.astype(dtype, copy=False).reshape(-1, *([1] * spec.rank))
-    return y.astype(out_dtype, copy=False)
+        y += bias.astype(y.dtype, copy=False).reshape(-1, *([1] * spec.rank))
+    return y
+
+
+def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndarray:
+    xg, wg = _prepared(x, w, spec)
+    method = _numpy_fft if spec.method == "fft" else _numpy_direct
+    y = _add_bias(method.correlate(xg, wg, spec), bias, spec)
+    return y.astype(x.dtype, copy=False)
 
 
 def correlate_vjp(
     x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, grad_y: np.ndarray, spec: CorrSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     out_dtype = x.dtype
-    dtype = _compute_dtype(out_dtype)
-    xg, wg = _grouped(pad(x.astype(dtype, copy=False), spec), w.astype(dtype, copy=False), spec)
-    n, g, c_group = xg.shape[:3]
-    o_group = wg.shape[1]
-    positions = math.prod(spec.out_shape[2:])
-    grad_flat = grad_y.astype(dtype, copy=False).reshape(n, g, o_group, positions)
-
-    grad_w = np.empty_like(wg)
-    grad_xg = np.zeros_like(xg)
-    for offset in np.ndindex(*spec.kernel_shape):
-        window = _window(spec, offset)
-        patch = xg[(..., *window)].reshape(n, g, c_group, positions)
-        # d/dw: sum over batch and positions of grad_y times the input window.
-        grad_w[(..., *offset)] = np.matmul(grad_flat, patch.transpose(0, 1, 3, 2)).sum(axis=0)
-        # d/dx: w^T @ grad_y, scattered back onto the window this tap read.
-        tap_t = wg[(..., *offset)].transpose(0, 2, 1)
-        grad_xg[(..., *window)] += np.matmul(tap_t, grad_flat).reshape(
-            grad_xg[(..., *window)].shape
-        )
-
-    grad_x = unpad_grad(grad_xg.reshape(spec.x_shape[:2] + spec.padded_shape), spec)
+    xg, wg = _prepared(x, w, spec)
+    gy = np.ascontiguousarray(grad_y, dtype=xg.dtype)
+    method = _numpy_fft if spec.method == "fft" else _numpy_direct
+    grad_xp, grad_w = method.correlate_vjp(xg, wg, gy, spec)
+    grad_x = unpad_grad(grad_xp.reshape(spec.x_shape[:2] + spec.padded_shape), spec)
     grad_bias = None
     if bias is not None:
-        grad_bias = grad_y.astype(dtype, copy=False).sum(axis=(0, *range(2, grad_y.ndim)))
-        grad_bias = grad_bias.astype(out_dtype, copy=False)
+        grad_bias = gy.sum(axis=(0, *range(2, gy.ndim))).astype(out_dtype, copy=False)
     return (
         grad_x.astype(out_dtype, copy=False),
         grad_w.reshape(spec.w_shape).astype(out_dtype, copy=False),

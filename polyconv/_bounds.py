@@ -1,0 +1,154 @@
+"""Error bounds for a correlation computed in floating point, and the comparison against them.
+
+For each output element, ``|y - ref| <= c * eps(dtype) * K * sum(|terms|)``, where ``K`` is the
+number of terms summed and ``sum(|terms|)`` is the same correlation evaluated on absolute values:
+the classical worst-case bound for a sum of ``K`` rounded products in any order (Higham,
+*Accuracy and Stability of Numerical Algorithms*, 3.1), so it holds under cancellation. Used by
+:mod:`polyconv.testing` (which re-exports everything here) and by :func:`polyconv.verify`; kept
+free of Hypothesis so that ``verify`` runs where only NumPy is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import reference
+from ._spec import normalize
+from .backends import backend_of
+
+__all__ = [
+    "DEFAULT_C",
+    "assert_within",
+    "dtype_name",
+    "eps",
+    "error_bound",
+    "round_to",
+    "to_numpy",
+    "vjp_error_bounds",
+]
+
+DEFAULT_C = 2.0
+"""The factor ``c`` of every bound. One ``gamma_K`` (``K * eps / 2``, first order) bounds any
+summation order of ``K`` rounded products, including a final rounding from a wider accumulator;
+``c = 2`` is twice that, which also covers the float64 reference's own rounding when the tested
+dtype is float64. Comparing two approximations of the truth (two backends, autodiff against
+``correlate_vjp``) needs ``2 * DEFAULT_C``: each is within the bound of the exact sum."""
+
+
+def eps(dtype: str) -> float:
+    """Machine epsilon of a float dtype (``2**-10`` for float16, ``2**-23``, ``2**-52``)."""
+    return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def round_to(a: object, dtype: str) -> np.ndarray:
+    """``a`` rounded to ``dtype`` and returned as float64, exactly: the inputs the reference must
+    see when the tested computation runs in ``dtype``."""
+    return to_numpy(a).astype(dtype).astype(np.float64)
+
+
+def to_numpy(a: object) -> np.ndarray:
+    """Any backend's array (or a list, or a NumPy array) as a NumPy array, detached and on host."""
+    owner = backend_of(a)
+    return owner.to_numpy(a) if owner is not None else np.asarray(a)
+
+
+def dtype_name(a: object) -> str:
+    """The NumPy name of any backend array's dtype, without converting it."""
+    owner = backend_of(a)
+    return owner.dtype_name(a) if owner is not None else np.asarray(a).dtype.name
+
+
+def _rounded_abs(a: object, dtype: str) -> np.ndarray:
+    return np.abs(round_to(a, dtype))
+
+
+def error_bound(
+    x: object,
+    w: object,
+    bias: object,
+    dtype: str,
+    spec_kwargs: Mapping[str, Any] | None = None,
+    *,
+    c: float = DEFAULT_C,
+) -> np.ndarray:
+    """Per-element bound on ``|correlate(x, w, bias) - exact|`` for a computation in ``dtype``:
+    ``c * eps(dtype) * K * correlate(|x|, |w|, |bias|)``.
+
+    ``K = terms_per_output (+ 1 with a bias)``: the number of terms each output sums. The inputs
+    are first rounded to ``dtype``, as the computation sees them. Arrays of any backend work.
+    """
+    kwargs = dict(spec_kwargs or {})
+    abs_x, abs_w = _rounded_abs(x, dtype), _rounded_abs(w, dtype)
+    abs_b = None if bias is None else _rounded_abs(bias, dtype)
+    spec = normalize(abs_x.shape, abs_w.shape, None if abs_b is None else abs_b.shape, **kwargs)
+    terms = spec.terms_per_output + spec.has_bias
+    magnitude = reference.correlate(abs_x, abs_w, abs_b, **kwargs)
+    return c * eps(dtype) * terms * magnitude
+
+
+def vjp_error_bounds(
+    x: object,
+    w: object,
+    bias: object,
+    grad_y: object,
+    dtype: str,
+    spec_kwargs: Mapping[str, Any] | None = None,
+    *,
+    c: float = DEFAULT_C,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-element bounds on the errors of ``(grad_x, grad_w, grad_bias)`` computed in ``dtype``.
+
+    Each gradient element is a sum too: ``grad_x`` over every (output, kernel tap) that reads the
+    input element (through the padding as well), ``grad_w`` over batch and output positions,
+    ``grad_bias`` over batch and positions. Its bound is ``c * eps * K * sum(|terms|)``, with the
+    magnitudes from the reference VJP of ``(|x|, |w|, |bias|, |grad_y|)`` and the per-element
+    term counts ``K`` from the reference VJP of all-ones arrays.
+    """
+    kwargs = dict(spec_kwargs or {})
+    abs_x, abs_w, abs_g = (_rounded_abs(a, dtype) for a in (x, w, grad_y))
+    abs_b = None if bias is None else _rounded_abs(bias, dtype)
+    ones_b = None if abs_b is None else np.ones_like(abs_b)
+    mag_x, mag_w, mag_b = reference.correlate_vjp(abs_x, abs_w, abs_b, abs_g, **kwargs)
+    count_x, count_w, count_b = reference.correlate_vjp(
+        np.ones_like(abs_x), np.ones_like(abs_w), ones_b, np.ones_like(abs_g), **kwargs
+    )
+    scale = c * eps(dtype)
+    bound_b = None if mag_b is None or count_b is None else scale * count_b * mag_b
+    return scale * count_x * mag_x, scale * count_w * mag_w, bound_b
+
+
+def assert_within(actual: object, expected: object, bound: object, *, what: str = "result") -> None:
+    """Assert ``|actual - expected| <= bound`` element-wise, with equal shapes.
+
+    ``actual`` may be any backend's array. Where ``expected`` is NaN or infinite, ``actual`` must
+    be NaN or the same infinity. A failure reports how many elements fail, the worst one (index,
+    both values, the error, its bound), and both shapes and dtypes.
+    """
+    actual_np = to_numpy(actual)
+    expected_np = np.asarray(expected)
+    shapes = f"actual shape {actual_np.shape}, expected shape {expected_np.shape}"
+    dtypes = f"actual dtype {dtype_name(actual)}, expected dtype {expected_np.dtype.name}"
+    if actual_np.shape != expected_np.shape:
+        raise AssertionError(f"{what}: shapes differ: {shapes} ({dtypes})")
+    a = actual_np.astype(np.float64)
+    e = expected_np.astype(np.float64)
+    b = np.broadcast_to(np.asarray(bound, dtype=np.float64), e.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = np.abs(a - e)
+        nonfinite = ~np.isfinite(e)
+        matches_nonfinite = (np.isnan(e) & np.isnan(a)) | (a == e)
+        bad = np.where(nonfinite, ~matches_nonfinite, ~(error <= b))
+        if not bad.any():
+            return
+        # The worst element: the largest error relative to its bound (NaN errors rank first).
+        ratio = np.where(bad, error / np.where(b > 0, b, np.finfo(np.float64).tiny), -1.0)
+        ratio = np.where(bad & ~np.isfinite(ratio), np.inf, ratio)
+    worst = np.unravel_index(int(np.argmax(ratio)), e.shape)
+    raise AssertionError(
+        f"{what}: {int(bad.sum())} of {e.size} elements exceed the error bound; worst at index "
+        f"{tuple(int(i) for i in worst)}: actual {a[worst]!r}, expected {e[worst]!r}, "
+        f"|difference| {error[worst]:.6g} > bound {b[worst]:.6g}; {shapes}; {dtypes}"
+    )

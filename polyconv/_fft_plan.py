@@ -1,0 +1,104 @@
+"""How the FFT method cuts a problem into transforms: FFT lengths and overlap-save blocks.
+
+Shared by every backend's FFT path and by the cost model, so that the plan the model prices is
+the plan that runs. Per spatial axis, the stride-1 ("full resolution") valid correlation of the
+padded input has ``full = (out - 1) * stride + 1`` useful outputs; the FFT computes them in
+``blocks`` blocks of ``block`` outputs each, every block from an input tile of ``length`` =
+``block + extent - 1`` samples (overlap-save). A circular correlation of that length has no
+wrap-around on the block's outputs, so no larger transform is needed. One block per axis is the
+plain whole-image FFT; small kernels on large images use several shorter transforms, which costs
+fewer operations (``length * log(length)`` per ``block`` outputs) and bounds the working memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from ._spec import CorrSpec
+
+# Prime factors the FFT libraries (pocketfft in NumPy, SciPy and PyTorch's CPU path, XLA's
+# DUCC) transform fastest. The last axis of a real transform has fewer fast radices.
+_REAL_PRIMES = (2, 3, 5)
+_COMPLEX_PRIMES = (2, 3, 5, 7, 11)
+
+
+def _is_smooth(n: int, primes: tuple[int, ...]) -> bool:
+    for p in primes:
+        while n % p == 0:
+            n //= p
+    return n == 1
+
+
+@functools.lru_cache(maxsize=4096)
+def next_fast_length(target: int, real: bool = False) -> int:
+    """The smallest ``n >= target`` whose prime factors are all fast radices (the idea of
+    ``scipy.fft.next_fast_len``): 2, 3, 5 for the real (last) axis, also 7 and 11 otherwise."""
+    if target < 1:
+        raise ValueError(f"target must be a positive int, got {target}")
+    primes = _REAL_PRIMES if real else _COMPLEX_PRIMES
+    n = target
+    while not _is_smooth(n, primes):
+        n += 1
+    return n
+
+
+@functools.lru_cache(maxsize=64)
+def _fast_lengths(limit: int, real: bool) -> tuple[int, ...]:
+    """Every fast length up to ``limit``, ascending."""
+    return tuple(n for n in range(1, limit + 1) if _is_smooth(n, _REAL_PRIMES if real else _COMPLEX_PRIMES))
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """The FFT blocking of one spatial axis (see the module docstring)."""
+
+    extent: int  # dilated kernel extent: (kernel - 1) * dilation + 1
+    full: int  # stride-1 outputs needed: (out - 1) * stride + 1
+    length: int  # FFT length of one tile
+    block: int  # outputs per tile: length - extent + 1
+    blocks: int  # tiles along the axis: ceil(full / block)
+
+    @property
+    def span(self) -> int:
+        """Input samples the tiles read, the last tile's zero extension included."""
+        return (self.blocks - 1) * self.block + self.length
+
+
+# Per output sample, a transform costs about length * log2(length) / block; the term below
+# stands for the per-sample work that does not shrink with the transform (tile copies, the
+# spectral product), so that long tiles are not over-rewarded.
+_PER_SAMPLE_OVERHEAD = 4.0
+
+
+def _axis_plan(extent: int, full: int, real: bool, max_length: int | None) -> AxisPlan:
+    whole = next_fast_length(full + extent - 1, real)
+    limit = whole if max_length is None else min(whole, max(max_length, next_fast_length(extent, real)))
+    best: tuple[float, int] | None = None
+    for length in _fast_lengths(limit, real) if limit > 16 else (limit,):
+        if length < extent or (length < whole and length - extent + 1 < extent):
+            continue  # tiles that mostly overlap cost more than they save
+        block = length - extent + 1
+        blocks = -(-full // block)
+        cost = blocks * length * (math.log2(max(length, 2)) + _PER_SAMPLE_OVERHEAD)
+        if best is None or cost < best[0]:
+            best = (cost, length)
+    length = whole if best is None else best[1]
+    block = length - extent + 1
+    return AxisPlan(extent, full, length, block, -(-full // block))
+
+
+@functools.lru_cache(maxsize=1024)
+def fft_plan(spec: CorrSpec, max_length: int | None = None) -> tuple[AxisPlan, ...]:
+    """The overlap-save plan of every spatial axis (the last one is the real-transform axis).
+
+    ``max_length`` caps the tile length, for backends that prefer many small transforms.
+    """
+    plans = []
+    for axis, (k, d, s, out) in enumerate(
+        zip(spec.kernel_shape, spec.dilation, spec.stride, spec.out_shape[2:])
+    ):
+        extent, full = (k - 1) * d + 1, (out - 1) * s + 1
+        plans.append(_axis_plan(extent, full, axis == spec.rank - 1, max_length))
+    return tuple(plans)

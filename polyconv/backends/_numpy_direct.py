@@ -1,0 +1,372 @@
+"""The NumPy backend's direct method: the defining sum, evaluated as blocked matrix products.
+
+Two schemes, both working on blocks of output rows (of the first spatial axis) small enough to
+stay in cache, each block an independent piece of work for the thread pool:
+
+- **Toeplitz tiles** (one input channel per group: single-channel images, depthwise layers).
+  Along the last axis, ``t`` consecutive outputs read ``L = (t - 1) * stride + extent`` inputs,
+  and their correlation with one kernel row is a product with a banded ``(L, t)`` matrix ``T``.
+  The input windows of all tiles and rows are one strided view of the padded input, so each
+  kernel row (each offset of the other kernel axes) is a single batched ``matmul`` with no copy,
+  summed over kernel rows in a cache-resident accumulator. ``T`` wastes ``L / kernel`` of the
+  multiply-adds, which BLAS more than repays against one whole-image pass per kernel tap.
+- **im2col** (several input channels per group: CNN layers). The block's windows are copied
+  into a ``(C_in/G * prod(kernel), positions)`` matrix and multiplied by the kernel matrix,
+  one BLAS ``gemm`` that writes straight into the output.
+
+Gradients are the transposes of the same products: ``grad_w`` is a product of ``grad_y`` with
+the same windows, and ``grad_x`` scatters ``w^T @ grad_y`` back onto the windows (im2col) or is
+the correlation of the stride-dilated, fully padded ``grad_y`` with the flipped kernel (tiles).
+"""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .._spec import CorrSpec, normalize
+from ._numpy_parallel import ordered_map, split, thread_count
+
+# Bytes of the per-block working set (accumulator or window matrix): well inside one core's L2.
+_TILE_BLOCK_BYTES = 256 * 1024
+_IM2COL_BLOCK_BYTES = 2 * 1024 * 1024
+# Outputs per Toeplitz tile (times output channels per group): wide enough for an efficient
+# gemm, narrow enough that the band wastes few multiply-adds.
+_TILE_COLUMNS = 16
+
+
+def uses_tiles(spec: CorrSpec) -> bool:
+    """Whether the direct method runs as Toeplitz tiles (else im2col)."""
+    return spec.w_shape[1] == 1 and spec.w_shape[0] // spec.groups <= 4
+
+
+def _view(base: np.ndarray, offset: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """A view of C-contiguous ``base`` at element ``offset`` with element ``strides``."""
+    flat = base.reshape(-1)[offset:]
+    item = base.itemsize
+    return as_strided(flat, shape=shape, strides=tuple(s * item for s in strides), writeable=True)
+
+
+def _element_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def _row_blocks(rows: int, row_bytes: int, target: int, units_wanted: int) -> list[tuple[int, int]]:
+    """Blocks of the first output axis: each near ``target`` bytes, and enough of them to give
+    every thread work."""
+    per_block = max(1, target // max(row_bytes, 1))
+    pieces = max(-(-rows // per_block), min(rows, units_wanted))
+    return split(rows, pieces)
+
+
+# --- Toeplitz tiles --------------------------------------------------------------------------
+
+
+def _tile_groups(width: int, t: int) -> list[tuple[int, int, int]]:
+    """``(tile width, tile count, first column)``: full tiles, then one narrower remainder."""
+    count = width // t
+    groups = [(t, count, 0)] if count else []
+    if width - count * t:
+        groups.append((width - count * t, 1, count * t))
+    return groups
+
+
+def _toeplitz(w_last: np.ndarray, t: int, stride: int, dilation: int) -> np.ndarray:
+    """``(G, L, Og * t)``: column ``(o, j)`` holds kernel row ``w_last[g, o]`` at rows
+    ``j * stride + b * dilation``, so that ``window @ T`` correlates ``t`` outputs at once."""
+    g, og, kw = w_last.shape
+    length = (t - 1) * stride + (kw - 1) * dilation + 1
+    toeplitz = np.zeros((g, length, og, t), dtype=w_last.dtype)
+    j = np.arange(t)[:, None]
+    b = np.arange(kw)[None, :]
+    toeplitz[:, j * stride + b * dilation, :, j] = w_last.transpose(2, 0, 1)[None]
+    return toeplitz.reshape(g, length, og * t)
+
+
+class _TileGeometry:
+    """Views of one padded image for the Toeplitz scheme (``x_n`` is ``(G, *padded)``)."""
+
+    def __init__(self, spec: CorrSpec) -> None:
+        self.spec = spec
+        self.g = spec.groups
+        self.og = spec.w_shape[0] // spec.groups
+        self.out = spec.out_shape[2:]
+        self.lead = self.out[:-1]  # output axes other than the last
+        self.padded_strides = _element_strides(spec.padded_shape)
+        self.plane = math.prod(spec.padded_shape)
+        self.t = max(2, _TILE_COLUMNS // self.og)
+        self.groups = _tile_groups(self.out[-1], self.t)
+
+    def window_view(
+        self, x_n: np.ndarray, lead_offset: tuple[int, ...], rows: tuple[int, int], group: tuple[int, int, int]
+    ) -> np.ndarray:
+        """``(G, *lead_block[:-1], nt, lead_block[-1], L)``: the input windows of every tile of
+        the block ``rows`` (of the first output axis), for kernel offset ``lead_offset`` along
+        the leading axes; a copy (BLAS needs it) when there are no leading axes."""
+        spec, s = self.spec, self.padded_strides
+        t, count, col0 = group
+        kw, dw, sw = spec.kernel_shape[-1], spec.dilation[-1], spec.stride[-1]
+        length = (t - 1) * sw + (kw - 1) * dw + 1
+        offset = col0 * sw * s[-1]
+        for axis, a in enumerate(lead_offset):
+            start = rows[0] if axis == 0 else 0
+            offset += (start * spec.stride[axis] + a * spec.dilation[axis]) * s[axis]
+        if not self.lead:
+            view = _view(x_n, offset, (self.g, count, length), (self.plane, t * sw * s[-1], s[-1]))
+            return np.ascontiguousarray(view)
+        sizes = [rows[1] - rows[0], *self.lead[1:]]
+        steps = [spec.stride[axis] * s[axis] for axis in range(len(self.lead))]
+        shape = (self.g, *sizes[:-1], count, sizes[-1], length)
+        strides = (self.plane, *steps[:-1], t * sw * s[-1], steps[-1], s[-1])
+        return _view(x_n, offset, shape, strides)
+
+    def output_view(self, y_n: np.ndarray, rows: tuple[int, int], group: tuple[int, int, int]) -> np.ndarray:
+        """``(G, Og, *lead_block, nt, t)``: where the tiles of a block go in ``y_n`` ``(O, *out)``."""
+        t, count, col0 = group
+        s = _element_strides(self.out)
+        plane = math.prod(self.out)
+        sizes = [rows[1] - rows[0], *self.lead[1:]] if self.lead else []
+        offset = rows[0] * s[0] + col0 if self.lead else col0
+        shape = (self.g, self.og, *sizes, count, t)
+        strides = (self.og * plane, plane, *s[:-1], t, 1)
+        return _view(y_n, offset, shape, strides)
+
+    def to_output_order(self, acc: np.ndarray, t: int) -> np.ndarray:
+        """The accumulator ``(G, *lead[:-1], nt, lead[-1], Og * t)`` in output order
+        ``(G, Og, *lead, nt, t)``."""
+        m = len(self.lead)
+        acc = acc.reshape(*acc.shape[:-1], self.og, t)
+        if m == 0:  # (G, nt, Og, t)
+            return acc.transpose(0, 2, 1, 3)
+        # dims: 0 G | 1..m-1 lead[:-1] | m nt | m+1 lead[-1] | m+2 Og | m+3 t
+        return acc.transpose(0, m + 2, *range(1, m), m + 1, m, m + 3)
+
+    def blocks(self, n: int, itemsize: int) -> list[tuple[int, int]]:
+        if not self.lead:
+            return [(0, 1)]
+        row_bytes = self.g * self.og * math.prod(self.out[1:]) * itemsize
+        return _row_blocks(self.out[0], row_bytes, _TILE_BLOCK_BYTES, 2 * thread_count() // n)
+
+
+def _lead_offsets(spec: CorrSpec) -> list[tuple[int, ...]]:
+    return list(np.ndindex(*spec.kernel_shape[:-1]))
+
+
+def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
+    """``y`` ``(N, O, *out)`` from padded ``xg`` ``(N, G, 1, *P)`` and ``wg`` ``(G, Og, 1, *K)``."""
+    geometry = _TileGeometry(spec)
+    offsets = _lead_offsets(spec)
+    w_rows = wg[:, :, 0]  # (G, Og, *K)
+    toeplitz = {
+        (group[0], offset): _toeplitz(
+            w_rows[(slice(None), slice(None), *offset)], group[0], spec.stride[-1], spec.dilation[-1]
+        )
+        for group in geometry.groups
+        for offset in offsets
+    }
+    batch_dims = len(geometry.lead) + 1  # matmul broadcasts T over (lead[:-1]..., nt)
+
+    def run(unit: tuple[int, tuple[int, int]]) -> None:
+        n, rows = unit
+        x_n = xg[n, :, 0]
+        for group in geometry.groups:
+            acc = tmp = None
+            for offset in offsets:
+                windows = geometry.window_view(x_n, offset, rows, group)
+                t_matrix = toeplitz[group[0], offset]
+                t_matrix = t_matrix.reshape(t_matrix.shape[0], *[1] * (batch_dims - 1), *t_matrix.shape[1:])
+                if acc is None:
+                    acc = np.matmul(windows, t_matrix)
+                else:
+                    tmp = np.matmul(windows, t_matrix, out=tmp)
+                    acc += tmp
+            assert acc is not None
+            geometry.output_view(y[n], rows, group)[...] = geometry.to_output_order(acc, group[0])
+
+    units = [(n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)]
+    for _ in ordered_map(run, units):
+        pass
+
+
+def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndarray:
+    """``grad_w`` ``(G, Og, 1, *K)`` for the tiles scheme: for each tile, ``grad_y``'s tile
+    (``t`` outputs) times the tile's input windows gives a ``(t, L)`` matrix whose diagonals
+    ``[j, j * stride + b * dilation]`` sum to the kernel row's gradient."""
+    geometry = _TileGeometry(spec)
+    offsets = _lead_offsets(spec)
+    g, og = geometry.g, geometry.og
+    m = len(geometry.lead)
+
+    def run(unit: tuple[int, tuple[int, int]]) -> dict[tuple[int, tuple[int, ...]], np.ndarray]:
+        n, rows = unit
+        x_n = xg[n, :, 0]
+        partial = {}
+        for group in geometry.groups:
+            t = group[0]
+            # grad_y's block as (G, Og, *lead[:-1], nt, t, lead[-1]): (t, rows) matrices.
+            gy = geometry.output_view(grad_y[n], rows, group)
+            if m:
+                gy = np.moveaxis(gy, 2 + m - 1, -1)
+            for offset in offsets:
+                windows = geometry.window_view(x_n, offset, rows, group)
+                if m:
+                    products = np.matmul(gy, windows[:, None])  # (G, Og, ..., nt, t, L)
+                    summed = products.sum(axis=tuple(range(2, 2 + m)))
+                else:
+                    summed = np.einsum("gont,gnl->gotl", gy, windows)
+                partial[t, offset] = summed
+        return partial
+
+    units = [(n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)]
+    totals: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
+    for partial in ordered_map(run, units):
+        for key, value in partial.items():
+            totals[key] = totals[key] + value if key in totals else value
+
+    kw, dw, sw = spec.kernel_shape[-1], spec.dilation[-1], spec.stride[-1]
+    grad_w = np.zeros((g, og, *spec.kernel_shape), dtype=xg.dtype)
+    b = np.arange(kw)
+    for (t, offset), z in totals.items():
+        j = np.arange(t)[:, None]
+        diagonals = z[:, :, j, j * sw + b[None, :] * dw]  # (G, Og, t, kw)
+        grad_w[(slice(None), slice(None), *offset)] += diagonals.sum(axis=2)
+    return grad_w[:, :, None]
+
+
+# --- im2col ----------------------------------------------------------------------------------
+
+
+class _Im2col:
+    """Window matrices of one padded image ``x_n`` ``(G, Cg, *P)`` for a block of output rows."""
+
+    def __init__(self, spec: CorrSpec, itemsize: int) -> None:
+        self.spec = spec
+        self.g = spec.groups
+        self.cg = spec.w_shape[1]
+        self.og = spec.w_shape[0] // spec.groups
+        self.out = spec.out_shape[2:]
+        self.taps = math.prod(spec.kernel_shape)
+        self.padded_strides = _element_strides(spec.padded_shape)
+        self.plane = math.prod(spec.padded_shape)
+        row_bytes = self.g * self.cg * self.taps * math.prod(self.out[1:]) * itemsize
+        self.row_bytes = row_bytes
+
+    def blocks(self, units_wanted: int) -> list[tuple[int, int]]:
+        return _row_blocks(self.out[0], self.row_bytes, _IM2COL_BLOCK_BYTES, units_wanted)
+
+    def windows(self, x_n: np.ndarray, rows: tuple[int, int], tap: tuple[int, ...] | None = None) -> np.ndarray:
+        """``(G, Cg, *K, *out_block)`` view (or ``(G, Cg, *out_block)`` for one ``tap``)."""
+        spec, s = self.spec, self.padded_strides
+        sizes = (rows[1] - rows[0], *self.out[1:])
+        offset = rows[0] * spec.stride[0] * s[0]
+        tap_strides = tuple(d * si for d, si in zip(spec.dilation, s))
+        out_strides = tuple(st * si for st, si in zip(spec.stride, s))
+        if tap is not None:
+            offset += sum(k * ts for k, ts in zip(tap, tap_strides))
+            return _view(x_n, offset, (self.g, self.cg, *sizes), (self.cg * self.plane, self.plane, *out_strides))
+        shape = (self.g, self.cg, *spec.kernel_shape, *sizes)
+        strides = (self.cg * self.plane, self.plane, *tap_strides, *out_strides)
+        return _view(x_n, offset, shape, strides)
+
+    def columns(self, x_n: np.ndarray, rows: tuple[int, int]) -> np.ndarray:
+        """The block's window matrix ``(G, Cg * taps, positions)``, copied contiguous."""
+        windows = self.windows(x_n, rows)
+        cols = np.empty(windows.shape, dtype=x_n.dtype)
+        np.copyto(cols, windows)
+        return cols.reshape(self.g, self.cg * self.taps, -1)
+
+    def output_block(self, y_n: np.ndarray, rows: tuple[int, int]) -> np.ndarray:
+        """``(G, Og, positions)`` view of the block's rows in ``y_n`` ``(O, *out)``."""
+        rest = math.prod(self.out[1:])
+        plane = math.prod(self.out)
+        shape = (self.g, self.og, (rows[1] - rows[0]) * rest)
+        return _view(y_n, rows[0] * rest, shape, (self.og * plane, plane, 1))
+
+
+def _im2col_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
+    geometry = _Im2col(spec, xg.itemsize)
+    kernels = wg.reshape(geometry.g, geometry.og, -1)
+    x_flat = xg.reshape(xg.shape[0], geometry.g, geometry.cg, *spec.padded_shape)
+    for n in range(xg.shape[0]):
+        for rows in geometry.blocks(1):
+            cols = geometry.columns(x_flat[n], rows)
+            np.matmul(kernels, cols, out=geometry.output_block(y[n], rows))
+
+
+def _im2col_vjp(
+    xg: np.ndarray, wg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(grad_xp, grad_w)``: the padded input's gradient ``(N, G, Cg, *P)`` and ``grad_w``."""
+    geometry = _Im2col(spec, xg.itemsize)
+    kernels_t = wg.reshape(geometry.g, geometry.og, -1).transpose(0, 2, 1)
+    grad_w = np.zeros((geometry.g, geometry.og, geometry.cg * geometry.taps), dtype=xg.dtype)
+    grad_xp = np.zeros_like(xg)
+    block_shape = (geometry.g, geometry.cg, *spec.kernel_shape)
+    for n in range(xg.shape[0]):
+        for rows in geometry.blocks(1):
+            cols = geometry.columns(xg[n], rows)
+            gy = geometry.output_block(grad_y[n], rows)
+            grad_w += np.matmul(gy, cols.transpose(0, 2, 1))
+            grad_cols = np.matmul(kernels_t, gy).reshape(*block_shape, -1)
+            grad_cols = grad_cols.reshape(*block_shape, rows[1] - rows[0], *geometry.out[1:])
+            for tap in np.ndindex(*spec.kernel_shape):
+                geometry.windows(grad_xp[n], rows, tap)[...] += grad_cols[(slice(None), slice(None), *tap)]
+    return grad_xp, grad_w.reshape(wg.shape)
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
+    """``y`` ``(N, O, *out)`` from padded, contiguous ``xg`` ``(N, G, Cg, *P)`` and ``wg``
+    ``(G, Og, Cg, *K)``, both in the compute dtype."""
+    y = np.empty(spec.out_shape, dtype=xg.dtype)
+    if uses_tiles(spec):
+        _tiles_correlate(xg, wg, y, spec)
+    else:
+        _im2col_correlate(xg, wg, y, spec)
+    return y
+
+
+def _transposed_problem(
+    wg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec
+) -> tuple[np.ndarray, np.ndarray, CorrSpec]:
+    """``grad_x`` of the padded input as a correlation: ``grad_y`` spread to stride 1 (zeros
+    between samples), padded by the kernel extent, correlated with the flipped kernel with its
+    channel axes swapped (``grad_xp[p] = sum_k grad_y_up[p - k * d] * w[k]``)."""
+    g, og, cg = wg.shape[:3]
+    n = grad_y.shape[0]
+    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation)]
+    length = [p + e - 1 for p, e in zip(spec.padded_shape, extents)]
+    spread = np.zeros((n, g * og, *length), dtype=grad_y.dtype)
+    placed = tuple(
+        slice(e - 1, e - 1 + (o - 1) * s + 1, s)
+        for e, o, s in zip(extents, spec.out_shape[2:], spec.stride)
+    )
+    spread[(slice(None), slice(None), *placed)] = grad_y
+    flipped = np.flip(wg, axis=tuple(range(3, wg.ndim)))
+    w_t = np.ascontiguousarray(flipped.transpose(0, 2, 1, *range(3, wg.ndim))).reshape(g * cg, og, *spec.kernel_shape)
+    t_spec = normalize(spread.shape, w_t.shape, dilation=spec.dilation, groups=g)
+    return spread, w_t, t_spec
+
+
+def correlate_vjp(
+    xg: np.ndarray, wg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(grad_xp, grad_w)`` for :func:`correlate`: ``grad_xp`` ``(N, C_in, *P)`` is the
+    gradient of the padded input; ``grad_y`` is ``(N, O, *out)`` contiguous."""
+    if not uses_tiles(spec):
+        grad_xp, grad_w = _im2col_vjp(xg, wg, grad_y, spec)
+        return grad_xp.reshape(spec.x_shape[:2] + spec.padded_shape), grad_w
+    grad_w = _tiles_grad_w(xg, grad_y, spec)
+    spread, w_t, t_spec = _transposed_problem(wg, grad_y, spec)
+    g = spec.groups
+    grad_xp = correlate(
+        spread.reshape(spread.shape[0], g, -1, *spread.shape[2:]), w_t.reshape(g, -1, *w_t.shape[1:]), t_spec
+    )
+    return grad_xp, grad_w

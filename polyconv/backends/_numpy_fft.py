@@ -1,0 +1,255 @@
+"""The NumPy backend's FFT method: overlap-save correlation with ``numpy.fft``, and its VJP.
+
+The plan (:func:`polyconv._fft_plan.fft_plan`) cuts the padded input into tiles of FFT length
+``length`` that overlap by ``extent - 1``; each tile gives ``block`` stride-1 outputs of the
+circular correlation ``irfft(rfft(tile) * conj(rfft(kernel)))`` without wrap-around. Dilation
+spreads the kernel with zeros before its transform; stride keeps every ``stride``-th stride-1
+output; channels are summed in the frequency domain (one spectral product per channel pair).
+Tiles are processed in groups of block rows, which bounds the memory and feeds the thread pool.
+
+The VJP comes from the same plan: ``grad_w`` is the correlation of the input tiles with the
+output gradient's blocks, summed over batch and tiles in the frequency domain, and the padded
+input's gradient is the convolution of those blocks with the kernel, added back onto the
+overlapping tiles (overlap-add).
+"""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .._fft_plan import AxisPlan, fft_plan
+from .._spec import CorrSpec
+from ._numpy_parallel import ordered_map, split, thread_count
+
+# Spectra held at once by one piece of work (bytes): bounds the memory, and keeps a piece
+# large enough that the per-call overhead of numpy.fft does not dominate.
+_UNIT_BYTES = 8 * 1024 * 1024
+
+
+def _dilated_kernel(wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
+    """``wg`` ``(G, Og, Cg, *K)`` with ``dilation - 1`` zeros between taps."""
+    if all(d == 1 for d in spec.dilation):
+        return wg
+    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation)]
+    spread = np.zeros((*wg.shape[:3], *extents), dtype=wg.dtype)
+    spread[(..., *(slice(None, None, d) for d in spec.dilation))] = wg
+    return spread
+
+
+def _extended(xg: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
+    """``xg`` zero-extended at the end of every multi-tile axis, so the last tile fits."""
+    extra = [max(p.span - n, 0) if p.blocks > 1 else 0 for p, n in zip(plans, xg.shape[3:])]
+    if not any(extra):
+        return xg
+    return np.pad(xg, [(0, 0)] * 3 + [(0, e) for e in extra])
+
+
+def _tiles(xe: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
+    """``(N, G, Cg, *blocks, *tile)`` overlapping view of the tiles of ``xe`` ``(N, G, Cg, *S)``.
+
+    A single-tile axis reads at most the array (the transform zero-pads to its length)."""
+    spatial = xe.shape[3:]
+    tile = [min(p.length, n) if p.blocks == 1 else p.length for p, n in zip(plans, spatial)]
+    blocks = [p.blocks for p in plans]
+    steps = [p.block * s for p, s in zip(plans, xe.strides[3:])]
+    return as_strided(
+        xe,
+        shape=(*xe.shape[:3], *blocks, *tile),
+        strides=(*xe.strides[:3], *steps, *xe.strides[3:]),
+        writeable=False,
+    )
+
+
+class _Layout:
+    """Shapes and pieces of work shared by the forward pass and the VJP."""
+
+    def __init__(self, spec: CorrSpec, itemsize: int) -> None:
+        self.spec = spec
+        self.plans = fft_plan(spec)
+        self.rank = spec.rank
+        self.lengths = tuple(p.length for p in self.plans)
+        self.axes = tuple(range(-self.rank, 0))
+        self.g = spec.groups
+        self.cg = spec.w_shape[1]
+        self.og = spec.w_shape[0] // spec.groups
+        freq = math.prod(self.lengths[:-1]) * (self.lengths[-1] // 2 + 1)
+        row_tiles = math.prod(p.blocks for p in self.plans[1:])
+        complex_size = 2 * max(itemsize, 4)
+        self.row_bytes = self.g * (self.cg + self.og) * row_tiles * freq * complex_size
+
+    def units(self, batch: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """Pieces of work: (batch range, range of tile rows along the first axis)."""
+        rows = self.plans[0].blocks
+        per_unit = max(1, _UNIT_BYTES // self.row_bytes)
+        if per_unit >= rows:  # whole images per piece: group several
+            images = max(1, per_unit // rows)
+            pieces = max(-(-batch // images), min(batch, thread_count()))
+            return [(n, (0, rows)) for n in split(batch, pieces)]
+        pieces = max(-(-rows // per_unit), min(rows, thread_count()))
+        return [((n, n + 1), r) for n in range(batch) for r in split(rows, pieces)]
+
+    def kernel_spectrum(self, wg: np.ndarray) -> np.ndarray:
+        """``(G, Og, Cg, *freq)``, the transform of the dilated kernel at the tile length."""
+        return np.fft.rfftn(_dilated_kernel(wg, self.spec), s=self.lengths, axes=self.axes)
+
+    def broadcast_kernel(self, spectrum: np.ndarray) -> np.ndarray:
+        """Kernel spectrum ``(G, Og, Cg, *freq)`` as ``(G, Og, Cg, *1 per tile axis, *freq)``."""
+        g, og, cg = spectrum.shape[:3]
+        return spectrum.reshape(g, og, cg, *[1] * self.rank, *spectrum.shape[3:])
+
+    def assemble(self, tiles: np.ndarray) -> np.ndarray:
+        """``(n, C, *blocks, *block)`` tile outputs as one ``(n, C, *(blocks * block))`` array."""
+        r = self.rank
+        order = [0, 1]
+        for axis in range(r):
+            order += [2 + axis, 2 + r + axis]
+        merged = tiles.transpose(order)
+        return merged.reshape(*tiles.shape[:2], *(b * p.block for b, p in zip(tiles.shape[2 : 2 + r], self.plans)))
+
+
+def _sum_channels(
+    left: np.ndarray, right: np.ndarray, left_axis: int, right_axis: int, out_axis: int
+) -> np.ndarray:
+    """``sum_c left[.., c, ..] * right[.., c, ..]`` over the channel axes, broadcasting the rest;
+    the result has a new axis at ``out_axis`` for the other operand's channels."""
+    total = None
+    for c in range(left.shape[left_axis]):
+        term = np.expand_dims(np.take(left, c, axis=left_axis), out_axis) * np.take(right, c, axis=right_axis)
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
+    """``y`` ``(N, O, *out)`` from padded ``xg`` ``(N, G, Cg, *P)`` and ``wg`` ``(G, Og, Cg, *K)``."""
+    layout = _Layout(spec, xg.itemsize)
+    plans = layout.plans
+    tiles = _tiles(_extended(xg, plans), plans)
+    # (G, Og, Cg, *1, *freq) -> per input channel c: (G, Og, *1, *freq)
+    kernel = np.conj(layout.broadcast_kernel(layout.kernel_spectrum(wg)))
+    y = np.empty(spec.out_shape, dtype=xg.dtype)
+    first = plans[0]
+
+    def run(unit: tuple[tuple[int, int], tuple[int, int]]) -> None:
+        (n0, n1), (b0, b1) = unit
+        spectra = np.fft.rfftn(tiles[n0:n1, :, :, b0:b1], s=layout.lengths, axes=layout.axes)
+        # spectra (n, G, Cg, *blocks, *freq); kernel (G, Og, Cg, *1, *freq)
+        products = _sum_channels(spectra, kernel, left_axis=2, right_axis=2, out_axis=2)
+        outputs = np.fft.irfftn(products, s=layout.lengths, axes=layout.axes)
+        outputs = outputs[(..., *(slice(0, p.block) for p in plans))]
+        full = layout.assemble(outputs.reshape(n1 - n0, -1, *outputs.shape[3:]))
+        # Keep the stride-1 outputs at multiples of the stride, within this piece's rows.
+        s0 = spec.stride[0]
+        start, stop = b0 * first.block, min(b1 * first.block, first.full)
+        i0, i1 = -(-start // s0), -(-stop // s0)
+        picked = (slice(i0 * s0 - start, (i1 - 1) * s0 - start + 1, s0),)
+        picked += tuple(slice(0, p.full, s) for p, s in zip(plans[1:], spec.stride[1:]))
+        y[n0:n1, :, i0:i1] = full[(slice(None), slice(None), *picked)]
+
+    for _ in ordered_map(run, layout.units(xg.shape[0])):
+        pass
+    return y
+
+
+def _blocks_of(grad_y: np.ndarray, layout: _Layout, unit: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """The output gradient of one piece at stride-1 resolution (zeros between strided
+    outputs), cut into blocks: ``(n, G, Og, *blocks, *block)``."""
+    spec, plans, r = layout.spec, layout.plans, layout.rank
+    (n0, n1), (b0, b1) = unit
+    counts = [b1 - b0, *(p.blocks for p in plans[1:])]
+    sizes = [c * p.block for c, p in zip(counts, plans)]
+    spread = np.zeros((n1 - n0, spec.out_shape[1], *sizes), dtype=grad_y.dtype)
+    s0 = spec.stride[0]
+    start, stop = b0 * plans[0].block, min(b1 * plans[0].block, plans[0].full)
+    i0, i1 = -(-start // s0), -(-stop // s0)
+    target = (slice(i0 * s0 - start, (i1 - 1) * s0 - start + 1, s0),)
+    target += tuple(slice(0, p.full, s) for p, s in zip(plans[1:], spec.stride[1:]))
+    spread[(slice(None), slice(None), *target)] = grad_y[n0:n1, :, i0:i1]
+    split_shape = [n1 - n0, layout.g, layout.og]
+    for c, p in zip(counts, plans):
+        split_shape += [c, p.block]
+    order = [0, 1, 2, *(3 + 2 * a for a in range(r)), *(4 + 2 * a for a in range(r))]
+    return spread.reshape(split_shape).transpose(order)
+
+
+def correlate_vjp(
+    xg: np.ndarray, wg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(grad_xp, grad_w)``: the padded input's gradient ``(N, C_in, *P)`` and ``grad_w``."""
+    layout = _Layout(spec, xg.itemsize)
+    plans, r = layout.plans, layout.rank
+    tiles = _tiles(_extended(xg, plans), plans)
+    kernel = layout.broadcast_kernel(layout.kernel_spectrum(wg))  # (G, Og, Cg, *1, *freq)
+    summed_axes = (0, *range(3, 3 + r))  # batch and tiles
+
+    def run(unit: tuple[tuple[int, int], tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        (n0, n1), (b0, b1) = unit
+        x_spectra = np.fft.rfftn(tiles[n0:n1, :, :, b0:b1], s=layout.lengths, axes=layout.axes)
+        g_spectra = np.fft.rfftn(_blocks_of(grad_y, layout, unit), s=layout.lengths, axes=layout.axes)
+        # grad_w: the correlation of each input tile with its gradient block, conj(G) * X,
+        # summed over batch and tiles before the one inverse transform.
+        g_conj = np.conj(g_spectra)
+        kernel_part = np.stack(
+            [
+                (np.expand_dims(np.take(g_conj, o, axis=2), 2) * x_spectra).sum(axis=summed_axes)
+                for o in range(layout.og)
+            ],
+            axis=1,
+        )  # (G, Og, Cg, *freq)
+        # The padded input's gradient, tile by tile: sum over o of G * W, a convolution.
+        input_part = _sum_channels(g_spectra, kernel, left_axis=2, right_axis=1, out_axis=2)
+        return kernel_part, np.fft.irfftn(input_part, s=layout.lengths, axes=layout.axes)
+
+    chunks = [-(-p.length // p.block) for p in plans]
+    extended = [
+        max(n, (p.blocks + m - 1) * p.block) for n, p, m in zip(spec.padded_shape, plans, chunks)
+    ]
+    grad_ext = np.zeros((xg.shape[0], spec.x_shape[1], *extended), dtype=xg.dtype)
+    kernel_spectrum = None
+    units = layout.units(xg.shape[0])
+    for unit, (kernel_part, input_tiles) in zip(units, ordered_map(run, units)):
+        kernel_spectrum = kernel_part if kernel_spectrum is None else kernel_spectrum + kernel_part
+        _overlap_add(grad_ext, input_tiles, layout, unit, chunks)
+    assert kernel_spectrum is not None
+
+    lags = np.fft.irfftn(kernel_spectrum, s=layout.lengths, axes=layout.axes)
+    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation)]
+    grad_w = lags[(..., *(slice(0, e, d) for e, d in zip(extents, spec.dilation)))]
+    grad_xp = grad_ext[(slice(None), slice(None), *(slice(0, n) for n in spec.padded_shape))]
+    return np.ascontiguousarray(grad_xp, dtype=xg.dtype), grad_w.astype(xg.dtype, copy=False)
+
+
+def _overlap_add(
+    grad_ext: np.ndarray,
+    input_tiles: np.ndarray,
+    layout: _Layout,
+    unit: tuple[tuple[int, int], tuple[int, int]],
+    chunks: list[int],
+) -> None:
+    """Add one piece's tile results ``(n, G, Cg, *blocks, *length)`` onto ``grad_ext``: tile
+    ``b`` starts at ``b * block``; each tile is added in ``block``-long chunks, every chunk of
+    all tiles at once (chunks of different tiles never overlap)."""
+    plans, r = layout.plans, layout.rank
+    (n0, n1), (b0, b1) = unit
+    tiles = input_tiles.reshape(n1 - n0, grad_ext.shape[1], *input_tiles.shape[3:])
+    counts = tiles.shape[2 : 2 + r]
+    for chunk in np.ndindex(*chunks):
+        lens = [min(p.block, p.length - j * p.block) for j, p in zip(chunk, plans)]
+        starts = [(j + (b0 if axis == 0 else 0)) * p.block for axis, (j, p) in enumerate(zip(chunk, plans))]
+        dest = grad_ext[
+            (slice(n0, n1), slice(None), *(slice(s, s + c * p.block) for s, c, p in zip(starts, counts, plans)))
+        ]
+        split_shape = [n1 - n0, grad_ext.shape[1]]
+        for c, p in zip(counts, plans):
+            split_shape += [c, p.block]
+        dest = dest.reshape(split_shape)
+        dest = dest[(slice(None), slice(None), *[s for ln in lens for s in (slice(None), slice(0, ln))])]
+        source = tiles[
+            (..., *(slice(j * p.block, j * p.block + ln) for j, p, ln in zip(chunk, plans, lens)))
+        ]
+        order = [0, 1]
+        for axis in range(r):
+            order += [2 + axis, 2 + r + axis]
+        dest += source.transpose(order)

@@ -1,0 +1,215 @@
+"""JAX backend: ``jax.lax.conv_general_dilated`` under ``jax.jit``, on any device.
+
+The correlation and its VJP are each one jitted function with the :class:`~polyconv.CorrSpec`
+(frozen, hashable) and the precision as static arguments, so JAX compiles once per spec, dtype
+and precision and caches the executable; nothing inside leaves the device. Called on tracers
+(inside the user's ``jax.jit``, ``jax.grad`` or ``jax.vmap``) the same function is traced into
+the user's computation. ``correlate_vjp`` is ``jax.vjp`` of the correlation.
+
+Padding: zeros goes to the convolution's ``padding=`` as ``(lo, hi)`` pairs; the other modes
+gather with the index maps of :func:`polyconv._padding.pad_indices` (``jnp.take`` per axis, the
+indices baked into the computation as constants), which handles any width and every mode.
+
+float16 accumulates in float32 (``preferred_element_type``) and rounds once, like the other
+backends. float64 needs JAX's 64-bit mode; with it off, a float64 problem raises ``TypeError``
+rather than silently computing in float32.
+
+Precision: float32 is computed with ``precision=jax.lax.Precision.HIGHEST`` by default, so that
+float32 means float32 on GPU and TPU too (their default rounds products to TF32 or bfloat16). To
+ask for a faster precision::
+
+    from polyconv.backends import jax_backend
+    jax_backend.set_precision("default")      # process-wide
+    with jax_backend.precision("default"):    # or for the calls in one block (read at trace time)
+        ...
+
+``"default"`` passes ``precision=None``, so JAX's own default applies, including
+``jax.default_matmul_precision``; ``"high"`` is ``jax.lax.Precision.HIGH``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._padding import pad_indices
+from .._spec import CorrSpec
+from ._interface import Backend
+from ._precision import PrecisionSetting
+
+if TYPE_CHECKING:
+    import jax
+
+PRECISIONS = ("highest", "high", "default")
+_precision = PrecisionSetting("jax", PRECISIONS, default="highest")
+
+
+def set_precision(precision: str) -> None:
+    """Process-wide float32 precision: ``"highest"`` (true float32, the default), ``"high"`` or
+    ``"default"`` (JAX's default precision, fastest on GPU and TPU)."""
+    _precision.set(precision)
+
+
+def precision(precision: str) -> contextlib.AbstractContextManager[None]:
+    """``with precision("default"):`` sets the float32 precision for the calls in the block."""
+    return _precision.scoped(precision)
+
+
+def get_precision() -> str:
+    """The float32 precision polyconv calls use here and now."""
+    return _precision.get()
+
+
+@functools.cache
+def _jax() -> Any:
+    import jax
+
+    return jax
+
+
+_DIMENSION_NUMBERS = {
+    1: ("NCH", "OIH", "NCH"),
+    2: ("NCHW", "OIHW", "NCHW"),
+    3: ("NCDHW", "OIDHW", "NCDHW"),
+}
+
+
+def _lax_precision(name: str) -> jax.lax.Precision | None:
+    return None if name == "default" else _jax().lax.Precision[name.upper()]
+
+
+def _correlate_traced(
+    x: jax.Array, w: jax.Array, bias: jax.Array | None, spec: CorrSpec, precision: str
+) -> jax.Array:
+    jax = _jax()
+    jnp = jax.numpy
+    out_dtype = x.dtype
+    if spec.padding_mode == "zeros":
+        padding = list(spec.padding)
+    else:
+        for axis, (size, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
+            if lo or hi:
+                index = pad_indices(size, lo, hi, spec.padding_mode)
+                x = jnp.take(x, index, axis=2 + axis, mode="clip")  # indices are in bounds
+        padding = [(0, 0)] * spec.rank
+    y = jax.lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=spec.stride,
+        padding=padding,
+        rhs_dilation=spec.dilation,
+        dimension_numbers=_DIMENSION_NUMBERS[spec.rank],
+        feature_group_count=spec.groups,
+        precision=_lax_precision(precision),
+        preferred_element_type=jnp.float32 if out_dtype == jnp.float16 else None,
+    )
+    if bias is not None:
+        y = y + bias.astype(y.dtype).reshape((-1,) + (1,) * spec.rank)
+    return y.astype(out_dtype)
+
+
+def _vjp_traced(
+    x: jax.Array,
+    w: jax.Array,
+    bias: jax.Array | None,
+    grad_y: jax.Array,
+    spec: CorrSpec,
+    precision: str,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    forward = functools.partial(_correlate_traced, spec=spec, precision=precision)
+    _, pullback = _jax().vjp(forward, x, w, bias)
+    return pullback(grad_y)  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _jitted_correlate() -> Any:
+    return _jax().jit(_correlate_traced, static_argnames=("spec", "precision"))
+
+
+@functools.cache
+def _jitted_vjp() -> Any:
+    return _jax().jit(_vjp_traced, static_argnames=("spec", "precision"))
+
+
+def _is_tracer(a: object) -> bool:
+    return isinstance(a, _jax().core.Tracer)
+
+
+def _check_dtype_enabled(dtype: str) -> None:
+    """float64 with x64 off would silently become float32 in JAX; refuse it instead."""
+    jax = _jax()
+    if np.dtype(jax.dtypes.canonicalize_dtype(np.dtype(dtype))) != np.dtype(dtype):
+        raise TypeError(
+            f"this call computes in {dtype}, but JAX's 64-bit mode is off, so JAX would "
+            f"silently compute in float32; enable it with "
+            f'jax.config.update("jax_enable_x64", True) at startup (or set the environment '
+            f"variable JAX_ENABLE_X64=1), or pass float32 arrays"
+        )
+
+
+class JaxBackend(Backend):
+    name = "jax"
+    framework = "jax"
+
+    def owns(self, obj: object) -> bool:
+        jax = sys.modules.get("jax")
+        # Tracers are jax.Array instances too, so calls inside jit/grad/vmap land here.
+        return jax is not None and isinstance(obj, jax.Array)
+
+    def dtype_name(self, a: jax.Array) -> str:
+        return np.dtype(a.dtype).name
+
+    def convert(self, a: Any, dtype: str, like: jax.Array | None) -> jax.Array:
+        jax = _jax()
+        _check_dtype_enabled(dtype)
+        if isinstance(a, jax.Array):
+            return a if a.dtype == np.dtype(dtype) else a.astype(dtype)
+        array = np.asarray(a, dtype=dtype)
+        if isinstance(like, jax.Array) and not _is_tracer(like) and like.committed:
+            devices = like.devices()
+            if len(devices) == 1:  # a sharded `like` has no single device to follow
+                return jax.device_put(array, next(iter(devices)))
+        return jax.numpy.asarray(array)
+
+    def to_numpy(self, a: jax.Array) -> np.ndarray:
+        if _is_tracer(a):
+            raise TypeError(
+                "a traced JAX array (inside jax.jit, jax.grad or jax.vmap) cannot be converted "
+                "to another framework; run this call on the jax backend"
+            )
+        return np.asarray(a)
+
+    def device(self, a: jax.Array) -> str | None:
+        if _is_tracer(a):
+            return None  # placed by the enclosing transformation, not known while tracing
+        devices = a.devices()
+        return str(next(iter(devices))) if len(devices) == 1 else str(a.sharding)
+
+    def synchronize(self, a: jax.Array) -> None:
+        _jax().block_until_ready(a)
+
+    def flip(self, a: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+        return _jax().numpy.flip(a, axes)
+
+    def correlate(
+        self, x: jax.Array, w: jax.Array, bias: jax.Array | None, spec: CorrSpec
+    ) -> jax.Array:
+        return _jitted_correlate()(x, w, bias, spec=spec, precision=_precision.get())  # type: ignore[no-any-return]
+
+    def correlate_vjp(
+        self,
+        x: jax.Array,
+        w: jax.Array,
+        bias: jax.Array | None,
+        grad_y: jax.Array,
+        spec: CorrSpec,
+    ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        return _jitted_vjp()(x, w, bias, grad_y, spec=spec, precision=_precision.get())  # type: ignore[no-any-return]
+
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return _jax().jit(fn)  # type: ignore[no-any-return]

@@ -1,0 +1,425 @@
+"""Convolution layers: a kernel and a bias held as arrays of one backend, saved and moved freely.
+
+A layer is the correlation of :func:`polyconv.correlate` with its parameters attached. It is
+deliberately small: no autograd, no module tree. :func:`polyconv.fit` trains it with the
+backend's forward and VJP, and the parameters move between backends (``layer.to("jax")``) or
+through ``.npz`` files (``save`` / ``load``) without changing a single bit.
+
+Initial weights are drawn with ``numpy.random.default_rng(seed)`` in float64 and then rounded to
+the layer's dtype, so one seed gives identical parameters on every backend:
+
+- one input and one output channel (the lesson's layer): uniform on ``[0, 1)``, like the classic
+  from-scratch ``Conv2D`` (``torch.rand(kernel_size)``);
+- otherwise: uniform on ``(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
+  ``fan_in = in_channels // groups * prod(kernel_size)``, the bound of PyTorch's default init.
+
+The bias always starts at zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+import numpy as np
+
+from ._api import _lift, correlate
+from ._dispatch import as_input, select_backend
+from ._dtypes import FLOAT_DTYPES, result_dtype
+from ._spec import (
+    PADDING_STRINGS,
+    IntOrTuple,
+    PaddingArg,
+    _as_int,
+    _check_padding_mode,
+    _explicit_padding,
+    _per_axis,
+)
+from .backends import Array, Backend
+from .backends import get as get_backend
+
+__all__ = ["Conv1D", "Conv2D", "Conv3D", "Params"]
+
+# Bumped when the file layout changes; files of other versions are refused, not misread.
+FILE_FORMAT_VERSION = 1
+
+LayerT = TypeVar("LayerT", bound="_ConvND")
+
+
+class Params(NamedTuple):
+    """A layer's trainable arrays (a JAX pytree too); ``bias`` is ``None`` for a layer without."""
+
+    weight: Array
+    bias: Array | None
+
+
+def to_backend(name: str, obj: object, backend: Backend, dtype: str, like: Array | None) -> Array:
+    """``obj`` (any array or nested list) as ``backend``'s array of ``dtype``, on ``like``'s device."""
+    given = as_input(name, obj)
+    result_dtype({name: (given.dtype, given.weak)})  # refuses complex and non-numeric input
+    array = given.array
+    if given.owner is not None and given.owner is not backend:
+        array = given.owner.to_numpy(array)
+    converted = backend.convert(array, dtype, like)
+    if backend.dtype_name(converted) != dtype:
+        # e.g. JAX without jax_enable_x64 keeps float64 as float32: that would silently lose bits.
+        raise ValueError(
+            f"{name} cannot be held as {dtype} on backend {backend.name!r} "
+            f"(it became {backend.dtype_name(converted)}); "
+            + (
+                "enable it with jax.config.update('jax_enable_x64', True)"
+                if backend.name == "jax"
+                else "use another dtype"
+            )
+        )
+    return converted
+
+
+def _canonical_padding(padding: object, rank: int) -> str | tuple[tuple[int, int], ...]:
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise ValueError(
+                f"padding must be one of {PADDING_STRINGS}, an int or a tuple; got {padding!r}"
+            )
+        return padding
+    return _explicit_padding(padding, rank)
+
+
+def _positive_int(value: object, name: str) -> int:
+    number = _as_int(value, name)
+    if number <= 0:
+        raise ValueError(f"{name} must be a positive int, got {number}")
+    return number
+
+
+def _jsonable(value: object) -> object:
+    """Tuples as lists, recursively: the form a value takes after a JSON round trip."""
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _ConvND:
+    """The layer of every rank; ``Conv1D``, ``Conv2D`` and ``Conv3D`` only fix ``rank``."""
+
+    rank: ClassVar[int]
+
+    def __init__(
+        self,
+        kernel_size: IntOrTuple,
+        *,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        stride: IntOrTuple = 1,
+        padding: PaddingArg = "valid",
+        dilation: IntOrTuple = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+        bias: bool = True,
+        backend: str | None = None,
+        seed: int = 0,
+        dtype: str = "float32",
+    ) -> None:
+        rank = self.rank
+        self.kernel_size = _per_axis(kernel_size, rank, "kernel_size")
+        self.stride = _per_axis(stride, rank, "stride")
+        self.dilation = _per_axis(dilation, rank, "dilation")
+        self.padding = _canonical_padding(padding, rank)
+        self.padding_mode = _check_padding_mode(padding_mode)
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.groups = _positive_int(groups, "groups")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"groups={self.groups} must divide both in_channels={self.in_channels} "
+                f"and out_channels={self.out_channels}"
+            )
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+        self.dtype = dtype
+        self.backend = select_backend(backend, [])
+        self.seed = seed
+
+        weight, bias_value = self._initial_params(np.random.default_rng(seed), bias)
+        self._params = Params(
+            to_backend("weight", weight, self.backend, dtype, None),
+            None
+            if bias_value is None
+            else to_backend("bias", bias_value, self.backend, dtype, None),
+        )
+
+    # --- parameters -------------------------------------------------------------------------
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """``(out_channels, in_channels // groups, *kernel_size)``, as :func:`correlate` wants."""
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    def _initial_params(
+        self, rng: np.random.Generator, bias: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.in_channels == 1 and self.out_channels == 1:
+            weight = rng.random(self.weight_shape)
+        else:
+            bound = 1.0 / math.sqrt(math.prod(self.weight_shape[1:]))
+            weight = rng.uniform(-bound, bound, self.weight_shape)
+        return weight, (np.zeros(self.out_channels) if bias else None)
+
+    @property
+    def params(self) -> Params:
+        """``(weight, bias)`` as arrays of the layer's backend."""
+        return self._params
+
+    @property
+    def weight(self) -> Array:
+        """The kernel, ``(out_channels, in_channels // groups, *kernel_size)``."""
+        return self._params.weight
+
+    @weight.setter
+    def weight(self, value: object) -> None:
+        self._set("weight", value, self.weight_shape)
+
+    @property
+    def bias(self) -> Array | None:
+        """The bias, ``(out_channels,)``, or ``None`` for a layer made with ``bias=False``."""
+        return self._params.bias
+
+    @bias.setter
+    def bias(self, value: object) -> None:
+        if self._params.bias is None:
+            raise ValueError("this layer was made with bias=False; it has no bias to set")
+        self._set("bias", value, (self.out_channels,))
+
+    def _set(self, name: str, value: object, shape: tuple[int, ...]) -> None:
+        given_shape = as_input(name, value).shape
+        if given_shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {given_shape}")
+        array = to_backend(name, value, self.backend, self.dtype, self._params.weight)
+        self._params = self._params._replace(**{name: array})
+
+    def _replace_params(self, params: Params) -> None:
+        """Install arrays already of this backend, dtype and shape (used by :func:`fit`)."""
+        self._params = params
+
+    # --- computing ----------------------------------------------------------------------------
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments this layer passes to :func:`polyconv.correlate`."""
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+            "padding_mode": self.padding_mode,
+        }
+
+    def is_plain_input(self, x_shape: Sequence[int]) -> bool:
+        """Whether ``x_shape`` is a channel-less ``(*spatial)`` input, as in the lesson's corr2d."""
+        return len(x_shape) == self.rank and self.in_channels == self.out_channels == 1
+
+    def __call__(self, x: object) -> Array:
+        """``correlate(x, weight, bias)`` on the layer's backend.
+
+        ``x`` is ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``; a layer with one input and one
+        output channel also takes a plain ``(*spatial)`` input and returns a plain output, like
+        ``corr2d(X, K) + b``. Inputs of other frameworks are converted to the layer's backend.
+        """
+        given = as_input("x", x)
+        plain = self.is_plain_input(given.shape)
+        y = correlate(
+            _lift(given) if plain else x,
+            self.weight,
+            self.bias,
+            backend=self.backend.name,
+            **self.options,
+        )
+        return y[0, 0, ...] if plain else y
+
+    # --- moving and saving --------------------------------------------------------------------
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Everything but the parameters that defines the layer, JSON-ready (stored by ``save``)."""
+        return {
+            "layer": type(self).__name__,
+            "rank": self.rank,
+            "kernel_size": list(self.kernel_size),
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "stride": list(self.stride),
+            "padding": _jsonable(self.padding),
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+            "padding_mode": self.padding_mode,
+            "bias": self._params.bias is not None,
+            "dtype": self.dtype,
+        }
+
+    def _clone_on(self: LayerT, backend: Backend) -> LayerT:
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.backend = backend
+        weight = to_backend("weight", self.backend.to_numpy(self.weight), backend, self.dtype, None)
+        bias = None
+        if self.bias is not None:
+            bias = to_backend("bias", self.backend.to_numpy(self.bias), backend, self.dtype, weight)
+        clone._params = Params(weight, bias)
+        return clone
+
+    def to(self: LayerT, backend: str) -> LayerT:
+        """A copy of this layer on ``backend``, parameters bit for bit; ``self`` is unchanged."""
+        return self._clone_on(get_backend(backend))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the parameters and :attr:`config` to the ``.npz`` file ``path`` (exactly that
+        name), atomically: a crash never leaves a half-written file in its place."""
+        path = os.fspath(path)
+        arrays = {"weight": self.backend.to_numpy(self.weight)}
+        if self.bias is not None:
+            arrays["bias"] = self.backend.to_numpy(self.bias)
+        config = json.dumps({"polyconv_format": FILE_FORMAT_VERSION, **self.config})
+        directory = os.path.dirname(os.path.abspath(path))
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".polyconv-", suffix=".npz")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.savez(file, config=np.array(config), **arrays)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+    @staticmethod
+    def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The config and arrays of a layer file; pickles and foreign files are refused."""
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file gives a plain array
+                raise ValueError(f"{path} is not a polyconv layer file (.npz)")
+            with data:
+                if "config" not in data:
+                    raise ValueError(f"{path} is not a polyconv layer file (no 'config' entry)")
+                arrays = {name: data[name] for name in data.files}
+        except ValueError as error:
+            if "pickle" in str(error):
+                raise ValueError(
+                    f"{path} holds pickled objects; polyconv never loads pickles (they can run "
+                    "code). Layer files written by layer.save() contain plain arrays only"
+                ) from None
+            raise
+        except (zipfile.BadZipFile, EOFError) as error:
+            raise ValueError(f"{path} is not a polyconv layer file (.npz): {error}") from None
+        config_array = arrays.pop("config")
+        if config_array.dtype.kind != "U" or config_array.ndim != 0:
+            raise ValueError(f"{path}: config must be a JSON string, got {config_array.dtype}")
+        try:
+            config = json.loads(str(config_array))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: config is not valid JSON: {error}") from None
+        version = config.pop("polyconv_format", None)
+        if version != FILE_FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: file format version {version!r}, this polyconv reads version "
+                f"{FILE_FORMAT_VERSION}"
+            )
+        return config, arrays
+
+    def load(self: LayerT, path: str | os.PathLike[str]) -> LayerT:
+        """Replace the parameters with those saved in ``path``; returns ``self``.
+
+        The file's layer definition must match this layer's field by field (a mismatch is a
+        ``ValueError`` naming the file and the field); pickled files are refused.
+        """
+        path = os.fspath(path)
+        config, arrays = self._read(path)
+        ours = self.config
+        for field in [*ours, *(name for name in config if name not in ours)]:
+            if config.get(field) != ours.get(field):
+                raise ValueError(
+                    f"{path}: {field} is {config.get(field)!r} in the file but "
+                    f"{ours.get(field)!r} in this layer"
+                )
+        expected = {"weight": self.weight_shape}
+        if self.bias is not None:
+            expected["bias"] = (self.out_channels,)
+        if arrays.keys() != expected.keys():
+            raise ValueError(
+                f"{path}: expected arrays {sorted(expected)}, the file holds {sorted(arrays)}"
+            )
+        for name, shape in expected.items():
+            if arrays[name].shape != shape or arrays[name].dtype.name != self.dtype:
+                raise ValueError(
+                    f"{path}: {name} has shape {arrays[name].shape} and dtype "
+                    f"{arrays[name].dtype}, this layer needs shape {shape} and dtype {self.dtype}"
+                )
+        weight = to_backend("weight", arrays["weight"], self.backend, self.dtype, self.weight)
+        bias = None
+        if "bias" in arrays:
+            bias = to_backend("bias", arrays["bias"], self.backend, self.dtype, self.weight)
+        self._params = Params(weight, bias)
+        return self
+
+    @classmethod
+    def from_file(
+        cls: type[LayerT], path: str | os.PathLike[str], *, backend: str | None = None
+    ) -> LayerT:
+        """A new layer built from the definition saved in ``path``, with its parameters."""
+        path = os.fspath(path)
+        config, _ = cls._read(path)
+        if config.get("layer") != cls.__name__ or config.get("rank") != cls.rank:
+            raise ValueError(
+                f"{path}: layer is {config.get('layer')!r} in the file, not {cls.__name__!r}"
+            )
+        try:
+            layer = cls(
+                config["kernel_size"],
+                in_channels=config["in_channels"],
+                out_channels=config["out_channels"],
+                stride=config["stride"],
+                padding=config["padding"],
+                dilation=config["dilation"],
+                groups=config["groups"],
+                padding_mode=config["padding_mode"],
+                bias=config["bias"],
+                dtype=config["dtype"],
+                backend=backend,
+            )
+        except KeyError as error:
+            raise ValueError(f"{path}: config lacks the field {error.args[0]!r}") from None
+        return layer.load(path)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={value!r}"
+            for name, value in self.config.items()
+            if name not in ("layer", "rank")
+        )
+        return f"{type(self).__name__}({fields}, backend={self.backend.name!r})"
+
+
+class Conv1D(_ConvND):
+    """1-D correlation layer: input ``(N, C_in, W)``, ``(C_in, W)`` or plain ``(W,)``."""
+
+    rank = 1
+
+
+class Conv2D(_ConvND):
+    """2-D correlation layer: input ``(N, C_in, H, W)``, ``(C_in, H, W)`` or plain ``(H, W)``."""
+
+    rank = 2
+
+
+class Conv3D(_ConvND):
+    """3-D correlation layer: input ``(N, C_in, D, H, W)``, ``(C_in, D, H, W)`` or plain
+    ``(D, H, W)``."""
+
+    rank = 3

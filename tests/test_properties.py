@@ -1,0 +1,439 @@
+"""Properties of the specification, checked on every backend against the float64 reference.
+
+Each test states one property; Hypothesis draws the problems (:func:`polyconv.testing.problems`)
+and every comparison uses the problem-derived error bound of :mod:`polyconv.testing`. Tests take
+the backend's own arrays as input (torch in, torch out) and run once per registered backend; a
+backend whose module or framework is missing, or that cannot compute in a dtype, is skipped with
+the reason.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import require_backend, require_dtype
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import polyconv as pc
+from polyconv import reference
+from polyconv.backends import Array, Backend
+from polyconv.testing import (
+    DEFAULT_C,
+    Problem,
+    assert_close,
+    assert_vjp_close,
+    assert_within,
+    dtype_name,
+    eps,
+    error_bound,
+    problems,
+    to_numpy,
+    unsupported_dtype_reason,
+    vjp_error_bounds,
+)
+
+FLOAT_DTYPES = ("float64", "float32", "float16")
+# Two computations that are each within the bound of the exact result differ by at most twice it.
+PAIR_C = 2 * DEFAULT_C
+
+
+@pytest.fixture(scope="session", params=FLOAT_DTYPES)
+def dtype(request: pytest.FixtureRequest, backend: Backend) -> str:
+    """Each float dtype the backend supports (float16 is probed; skipped with the reason)."""
+    require_dtype(backend.name, request.param)
+    return str(request.param)
+
+
+@pytest.fixture(scope="session", params=FLOAT_DTYPES)
+def pair_dtype(request: pytest.FixtureRequest, backend_pair: tuple[Backend, Backend]) -> str:
+    for b in backend_pair:
+        require_dtype(b.name, request.param)
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def numpy_backend() -> Backend:
+    return require_backend("numpy")
+
+
+@pytest.fixture(scope="session")
+def torch_backend() -> Backend:
+    return require_backend("torch")
+
+
+@pytest.fixture(scope="session")
+def jax_backend() -> Backend:
+    return require_backend("jax")
+
+
+def native(backend: Backend, a: np.ndarray | None, dtype: str) -> Array | None:
+    """``a`` as the backend's own array of ``dtype`` (None stays None)."""
+    return None if a is None else backend.convert(a.astype(dtype), dtype, None)
+
+
+def native_arrays(backend: Backend, problem: Problem) -> tuple[Array, Array, Array | None]:
+    x, w, bias = (native(backend, a, problem.dtype) for a in (problem.x, problem.w, problem.bias))
+    return x, w, bias
+
+
+def run_forward(backend: Backend, problem: Problem) -> Array:
+    return pc.correlate(
+        *native_arrays(backend, problem), backend=backend.name, **problem.spec_kwargs
+    )
+
+
+def run_vjp(backend: Backend, problem: Problem) -> tuple[Array, Array, Array | None]:
+    grad_y = native(backend, problem.grad_y, problem.dtype)
+    arrays = native_arrays(backend, problem)
+    return pc.correlate_vjp(*arrays, grad_y, backend=backend.name, **problem.spec_kwargs)
+
+
+def problem_arrays(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    return problem.x, problem.w, problem.bias
+
+
+# --- every backend against the reference -----------------------------------------------------
+
+
+@given(data=st.data())
+def test_forward_equals_reference_within_error_bound(backend: Backend, dtype: str, data) -> None:
+    problem = data.draw(problems(dtypes=[dtype]), label="problem")
+    y = run_forward(backend, problem)
+    assert_close(
+        y,
+        problem.reference(),
+        *problem_arrays(problem),
+        dtype=dtype,
+        spec_kwargs=problem.spec_kwargs,
+    )
+
+
+@given(data=st.data())
+def test_vjp_equals_reference_vjp_within_error_bound(backend: Backend, dtype: str, data) -> None:
+    problem = data.draw(problems(dtypes=[dtype], with_grad_y=True), label="problem")
+    grads = run_vjp(backend, problem)
+    assert_vjp_close(
+        grads,
+        problem.reference_vjp(),
+        *problem_arrays(problem),
+        problem.grad_y,
+        dtype=dtype,
+        spec_kwargs=problem.spec_kwargs,
+    )
+
+
+@given(problem=problems(dtypes=["float32"]))
+def test_output_shape_equals_computed_shape(backend: Backend, problem: Problem) -> None:
+    y = run_forward(backend, problem)
+    expected = pc.output_shape(problem.x.shape, problem.w.shape, **problem.spec_kwargs)
+    assert tuple(to_numpy(y).shape) == expected
+
+
+@given(data=st.data())
+def test_result_dtype_follows_the_dtype_rule(backend: Backend, data) -> None:
+    """The widest float input dtype wins; integer and bool inputs alone compute in float32."""
+    floats = [d for d in FLOAT_DTYPES if unsupported_dtype_reason(backend.name, d) is None]
+    problem = data.draw(problems(dtypes=["float64"], ranks=[1]), label="problem")
+    input_dtypes = st.sampled_from([*floats, "int32", "int64", "bool"])
+    x_dtype, w_dtype = (
+        data.draw(input_dtypes, label="x dtype"),
+        data.draw(input_dtypes, label="w dtype"),
+    )
+    # Integer inputs get integer values (the grid style makes them non-trivial).
+    x = backend.convert(np.round(problem.x * 4).astype(x_dtype), x_dtype, None)
+    w = backend.convert(np.round(problem.w * 4).astype(w_dtype), w_dtype, None)
+    y = pc.correlate(x, w, backend=backend.name, **problem.spec_kwargs)
+    present = [d for d in (x_dtype, w_dtype) if d in FLOAT_DTYPES]
+    expected = max(present, key=lambda d: np.dtype(d).itemsize) if present else "float32"
+    assert dtype_name(y) == expected
+
+
+# --- backends against each other -------------------------------------------------------------
+
+
+@given(data=st.data())
+def test_backends_agree_on_forward(
+    backend_pair: tuple[Backend, Backend], pair_dtype: str, data
+) -> None:
+    problem = data.draw(problems(dtypes=[pair_dtype]), label="problem")
+    first, second = (to_numpy(run_forward(b, problem)) for b in backend_pair)
+    bound = error_bound(*problem_arrays(problem), pair_dtype, problem.spec_kwargs, c=PAIR_C)
+    assert_within(
+        first, second, bound, what=f"y ({backend_pair[0].name} vs {backend_pair[1].name})"
+    )
+
+
+@given(data=st.data())
+def test_backends_agree_on_vjp(
+    backend_pair: tuple[Backend, Backend], pair_dtype: str, data
+) -> None:
+    problem = data.draw(problems(dtypes=[pair_dtype], with_grad_y=True), label="problem")
+    first, second = (run_vjp(b, problem) for b in backend_pair)
+    assert_vjp_close(
+        first,
+        [None if g is None else to_numpy(g) for g in second],
+        *problem_arrays(problem),
+        problem.grad_y,
+        dtype=pair_dtype,
+        spec_kwargs=problem.spec_kwargs,
+        c=PAIR_C,
+    )
+
+
+# --- native autodiff -------------------------------------------------------------------------
+
+
+@given(problem=problems(dtypes=["float64", "float32"], with_grad_y=True))
+def test_torch_backward_equals_correlate_vjp(torch_backend: Backend, problem: Problem) -> None:
+    import torch
+
+    leaves = [
+        None if a is None else torch.tensor(a.astype(problem.dtype), requires_grad=True)
+        for a in problem_arrays(problem)
+    ]
+    grad_y = torch.tensor(problem.grad_y.astype(problem.dtype))
+    y = pc.correlate(*leaves, **problem.spec_kwargs)
+    (y * grad_y).sum().backward()
+    autograd = [None if leaf is None else leaf.grad for leaf in leaves]
+    detached = [None if leaf is None else leaf.detach() for leaf in leaves]
+    expected = pc.correlate_vjp(*detached, grad_y, **problem.spec_kwargs)
+    assert_vjp_close(
+        autograd,
+        [None if g is None else to_numpy(g) for g in expected],
+        *problem_arrays(problem),
+        problem.grad_y,
+        dtype=problem.dtype,
+        spec_kwargs=problem.spec_kwargs,
+        c=PAIR_C,
+    )
+
+
+@given(problem=problems(dtypes=["float64", "float32"], with_grad_y=True))
+def test_jax_grad_equals_correlate_vjp(jax_backend: Backend, problem: Problem) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    args = [jnp.asarray(a.astype(problem.dtype)) for a in problem_arrays(problem) if a is not None]
+    grad_y = jnp.asarray(problem.grad_y.astype(problem.dtype))
+
+    def loss(*arrays: Array) -> Array:
+        return jnp.sum(pc.correlate(*arrays, **problem.spec_kwargs) * grad_y)
+
+    grads = list(jax.grad(loss, argnums=tuple(range(len(args))))(*args))
+    if problem.bias is None:
+        grads.append(None)
+    bias = args[2] if problem.bias is not None else None
+    expected = pc.correlate_vjp(args[0], args[1], bias, grad_y, **problem.spec_kwargs)
+    assert_vjp_close(
+        grads,
+        [None if g is None else to_numpy(g) for g in expected],
+        *problem_arrays(problem),
+        problem.grad_y,
+        dtype=problem.dtype,
+        spec_kwargs=problem.spec_kwargs,
+        c=PAIR_C,
+    )
+
+
+# --- convolve and shapes ---------------------------------------------------------------------
+
+
+@given(problem=problems(dtypes=["float64", "float32"]))
+def test_convolve_equals_correlate_with_flipped_kernel(backend: Backend, problem: Problem) -> None:
+    x, w, bias = native_arrays(backend, problem)
+    convolved = pc.convolve(x, w, bias, backend=backend.name, **problem.spec_kwargs)
+    flipped = np.flip(problem.w, axis=tuple(range(2, problem.w.ndim)))
+    correlated = pc.correlate(
+        x,
+        native(backend, flipped, problem.dtype),
+        bias,
+        backend=backend.name,
+        **problem.spec_kwargs,
+    )
+    bound = error_bound(
+        problem.x, flipped, problem.bias, problem.dtype, problem.spec_kwargs, c=PAIR_C
+    )
+    assert_within(convolved, to_numpy(correlated), bound, what="convolve")
+
+
+def _padded_length(size: int, extent: int, stride: int, padding: object, axis: int) -> int:
+    """The padded length per the spec's padding rules, written out independently of polyconv."""
+    if padding == "valid":
+        return size
+    if padding == "full":
+        return size + 2 * (extent - 1)
+    if padding == "same":
+        return size + max((math.ceil(size / stride) - 1) * stride + extent - size, 0)
+    if isinstance(padding, int):
+        return size + 2 * padding
+    item = padding[axis]  # type: ignore[index]
+    return size + (2 * item if isinstance(item, int) else item[0] + item[1])
+
+
+@given(problem=problems(dtypes=["float64"]))
+def test_output_shape_follows_the_shape_rule(problem: Problem) -> None:
+    """Each spatial output size is ``(padded - dilated kernel extent) // stride + 1``, and
+    ``"same"`` gives ``ceil(size / stride)``."""
+    spec, kwargs = problem.spec, problem.spec_kwargs
+    expected_spatial = []
+    for axis, (size, k) in enumerate(zip(spec.x_shape[2:], spec.kernel_shape, strict=True)):
+        stride, dilation = spec.stride[axis], spec.dilation[axis]
+        extent = (k - 1) * dilation + 1
+        padded = _padded_length(size, extent, stride, kwargs["padding"], axis)
+        expected_spatial.append((padded - extent) // stride + 1)
+        if kwargs["padding"] == "same":
+            assert expected_spatial[-1] == math.ceil(size / stride)
+    leading = (problem.x.shape[0],) if problem.x.ndim == problem.w.ndim else ()
+    expected = (*leading, problem.w.shape[0], *expected_spatial)
+    assert pc.output_shape(problem.x.shape, problem.w.shape, **kwargs) == expected
+
+
+# --- non-finite input ------------------------------------------------------------------------
+
+
+def _with_nonfinite(problem: Problem, data) -> tuple[np.ndarray, np.ndarray, float]:
+    """``x`` with one element made NaN or +-inf, and the indicator of that element."""
+    index = data.draw(st.integers(0, problem.x.size - 1), label="index")
+    value = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]), label="value")
+    x = problem.x.copy()
+    x.flat[index] = value
+    indicator = np.zeros_like(problem.x)
+    indicator.flat[index] = 1.0
+    return x, indicator, value
+
+
+@given(data=st.data())
+def test_nonfinite_input_reaches_exactly_the_outputs_that_read_it(backend: Backend, data) -> None:
+    problem = data.draw(problems(dtypes=["float64", "float32"]), label="problem")
+    x, indicator, value = _with_nonfinite(problem, data)
+    reads = reference.correlate(indicator, np.ones_like(problem.w), **problem.spec_kwargs) > 0
+    bias = native(backend, problem.bias, problem.dtype)
+    y = to_numpy(
+        pc.correlate(
+            native(backend, x, problem.dtype),
+            native(backend, problem.w, problem.dtype),
+            bias,
+            backend=backend.name,
+            **problem.spec_kwargs,
+        )
+    )
+    np.testing.assert_array_equal(~np.isfinite(y), reads)
+    if math.isnan(value):
+        np.testing.assert_array_equal(np.isnan(y), reads)
+
+
+@given(data=st.data())
+def test_nonfinite_input_reaches_exactly_the_gradients_that_read_it(backend: Backend, data) -> None:
+    """Non-finite x poisons the kernel gradients whose taps read it, and nothing else: grad_x
+    and grad_bias do not depend on x."""
+    problem = data.draw(problems(dtypes=["float64", "float32"], with_grad_y=True), label="problem")
+    x, indicator, _ = _with_nonfinite(problem, data)
+    ones_grad_y = np.ones_like(problem.grad_y)
+    _, reads, _ = reference.correlate_vjp(
+        indicator, np.ones_like(problem.w), None, ones_grad_y, **problem.spec_kwargs
+    )
+    grad_x, grad_w, grad_bias = pc.correlate_vjp(
+        *(native(backend, a, problem.dtype) for a in (x, problem.w, problem.bias, problem.grad_y)),
+        backend=backend.name,
+        **problem.spec_kwargs,
+    )
+    assert np.isfinite(to_numpy(grad_x)).all()
+    np.testing.assert_array_equal(~np.isfinite(to_numpy(grad_w)), reads > 0)
+    if grad_bias is not None:
+        assert np.isfinite(to_numpy(grad_bias)).all()
+
+
+# --- the NumPy backend's gradients (issue 2) -------------------------------------------------
+
+
+def _inner_product_tolerance(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, grad_y: np.ndarray, kwargs: dict
+) -> float:
+    """A bound on the rounding error of ``<correlate(x, w, bias), grad_y>`` computed either way:
+    ``c * eps * (number of summed terms) * <correlate(|x|, |w|, |bias|), |grad_y|>``."""
+    abs_bias = None if bias is None else np.abs(bias)
+    magnitude = np.vdot(
+        reference.correlate(np.abs(x), np.abs(w), abs_bias, **kwargs), np.abs(grad_y)
+    )
+    terms_per_output = pc.normalize(x.shape, w.shape, **kwargs).terms_per_output
+    terms = grad_y.size * (terms_per_output + 1) + x.size + w.size
+    return DEFAULT_C * eps("float64") * terms * float(magnitude)
+
+
+def _adjoint_tolerance(problem: Problem) -> float:
+    assert problem.grad_y is not None
+    return _inner_product_tolerance(*problem_arrays(problem), problem.grad_y, problem.spec_kwargs)
+
+
+@given(problem=problems(dtypes=["float64"], bias=False, with_grad_y=True))
+def test_numpy_vjp_is_the_adjoint_in_x(numpy_backend: Backend, problem: Problem) -> None:
+    """``<correlate(x, w), g> == <x, grad_x(g)>``: correlation is linear in x."""
+    y = pc.correlate(problem.x, problem.w, backend="numpy", **problem.spec_kwargs)
+    grad_x, _, _ = pc.correlate_vjp(
+        problem.x, problem.w, None, problem.grad_y, backend="numpy", **problem.spec_kwargs
+    )
+    lhs, rhs = np.vdot(y, problem.grad_y), np.vdot(problem.x, grad_x)
+    assert abs(lhs - rhs) <= _adjoint_tolerance(problem)
+
+
+@given(problem=problems(dtypes=["float64"], with_grad_y=True))
+def test_numpy_vjp_is_the_adjoint_in_w_and_bias(numpy_backend: Backend, problem: Problem) -> None:
+    """``<correlate(x, w, b), g> == <w, grad_w(g)> + <b, grad_bias(g)>``: linear in (w, b)."""
+    y = pc.correlate(problem.x, problem.w, problem.bias, backend="numpy", **problem.spec_kwargs)
+    _, grad_w, grad_bias = pc.correlate_vjp(
+        problem.x, problem.w, problem.bias, problem.grad_y, backend="numpy", **problem.spec_kwargs
+    )
+    rhs = np.vdot(problem.w, grad_w)
+    if problem.bias is not None:
+        rhs += np.vdot(problem.bias, grad_bias)
+    assert abs(np.vdot(y, problem.grad_y) - rhs) <= _adjoint_tolerance(problem)
+
+
+@given(problem=problems(dtypes=["float64"], max_size=3, with_grad_y=True))
+def test_numpy_vjp_equals_central_differences(numpy_backend: Backend, problem: Problem) -> None:
+    """Each gradient element equals ``(f(a + h e_i) - f(a - h e_i)) / 2h`` for
+    ``f = <correlate(x, w, bias), grad_y>``. f is linear in each argument, so the difference
+    quotient is exact up to rounding for any h; h = 1/2 keeps the steps well away from 0."""
+    kwargs = problem.spec_kwargs
+    arrays = list(problem_arrays(problem))
+
+    def f(args: list[np.ndarray | None]) -> float:
+        return float(np.vdot(pc.correlate(*args, backend="numpy", **kwargs), problem.grad_y))
+
+    step = 0.5
+    grads = pc.correlate_vjp(*arrays, problem.grad_y, backend="numpy", **kwargs)
+    bounds = vjp_error_bounds(*arrays, problem.grad_y, "float64", kwargs)
+    # Each evaluation of f errs by at most the inner-product tolerance on inputs grown by h.
+    grown = [None if a is None else np.abs(a) + step for a in arrays]
+    f_error = _inner_product_tolerance(*grown, problem.grad_y, kwargs)
+    for position, (array, grad, bound) in enumerate(zip(arrays, grads, bounds, strict=True)):
+        if array is None:
+            continue
+        for index in np.ndindex(array.shape):
+            plus, minus = array.copy(), array.copy()
+            plus[index] += step
+            minus[index] -= step
+            plus_args, minus_args = list(arrays), list(arrays)
+            plus_args[position], minus_args[position] = plus, minus
+            difference = (f(plus_args) - f(minus_args)) / (plus[index] - minus[index])
+            tolerance = 2 * f_error / (plus[index] - minus[index]) + bound[index]
+            assert abs(difference - grad[index]) <= tolerance, (position, index)
+
+
+@given(problem=problems(dtypes=["float64"], ranks=[2, 3]))
+def test_numpy_forward_equals_reference_with_non_square_stride_and_dilation(
+    numpy_backend: Backend, problem: Problem
+) -> None:
+    spec = problem.spec
+    assume(len(set(spec.stride)) > 1 and len(set(spec.dilation)) > 1)
+    y = pc.correlate(problem.x, problem.w, problem.bias, backend="numpy", **problem.spec_kwargs)
+    assert_close(
+        y,
+        problem.reference(),
+        *problem_arrays(problem),
+        dtype="float64",
+        spec_kwargs=problem.spec_kwargs,
+    )
