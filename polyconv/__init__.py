@@ -6,8 +6,10 @@ from ._dispatch import use_backend
 from ._matrix import as_matrix
 from ._spec import CorrSpec, normalize
 from .backends import available as backends
+from .explain import explain
 from .layers import Conv1D, Conv2D, Conv3D
 from .training import DivergenceError, fit
+from .verify import VerifyReport, verify
 
 __version__ = "0.1.0"
 
@@ -17,15 +19,18 @@ __all__ = [
     "Conv3D",
     "CorrSpec",
     "DivergenceError",
+    "VerifyReport",
     "as_matrix",
     "backends",
     "convolve",
     "corr2d",
     "correlate",
     "correlate_vjp",
+    "explain",
     "fit",
     "normalize",
     "output_shape",
     "reference",
     "use_backend",
+    "verify",
 ]

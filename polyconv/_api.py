@@ -17,11 +17,13 @@ def _prepare(
     dilation: IntOrTuple,
     groups: int,
     padding_mode: str,
+    method: str,
 ) -> tuple[Backend, dict[str, Array], CorrSpec]:
     """Inspect, validate and convert; the arrays come back batched and of one dtype."""
     # Only bias is optional; a None x, w or grad_y is refused by as_input with its name.
     inputs = [as_input(n, obj) for n, obj in arrays.items() if obj is not None or n != "bias"]
     by_name = {i.name: i for i in inputs}
+    chosen = select_backend(backend, inputs)  # before the spec: "auto" uses its cost model
     spec = normalize(
         by_name["x"].shape,
         by_name["w"].shape,
@@ -31,20 +33,21 @@ def _prepare(
         dilation=dilation,
         groups=groups,
         padding_mode=padding_mode,
+        method=method,
+        backend=chosen.name,
     )
     if "grad_y" in by_name and by_name["grad_y"].shape != spec.user_out_shape:
         raise ValueError(
             f"grad_y must have the output's shape {spec.user_out_shape}, "
             f"got {by_name['grad_y'].shape}"
         )
-    chosen = select_backend(backend, inputs)
     converted, _ = convert_inputs(chosen, inputs)
     result: dict[str, Array] = dict.fromkeys(arrays)
     result.update(zip(by_name, converted))
     if not spec.batched:
         for name in ("x", "grad_y"):
             if result.get(name) is not None:
-                result[name] = result[name][None]
+                result[name] = result[name][None, ...]  # Array API: index every axis
     return chosen, result, spec
 
 
@@ -58,19 +61,30 @@ def correlate(
     dilation: IntOrTuple = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    method: str = "auto",
     backend: str | None = None,
 ) -> Array:
     """Cross-correlation ``y[n, o, i] = bias[o] + sum_{c, k} w[o, c, k] * x_pad[n, c', i*s + k*d]``.
 
     ``x`` is ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``; ``w`` is
     ``(C_out, C_in // groups, *kernel)`` with 1 to 3 spatial axes; ``bias`` is ``(C_out,)``.
+    ``method`` is ``"direct"`` (the defining sum), ``"fft"`` (overlap-save FFT: faster for large
+    kernels on large inputs, its rounding error bounded by norms rather than per element) or
+    ``"auto"``, the faster of the two by the backend's cost model (``docs/benchmarks.md``).
     See ``docs/spec.md`` for padding forms and modes, dtypes and backend selection.
     """
     chosen, a, spec = _prepare(
-        {"x": x, "w": w, "bias": bias}, backend, stride, padding, dilation, groups, padding_mode
+        {"x": x, "w": w, "bias": bias},
+        backend,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        method,
     )
     y = chosen.correlate(a["x"], a["w"], a["bias"], spec)
-    return y if spec.batched else y[0]
+    return y if spec.batched else y[0, ...]
 
 
 def convolve(
@@ -83,15 +97,23 @@ def convolve(
     dilation: IntOrTuple = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    method: str = "auto",
     backend: str | None = None,
 ) -> Array:
     """True convolution: :func:`correlate` with the kernel flipped along its spatial axes."""
     chosen, a, spec = _prepare(
-        {"x": x, "w": w, "bias": bias}, backend, stride, padding, dilation, groups, padding_mode
+        {"x": x, "w": w, "bias": bias},
+        backend,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        method,
     )
     flipped = chosen.flip(a["w"], tuple(range(2, 2 + spec.rank)))
     y = chosen.correlate(a["x"], flipped, a["bias"], spec)
-    return y if spec.batched else y[0]
+    return y if spec.batched else y[0, ...]
 
 
 def correlate_vjp(
@@ -105,6 +127,7 @@ def correlate_vjp(
     dilation: IntOrTuple = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    method: str = "auto",
     backend: str | None = None,
 ) -> tuple[Array, Array, Array | None]:
     """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to ``x``, ``w``, ``bias``.
@@ -119,9 +142,10 @@ def correlate_vjp(
         dilation,
         groups,
         padding_mode,
+        method,
     )
     grad_x, grad_w, grad_bias = chosen.correlate_vjp(a["x"], a["w"], a["bias"], a["grad_y"], spec)
-    return (grad_x if spec.batched else grad_x[0]), grad_w, grad_bias
+    return (grad_x if spec.batched else grad_x[0, ...]), grad_w, grad_bias
 
 
 def corr2d(X: object, K: object, *, backend: str | None = None) -> Array:
@@ -135,12 +159,12 @@ def corr2d(X: object, K: object, *, backend: str | None = None) -> Array:
     if any(k > n for k, n in zip(k_shape, x_shape)):
         raise ValueError(f"K of shape {k_shape} must fit inside X of shape {x_shape} (no padding)")
     y = correlate(_lift(inputs["X"]), _lift(inputs["K"]), backend=backend)
-    return y[0, 0]
+    return y[0, 0, ...]
 
 
 def _lift(i: Input) -> object:
     """A 2-D argument as (1, 1, H, W), keeping lists weakly typed."""
-    return [[i.array.tolist()]] if i.weak else i.array[None, None]
+    return [[i.array.tolist()]] if i.weak else i.array[None, None, ...]
 
 
 def output_shape(

@@ -47,7 +47,9 @@ def next_fast_length(target: int, real: bool = False) -> int:
 @functools.lru_cache(maxsize=64)
 def _fast_lengths(limit: int, real: bool) -> tuple[int, ...]:
     """Every fast length up to ``limit``, ascending."""
-    return tuple(n for n in range(1, limit + 1) if _is_smooth(n, _REAL_PRIMES if real else _COMPLEX_PRIMES))
+    return tuple(
+        n for n in range(1, limit + 1) if _is_smooth(n, _REAL_PRIMES if real else _COMPLEX_PRIMES)
+    )
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ _PER_SAMPLE_OVERHEAD = 4.0
 
 def _axis_plan(extent: int, full: int, real: bool, max_length: int | None) -> AxisPlan:
     whole = next_fast_length(full + extent - 1, real)
-    limit = whole if max_length is None else min(whole, max(max_length, next_fast_length(extent, real)))
+    limit = (
+        whole if max_length is None else min(whole, max(max_length, next_fast_length(extent, real)))
+    )
     best: tuple[float, int] | None = None
     for length in _fast_lengths(limit, real) if limit > 16 else (limit,):
         if length < extent or (length < whole and length - extent + 1 < extent):
@@ -97,7 +101,7 @@ def fft_plan(spec: CorrSpec, max_length: int | None = None) -> tuple[AxisPlan, .
     """
     plans = []
     for axis, (k, d, s, out) in enumerate(
-        zip(spec.kernel_shape, spec.dilation, spec.stride, spec.out_shape[2:])
+        zip(spec.kernel_shape, spec.dilation, spec.stride, spec.out_shape[2:], strict=True)
     ):
         extent, full = (k - 1) * d + 1, (out - 1) * s + 1
         plans.append(_axis_plan(extent, full, axis == spec.rank - 1, max_length))

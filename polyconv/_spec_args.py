@@ -111,7 +111,7 @@ def spec_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _flag_value(value: object) -> str:
     if isinstance(value, Sequence) and not isinstance(value, str):
         if all(isinstance(v, Sequence) for v in value):  # (lo, hi) pairs
-            return ",".join(f"{lo}:{hi}" for lo, hi in value)  # type: ignore[misc]
+            return ",".join(f"{lo}:{hi}" for lo, hi in value)
         return ",".join(str(v) for v in value) + ("," if len(value) == 1 else "")
     return str(value)
 

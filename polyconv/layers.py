@@ -282,7 +282,7 @@ class _ConvND:
         """Write the parameters and :attr:`config` to the ``.npz`` file ``path`` (exactly that
         name), atomically: a crash never leaves a half-written file in its place."""
         path = os.fspath(path)
-        arrays = {"weight": self.backend.to_numpy(self.weight)}
+        arrays: dict[str, Any] = {"weight": self.backend.to_numpy(self.weight)}
         if self.bias is not None:
             arrays["bias"] = self.backend.to_numpy(self.bias)
         config = json.dumps({"polyconv_format": FILE_FORMAT_VERSION, **self.config})

@@ -177,6 +177,10 @@ class Problem:
             body = ",\n    ".join(f"{k}={_array_repr(v)}" for k, v in fields.items())
         return f"Problem(\n    {body},\n)"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints falsifying examples with its IPython-style pretty printer.
+        printer.text(repr(self))
+
 
 def _array_repr(value: object) -> str:
     return np.array_repr(value) if isinstance(value, np.ndarray) else repr(value)

@@ -23,7 +23,6 @@ Conventions (those of the classic lesson):
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -119,12 +118,12 @@ LOSSES: dict[str, Loss] = {
 }
 
 
-@functools.lru_cache(maxsize=32)
 def _compiled_step(
     backend: Backend, spec: CorrSpec, loss_name: str
 ) -> Callable[..., tuple[Params, SGDState, Array]]:
-    """One training step for this geometry, compiled by the backend (cached: sweeps over lr or
-    momentum reuse it, since those are arguments)."""
+    """One training step for this geometry, compiled by the backend. Compiled afresh for every
+    ``fit``: a backend setting read while tracing (JAX's matmul precision) must never be served
+    stale from a cache."""
     loss = LOSSES[loss_name]
     outputs = math.prod(spec.out_shape)
 

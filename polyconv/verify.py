@@ -278,7 +278,7 @@ def _run_backend(
         x, w, b, g = (
             None if a is None else backend.convert(a.astype(dtype), dtype, None) for a in inputs
         )
-        device = backend.device(x)
+        device = backend.device(x) or "?"
         y = correlate(x, w, b, backend=name, **kwargs)
         backend.synchronize(y)  # the first call compiles (JAX) or warms up; it is not timed
         grads = correlate_vjp(x, w, b, g, backend=name, **kwargs)
@@ -352,7 +352,7 @@ def verify(
     ``seed``). ``timing=False`` skips the timing. The other keywords are
     :func:`polyconv.correlate`'s.
     """
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "stride": stride,
         "padding": padding,
         "dilation": dilation,
@@ -385,7 +385,7 @@ def verify(
         b64 = None
     else:
         b64 = _as_float64("bias", bias, dtype)
-    spec = normalize(x64.shape, w64.shape, None if b64 is None else b64.shape, **kwargs)  # type: ignore[arg-type]
+    spec = normalize(x64.shape, w64.shape, None if b64 is None else b64.shape, **kwargs)
     if grad_y is None:
         g64 = _values(rng, spec.user_out_shape, dtype)
     else:
@@ -398,7 +398,7 @@ def verify(
     expected = (
         reference.correlate(x64, w64, b64, **kwargs),
         *reference.correlate_vjp(x64, w64, b64, g64, **kwargs),
-    )  # type: ignore[arg-type]
+    )
     bounds = (
         error_bound(x64, w64, b64, dtype, kwargs),
         *vjp_error_bounds(x64, w64, b64, g64, dtype, kwargs),

@@ -158,10 +158,18 @@ def backend_of(obj: object) -> Backend | None:
         if cls is not None and cls.framework in sys.modules:
             try:
                 backend = get(name)
+            except RuntimeError as error:  # its message names the backend and the cause
+                _broken.add(name)
+                _warn(f"{error}; it is skipped")
+                continue
+            try:
                 owned = backend.owns(obj)
             except Exception as error:
                 _broken.add(name)
-                _warn_broken(name, error)
+                _warn(
+                    f"polyconv backend {name!r} ({registered()[name]}) failed to inspect a "
+                    f"{type(obj).__name__} and is skipped: {error!r}"
+                )
                 continue
             if owned:
                 return backend

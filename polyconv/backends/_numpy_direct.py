@@ -22,26 +22,23 @@ the correlation of the stride-dilated, fully padded ``grad_y`` with the flipped 
 from __future__ import annotations
 
 import math
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .._methods import numpy_tile_width
+from .._methods import numpy_uses_tiles as uses_tiles
 from .._spec import CorrSpec, normalize
 from ._numpy_parallel import ordered_map, split, thread_count
 
 # Bytes of the per-block working set (accumulator or window matrix): well inside one core's L2.
 _TILE_BLOCK_BYTES = 256 * 1024
 _IM2COL_BLOCK_BYTES = 2 * 1024 * 1024
-# Outputs per Toeplitz tile (times output channels per group): wide enough for an efficient
-# gemm, narrow enough that the band wastes few multiply-adds.
-_TILE_COLUMNS = 16
 
 
-def uses_tiles(spec: CorrSpec) -> bool:
-    """Whether the direct method runs as Toeplitz tiles (else im2col)."""
-    return spec.w_shape[1] == 1 and spec.w_shape[0] // spec.groups <= 4
-
-
-def _view(base: np.ndarray, offset: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+def _view(
+    base: np.ndarray, offset: int, shape: tuple[int, ...], strides: tuple[int, ...]
+) -> np.ndarray:
     """A view of C-contiguous ``base`` at element ``offset`` with element ``strides``."""
     flat = base.reshape(-1)[offset:]
     item = base.itemsize
@@ -99,11 +96,15 @@ class _TileGeometry:
         self.lead = self.out[:-1]  # output axes other than the last
         self.padded_strides = _element_strides(spec.padded_shape)
         self.plane = math.prod(spec.padded_shape)
-        self.t = max(2, _TILE_COLUMNS // self.og)
+        self.t = numpy_tile_width(spec)
         self.groups = _tile_groups(self.out[-1], self.t)
 
     def window_view(
-        self, x_n: np.ndarray, lead_offset: tuple[int, ...], rows: tuple[int, int], group: tuple[int, int, int]
+        self,
+        x_n: np.ndarray,
+        lead_offset: tuple[int, ...],
+        rows: tuple[int, int],
+        group: tuple[int, int, int],
     ) -> np.ndarray:
         """``(G, *lead_block[:-1], nt, lead_block[-1], L)``: the input windows of every tile of
         the block ``rows`` (of the first output axis), for kernel offset ``lead_offset`` along
@@ -125,7 +126,9 @@ class _TileGeometry:
         strides = (self.plane, *steps[:-1], t * sw * s[-1], steps[-1], s[-1])
         return _view(x_n, offset, shape, strides)
 
-    def output_view(self, y_n: np.ndarray, rows: tuple[int, int], group: tuple[int, int, int]) -> np.ndarray:
+    def output_view(
+        self, y_n: np.ndarray, rows: tuple[int, int], group: tuple[int, int, int]
+    ) -> np.ndarray:
         """``(G, Og, *lead_block, nt, t)``: where the tiles of a block go in ``y_n`` ``(O, *out)``."""
         t, count, col0 = group
         s = _element_strides(self.out)
@@ -164,7 +167,10 @@ def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSp
     w_rows = wg[:, :, 0]  # (G, Og, *K)
     toeplitz = {
         (group[0], offset): _toeplitz(
-            w_rows[(slice(None), slice(None), *offset)], group[0], spec.stride[-1], spec.dilation[-1]
+            w_rows[(slice(None), slice(None), *offset)],
+            group[0],
+            spec.stride[-1],
+            spec.dilation[-1],
         )
         for group in geometry.groups
         for offset in offsets
@@ -179,7 +185,9 @@ def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSp
             for offset in offsets:
                 windows = geometry.window_view(x_n, offset, rows, group)
                 t_matrix = toeplitz[group[0], offset]
-                t_matrix = t_matrix.reshape(t_matrix.shape[0], *[1] * (batch_dims - 1), *t_matrix.shape[1:])
+                t_matrix = t_matrix.reshape(
+                    t_matrix.shape[0], *[1] * (batch_dims - 1), *t_matrix.shape[1:]
+                )
                 if acc is None:
                     acc = np.matmul(windows, t_matrix)
                 else:
@@ -188,7 +196,9 @@ def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSp
             assert acc is not None
             geometry.output_view(y[n], rows, group)[...] = geometry.to_output_order(acc, group[0])
 
-    units = [(n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)]
+    units = [
+        (n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)
+    ]
     for _ in ordered_map(run, units):
         pass
 
@@ -222,7 +232,9 @@ def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndar
                 partial[t, offset] = summed
         return partial
 
-    units = [(n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)]
+    units = [
+        (n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)
+    ]
     totals: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
     for partial in ordered_map(run, units):
         for key, value in partial.items():
@@ -259,16 +271,23 @@ class _Im2col:
     def blocks(self, units_wanted: int) -> list[tuple[int, int]]:
         return _row_blocks(self.out[0], self.row_bytes, _IM2COL_BLOCK_BYTES, units_wanted)
 
-    def windows(self, x_n: np.ndarray, rows: tuple[int, int], tap: tuple[int, ...] | None = None) -> np.ndarray:
+    def windows(
+        self, x_n: np.ndarray, rows: tuple[int, int], tap: tuple[int, ...] | None = None
+    ) -> np.ndarray:
         """``(G, Cg, *K, *out_block)`` view (or ``(G, Cg, *out_block)`` for one ``tap``)."""
         spec, s = self.spec, self.padded_strides
         sizes = (rows[1] - rows[0], *self.out[1:])
         offset = rows[0] * spec.stride[0] * s[0]
-        tap_strides = tuple(d * si for d, si in zip(spec.dilation, s))
-        out_strides = tuple(st * si for st, si in zip(spec.stride, s))
+        tap_strides = tuple(d * si for d, si in zip(spec.dilation, s, strict=True))
+        out_strides = tuple(st * si for st, si in zip(spec.stride, s, strict=True))
         if tap is not None:
-            offset += sum(k * ts for k, ts in zip(tap, tap_strides))
-            return _view(x_n, offset, (self.g, self.cg, *sizes), (self.cg * self.plane, self.plane, *out_strides))
+            offset += sum(k * ts for k, ts in zip(tap, tap_strides, strict=True))
+            return _view(
+                x_n,
+                offset,
+                (self.g, self.cg, *sizes),
+                (self.cg * self.plane, self.plane, *out_strides),
+            )
         shape = (self.g, self.cg, *spec.kernel_shape, *sizes)
         strides = (self.cg * self.plane, self.plane, *tap_strides, *out_strides)
         return _view(x_n, offset, shape, strides)
@@ -315,7 +334,9 @@ def _im2col_vjp(
             grad_cols = np.matmul(kernels_t, gy).reshape(*block_shape, -1)
             grad_cols = grad_cols.reshape(*block_shape, rows[1] - rows[0], *geometry.out[1:])
             for tap in np.ndindex(*spec.kernel_shape):
-                geometry.windows(grad_xp[n], rows, tap)[...] += grad_cols[(slice(None), slice(None), *tap)]
+                geometry.windows(grad_xp[n], rows, tap)[...] += grad_cols[
+                    (slice(None), slice(None), *tap)
+                ]
     return grad_xp, grad_w.reshape(wg.shape)
 
 
@@ -341,16 +362,18 @@ def _transposed_problem(
     channel axes swapped (``grad_xp[p] = sum_k grad_y_up[p - k * d] * w[k]``)."""
     g, og, cg = wg.shape[:3]
     n = grad_y.shape[0]
-    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation)]
-    length = [p + e - 1 for p, e in zip(spec.padded_shape, extents)]
+    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
+    length = [p + e - 1 for p, e in zip(spec.padded_shape, extents, strict=True)]
     spread = np.zeros((n, g * og, *length), dtype=grad_y.dtype)
     placed = tuple(
         slice(e - 1, e - 1 + (o - 1) * s + 1, s)
-        for e, o, s in zip(extents, spec.out_shape[2:], spec.stride)
+        for e, o, s in zip(extents, spec.out_shape[2:], spec.stride, strict=True)
     )
     spread[(slice(None), slice(None), *placed)] = grad_y
     flipped = np.flip(wg, axis=tuple(range(3, wg.ndim)))
-    w_t = np.ascontiguousarray(flipped.transpose(0, 2, 1, *range(3, wg.ndim))).reshape(g * cg, og, *spec.kernel_shape)
+    w_t = np.ascontiguousarray(flipped.transpose(0, 2, 1, *range(3, wg.ndim))).reshape(
+        g * cg, og, *spec.kernel_shape
+    )
     t_spec = normalize(spread.shape, w_t.shape, dilation=spec.dilation, groups=g)
     return spread, w_t, t_spec
 
@@ -367,6 +390,8 @@ def correlate_vjp(
     spread, w_t, t_spec = _transposed_problem(wg, grad_y, spec)
     g = spec.groups
     grad_xp = correlate(
-        spread.reshape(spread.shape[0], g, -1, *spread.shape[2:]), w_t.reshape(g, -1, *w_t.shape[1:]), t_spec
+        spread.reshape(spread.shape[0], g, -1, *spread.shape[2:]),
+        w_t.reshape(g, -1, *w_t.shape[1:]),
+        t_spec,
     )
     return grad_xp, grad_w

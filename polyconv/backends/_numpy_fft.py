@@ -16,6 +16,7 @@ overlapping tiles (overlap-add).
 from __future__ import annotations
 
 import math
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -32,7 +33,7 @@ def _dilated_kernel(wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
     """``wg`` ``(G, Og, Cg, *K)`` with ``dilation - 1`` zeros between taps."""
     if all(d == 1 for d in spec.dilation):
         return wg
-    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation)]
+    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
     spread = np.zeros((*wg.shape[:3], *extents), dtype=wg.dtype)
     spread[(..., *(slice(None, None, d) for d in spec.dilation))] = wg
     return spread
@@ -40,7 +41,9 @@ def _dilated_kernel(wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
 
 def _extended(xg: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
     """``xg`` zero-extended at the end of every multi-tile axis, so the last tile fits."""
-    extra = [max(p.span - n, 0) if p.blocks > 1 else 0 for p, n in zip(plans, xg.shape[3:])]
+    extra = [
+        max(p.span - n, 0) if p.blocks > 1 else 0 for p, n in zip(plans, xg.shape[3:], strict=True)
+    ]
     if not any(extra):
         return xg
     return np.pad(xg, [(0, 0)] * 3 + [(0, e) for e in extra])
@@ -51,9 +54,11 @@ def _tiles(xe: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
 
     A single-tile axis reads at most the array (the transform zero-pads to its length)."""
     spatial = xe.shape[3:]
-    tile = [min(p.length, n) if p.blocks == 1 else p.length for p, n in zip(plans, spatial)]
+    tile = [
+        min(p.length, n) if p.blocks == 1 else p.length for p, n in zip(plans, spatial, strict=True)
+    ]
     blocks = [p.blocks for p in plans]
-    steps = [p.block * s for p, s in zip(plans, xe.strides[3:])]
+    steps = [p.block * s for p, s in zip(plans, xe.strides[3:], strict=True)]
     return as_strided(
         xe,
         shape=(*xe.shape[:3], *blocks, *tile),
@@ -106,7 +111,10 @@ class _Layout:
         for axis in range(r):
             order += [2 + axis, 2 + r + axis]
         merged = tiles.transpose(order)
-        return merged.reshape(*tiles.shape[:2], *(b * p.block for b, p in zip(tiles.shape[2 : 2 + r], self.plans)))
+        return merged.reshape(
+            *tiles.shape[:2],
+            *(b * p.block for b, p in zip(tiles.shape[2 : 2 + r], self.plans, strict=True)),
+        )
 
 
 def _sum_channels(
@@ -116,7 +124,9 @@ def _sum_channels(
     the result has a new axis at ``out_axis`` for the other operand's channels."""
     total = None
     for c in range(left.shape[left_axis]):
-        term = np.expand_dims(np.take(left, c, axis=left_axis), out_axis) * np.take(right, c, axis=right_axis)
+        term = np.expand_dims(np.take(left, c, axis=left_axis), out_axis) * np.take(
+            right, c, axis=right_axis
+        )
         total = term if total is None else total + term
     assert total is not None
     return total
@@ -145,7 +155,9 @@ def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
         start, stop = b0 * first.block, min(b1 * first.block, first.full)
         i0, i1 = -(-start // s0), -(-stop // s0)
         picked = (slice(i0 * s0 - start, (i1 - 1) * s0 - start + 1, s0),)
-        picked += tuple(slice(0, p.full, s) for p, s in zip(plans[1:], spec.stride[1:]))
+        picked += tuple(
+            slice(0, p.full, s) for p, s in zip(plans[1:], spec.stride[1:], strict=True)
+        )
         y[n0:n1, :, i0:i1] = full[(slice(None), slice(None), *picked)]
 
     for _ in ordered_map(run, layout.units(xg.shape[0])):
@@ -153,22 +165,24 @@ def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
     return y
 
 
-def _blocks_of(grad_y: np.ndarray, layout: _Layout, unit: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+def _blocks_of(
+    grad_y: np.ndarray, layout: _Layout, unit: tuple[tuple[int, int], tuple[int, int]]
+) -> np.ndarray:
     """The output gradient of one piece at stride-1 resolution (zeros between strided
     outputs), cut into blocks: ``(n, G, Og, *blocks, *block)``."""
     spec, plans, r = layout.spec, layout.plans, layout.rank
     (n0, n1), (b0, b1) = unit
     counts = [b1 - b0, *(p.blocks for p in plans[1:])]
-    sizes = [c * p.block for c, p in zip(counts, plans)]
+    sizes = [c * p.block for c, p in zip(counts, plans, strict=True)]
     spread = np.zeros((n1 - n0, spec.out_shape[1], *sizes), dtype=grad_y.dtype)
     s0 = spec.stride[0]
     start, stop = b0 * plans[0].block, min(b1 * plans[0].block, plans[0].full)
     i0, i1 = -(-start // s0), -(-stop // s0)
     target = (slice(i0 * s0 - start, (i1 - 1) * s0 - start + 1, s0),)
-    target += tuple(slice(0, p.full, s) for p, s in zip(plans[1:], spec.stride[1:]))
+    target += tuple(slice(0, p.full, s) for p, s in zip(plans[1:], spec.stride[1:], strict=True))
     spread[(slice(None), slice(None), *target)] = grad_y[n0:n1, :, i0:i1]
     split_shape = [n1 - n0, layout.g, layout.og]
-    for c, p in zip(counts, plans):
+    for c, p in zip(counts, plans, strict=True):
         split_shape += [c, p.block]
     order = [0, 1, 2, *(3 + 2 * a for a in range(r)), *(4 + 2 * a for a in range(r))]
     return spread.reshape(split_shape).transpose(order)
@@ -187,7 +201,9 @@ def correlate_vjp(
     def run(unit: tuple[tuple[int, int], tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         (n0, n1), (b0, b1) = unit
         x_spectra = np.fft.rfftn(tiles[n0:n1, :, :, b0:b1], s=layout.lengths, axes=layout.axes)
-        g_spectra = np.fft.rfftn(_blocks_of(grad_y, layout, unit), s=layout.lengths, axes=layout.axes)
+        g_spectra = np.fft.rfftn(
+            _blocks_of(grad_y, layout, unit), s=layout.lengths, axes=layout.axes
+        )
         # grad_w: the correlation of each input tile with its gradient block, conj(G) * X,
         # summed over batch and tiles before the one inverse transform.
         g_conj = np.conj(g_spectra)
@@ -204,19 +220,20 @@ def correlate_vjp(
 
     chunks = [-(-p.length // p.block) for p in plans]
     extended = [
-        max(n, (p.blocks + m - 1) * p.block) for n, p, m in zip(spec.padded_shape, plans, chunks)
+        max(n, (p.blocks + m - 1) * p.block)
+        for n, p, m in zip(spec.padded_shape, plans, chunks, strict=True)
     ]
     grad_ext = np.zeros((xg.shape[0], spec.x_shape[1], *extended), dtype=xg.dtype)
     kernel_spectrum = None
     units = layout.units(xg.shape[0])
-    for unit, (kernel_part, input_tiles) in zip(units, ordered_map(run, units)):
+    for unit, (kernel_part, input_tiles) in zip(units, ordered_map(run, units), strict=True):
         kernel_spectrum = kernel_part if kernel_spectrum is None else kernel_spectrum + kernel_part
         _overlap_add(grad_ext, input_tiles, layout, unit, chunks)
     assert kernel_spectrum is not None
 
     lags = np.fft.irfftn(kernel_spectrum, s=layout.lengths, axes=layout.axes)
-    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation)]
-    grad_w = lags[(..., *(slice(0, e, d) for e, d in zip(extents, spec.dilation)))]
+    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
+    grad_w = lags[(..., *(slice(0, e, d) for e, d in zip(extents, spec.dilation, strict=True)))]
     grad_xp = grad_ext[(slice(None), slice(None), *(slice(0, n) for n in spec.padded_shape))]
     return np.ascontiguousarray(grad_xp, dtype=xg.dtype), grad_w.astype(xg.dtype, copy=False)
 
@@ -232,22 +249,37 @@ def _overlap_add(
     ``b`` starts at ``b * block``; each tile is added in ``block``-long chunks, every chunk of
     all tiles at once (chunks of different tiles never overlap)."""
     plans, r = layout.plans, layout.rank
-    (n0, n1), (b0, b1) = unit
+    (n0, n1), (b0, _) = unit
     tiles = input_tiles.reshape(n1 - n0, grad_ext.shape[1], *input_tiles.shape[3:])
     counts = tiles.shape[2 : 2 + r]
     for chunk in np.ndindex(*chunks):
-        lens = [min(p.block, p.length - j * p.block) for j, p in zip(chunk, plans)]
-        starts = [(j + (b0 if axis == 0 else 0)) * p.block for axis, (j, p) in enumerate(zip(chunk, plans))]
+        lens = [min(p.block, p.length - j * p.block) for j, p in zip(chunk, plans, strict=True)]
+        starts = [
+            (j + (b0 if axis == 0 else 0)) * p.block
+            for axis, (j, p) in enumerate(zip(chunk, plans, strict=True))
+        ]
         dest = grad_ext[
-            (slice(n0, n1), slice(None), *(slice(s, s + c * p.block) for s, c, p in zip(starts, counts, plans)))
+            (
+                slice(n0, n1),
+                slice(None),
+                *(slice(s, s + c * p.block) for s, c, p in zip(starts, counts, plans, strict=True)),
+            )
         ]
         split_shape = [n1 - n0, grad_ext.shape[1]]
-        for c, p in zip(counts, plans):
+        for c, p in zip(counts, plans, strict=True):
             split_shape += [c, p.block]
         dest = dest.reshape(split_shape)
-        dest = dest[(slice(None), slice(None), *[s for ln in lens for s in (slice(None), slice(0, ln))])]
+        dest = dest[
+            (slice(None), slice(None), *[s for ln in lens for s in (slice(None), slice(0, ln))])
+        ]
         source = tiles[
-            (..., *(slice(j * p.block, j * p.block + ln) for j, p, ln in zip(chunk, plans, lens)))
+            (
+                ...,
+                *(
+                    slice(j * p.block, j * p.block + ln)
+                    for j, p, ln in zip(chunk, plans, lens, strict=True)
+                ),
+            )
         ]
         order = [0, 1]
         for axis in range(r):

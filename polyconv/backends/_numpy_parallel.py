@@ -8,6 +8,7 @@ for the hand-off (tens of microseconds).
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,4 +53,4 @@ def split(total: int, pieces: int) -> list[tuple[int, int]]:
     """``range(total)`` as at most ``pieces`` contiguous ``(start, stop)`` chunks of near-equal size."""
     pieces = max(1, min(pieces, total))
     bounds = [total * i // pieces for i in range(pieces + 1)]
-    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+    return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]

@@ -33,7 +33,7 @@ import contextlib
 import functools
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +42,9 @@ from .._spec import CorrSpec
 from ._interface import Backend
 from ._precision import PrecisionSetting
 
-if TYPE_CHECKING:
-    import jax
+# jax.Array, spelled Any: type-checking against JAX's own annotations would make mypy analyse
+# all of JAX on every run.
+JaxArray = Any
 
 PRECISIONS = ("highest", "high", "default")
 _precision = PrecisionSetting("jax", PRECISIONS, default="highest")
@@ -79,13 +80,13 @@ _DIMENSION_NUMBERS = {
 }
 
 
-def _lax_precision(name: str) -> jax.lax.Precision | None:
+def _lax_precision(name: str) -> Any:
     return None if name == "default" else _jax().lax.Precision[name.upper()]
 
 
 def _correlate_traced(
-    x: jax.Array, w: jax.Array, bias: jax.Array | None, spec: CorrSpec, precision: str
-) -> jax.Array:
+    x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec, precision: str
+) -> JaxArray:
     jax = _jax()
     jnp = jax.numpy
     out_dtype = x.dtype
@@ -114,13 +115,13 @@ def _correlate_traced(
 
 
 def _vjp_traced(
-    x: jax.Array,
-    w: jax.Array,
-    bias: jax.Array | None,
-    grad_y: jax.Array,
+    x: JaxArray,
+    w: JaxArray,
+    bias: JaxArray | None,
+    grad_y: JaxArray,
     spec: CorrSpec,
     precision: str,
-) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     forward = functools.partial(_correlate_traced, spec=spec, precision=precision)
     _, pullback = _jax().vjp(forward, x, w, bias)
     return pullback(grad_y)  # type: ignore[no-any-return]
@@ -161,10 +162,10 @@ class JaxBackend(Backend):
         # Tracers are jax.Array instances too, so calls inside jit/grad/vmap land here.
         return jax is not None and isinstance(obj, jax.Array)
 
-    def dtype_name(self, a: jax.Array) -> str:
+    def dtype_name(self, a: JaxArray) -> str:
         return np.dtype(a.dtype).name
 
-    def convert(self, a: Any, dtype: str, like: jax.Array | None) -> jax.Array:
+    def convert(self, a: Any, dtype: str, like: JaxArray | None) -> JaxArray:
         jax = _jax()
         _check_dtype_enabled(dtype)
         if isinstance(a, jax.Array):
@@ -176,7 +177,7 @@ class JaxBackend(Backend):
                 return jax.device_put(array, next(iter(devices)))
         return jax.numpy.asarray(array)
 
-    def to_numpy(self, a: jax.Array) -> np.ndarray:
+    def to_numpy(self, a: JaxArray) -> np.ndarray:
         if _is_tracer(a):
             raise TypeError(
                 "a traced JAX array (inside jax.jit, jax.grad or jax.vmap) cannot be converted "
@@ -184,31 +185,31 @@ class JaxBackend(Backend):
             )
         return np.asarray(a)
 
-    def device(self, a: jax.Array) -> str | None:
+    def device(self, a: JaxArray) -> str | None:
         if _is_tracer(a):
             return None  # placed by the enclosing transformation, not known while tracing
         devices = a.devices()
         return str(next(iter(devices))) if len(devices) == 1 else str(a.sharding)
 
-    def synchronize(self, a: jax.Array) -> None:
+    def synchronize(self, a: JaxArray) -> None:
         _jax().block_until_ready(a)
 
-    def flip(self, a: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    def flip(self, a: JaxArray, axes: tuple[int, ...]) -> JaxArray:
         return _jax().numpy.flip(a, axes)
 
     def correlate(
-        self, x: jax.Array, w: jax.Array, bias: jax.Array | None, spec: CorrSpec
-    ) -> jax.Array:
+        self, x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec
+    ) -> JaxArray:
         return _jitted_correlate()(x, w, bias, spec=spec, precision=_precision.get())  # type: ignore[no-any-return]
 
     def correlate_vjp(
         self,
-        x: jax.Array,
-        w: jax.Array,
-        bias: jax.Array | None,
-        grad_y: jax.Array,
+        x: JaxArray,
+        w: JaxArray,
+        bias: JaxArray | None,
+        grad_y: JaxArray,
         spec: CorrSpec,
-    ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
         return _jitted_vjp()(x, w, bias, grad_y, spec=spec, precision=_precision.get())  # type: ignore[no-any-return]
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -17,8 +17,13 @@ from . import _numpy_direct, _numpy_fft
 from ._interface import Backend
 
 
-def _compute_dtype(dtype: np.dtype) -> np.dtype:
-    # float16 accumulates in float32, then rounds once: NumPy has no fast or accurate half GEMM.
+def _compute_dtype(dtype: np.dtype, spec: CorrSpec) -> np.dtype:
+    # The FFT runs in float64 whatever the input: NumPy's float64 transforms are faster than
+    # its float32 ones, and the FFT's global rounding error becomes negligible. The direct
+    # method computes in the input dtype, except float16, which accumulates in float32 and
+    # rounds once (NumPy has no fast or accurate half-precision matrix product).
+    if spec.method == "fft":
+        return np.dtype(np.float64)
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
@@ -28,10 +33,12 @@ def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
         return x
     if spec.padding_mode == "zeros":
         padded = np.zeros(x.shape[:2] + spec.padded_shape, dtype=x.dtype)
-        interior = tuple(slice(lo, lo + n) for (lo, _), n in zip(spec.padding, x.shape[2:]))
+        interior = tuple(
+            slice(lo, lo + n) for (lo, _), n in zip(spec.padding, x.shape[2:], strict=True)
+        )
         padded[(..., *interior)] = x
         return padded
-    for axis, (n, (lo, hi)) in enumerate(zip(x.shape[2:], spec.padding)):
+    for axis, (n, (lo, hi)) in enumerate(zip(x.shape[2:], spec.padding, strict=True)):
         x = np.take(x, pad_indices(n, lo, hi, spec.padding_mode), axis=2 + axis)
     return x
 
@@ -39,7 +46,7 @@ def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
 def unpad_grad(grad_padded: np.ndarray, spec: CorrSpec) -> np.ndarray:
     """The transpose of :func:`pad`: every padded position adds its gradient to its source."""
     grad = grad_padded
-    for axis, (n, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding)):
+    for axis, (n, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
         moved = np.moveaxis(grad, 2 + axis, 0)
         folded = moved[lo : lo + n].copy()
         if spec.padding_mode != "zeros":
@@ -60,7 +67,7 @@ def _grouped(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, 
 
 def _prepared(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, np.ndarray]:
     """The padded input and the kernel, contiguous, grouped and in the compute dtype."""
-    dtype = _compute_dtype(x.dtype)
+    dtype = _compute_dtype(x.dtype, spec)
     xp = np.ascontiguousarray(pad(x.astype(dtype, copy=False), spec))
     return _grouped(xp, np.ascontiguousarray(w, dtype=dtype), spec)
 

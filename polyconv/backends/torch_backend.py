@@ -32,7 +32,7 @@ import contextlib
 import functools
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +41,9 @@ from .._spec import CorrSpec
 from ._interface import Backend
 from ._precision import PrecisionSetting
 
-if TYPE_CHECKING:
-    import torch
+# torch.Tensor, spelled Any: type-checking against torch's own annotations would make mypy
+# analyse all of torch on every run.
+Tensor = Any
 
 PRECISIONS = ("highest", "default")
 _precision = PrecisionSetting("torch", PRECISIONS, default="highest")
@@ -123,7 +124,7 @@ def _needs_ieee_float32(device_type: str) -> bool:
     return device_type == "cuda" and _precision.get() == "highest"
 
 
-def _hold_ieee_float32_in_backward(y: torch.Tensor) -> None:
+def _hold_ieee_float32_in_backward(y: Tensor) -> None:
     """Switch TF32 off around the backward of the node that made ``y``, which autograd runs
     later (and on another thread), outside the forward call's ``with`` block."""
     node = y.grad_fn
@@ -134,11 +135,11 @@ def _hold_ieee_float32_in_backward(y: torch.Tensor) -> None:
 
 
 @functools.lru_cache(maxsize=512)
-def _padding_index(size: int, lo: int, hi: int, mode: str, device: torch.device) -> torch.Tensor:
+def _padding_index(size: int, lo: int, hi: int, mode: str, device: Any) -> Tensor:
     return _torch().as_tensor(np.array(pad_indices(size, lo, hi, mode)), device=device)
 
 
-def _pad(x: torch.Tensor, spec: CorrSpec) -> tuple[torch.Tensor, tuple[int, ...] | int]:
+def _pad(x: Tensor, spec: CorrSpec) -> tuple[Tensor, tuple[int, ...] | int]:
     """``x`` padded as far as needed, and the ``padding=`` left for the convolution."""
     if spec.padding_mode == "zeros":
         if all(lo == hi for lo, hi in spec.padding):
@@ -153,9 +154,7 @@ def _pad(x: torch.Tensor, spec: CorrSpec) -> tuple[torch.Tensor, tuple[int, ...]
     return x, 0
 
 
-def _correlate(
-    x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, spec: CorrSpec
-) -> torch.Tensor:
+def _correlate(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
     torch = _torch()
     out_dtype = x.dtype
     if out_dtype == torch.float16 and x.device.type == "cpu":
@@ -180,12 +179,12 @@ def _correlate(
 
 
 def _vjp(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    bias: torch.Tensor | None,
-    grad_y: torch.Tensor,
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    grad_y: Tensor,
     spec: CorrSpec,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+) -> tuple[Tensor, Tensor, Tensor | None]:
     torch = _torch()
     with torch.inference_mode(False), torch.enable_grad():
         # Fresh leaves, so the user's graph is neither extended nor consumed; inference-mode
@@ -208,10 +207,10 @@ class TorchBackend(Backend):
         torch = sys.modules.get("torch")
         return torch is not None and isinstance(obj, torch.Tensor)
 
-    def dtype_name(self, a: torch.Tensor) -> str:
+    def dtype_name(self, a: Tensor) -> str:
         return str(a.dtype).removeprefix("torch.")
 
-    def convert(self, a: Any, dtype: str, like: torch.Tensor | None) -> torch.Tensor:
+    def convert(self, a: Any, dtype: str, like: Tensor | None) -> Tensor:
         torch = _torch()
         target = getattr(torch, dtype)
         if isinstance(a, torch.Tensor):
@@ -221,30 +220,28 @@ class TorchBackend(Backend):
         device = like.device if isinstance(like, torch.Tensor) else None
         return torch.as_tensor(array, device=device)
 
-    def to_numpy(self, a: torch.Tensor) -> np.ndarray:
+    def to_numpy(self, a: Tensor) -> np.ndarray:
         return a.detach().cpu().numpy()
 
-    def device(self, a: torch.Tensor) -> str:
+    def device(self, a: Tensor) -> str:
         return str(a.device)
 
-    def synchronize(self, a: torch.Tensor) -> None:
+    def synchronize(self, a: Tensor) -> None:
         if a.device.type == "cuda":
             _torch().cuda.synchronize(a.device)
 
-    def flip(self, a: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    def flip(self, a: Tensor, axes: tuple[int, ...]) -> Tensor:
         return _torch().flip(a, dims=axes)
 
-    def correlate(
-        self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, spec: CorrSpec
-    ) -> torch.Tensor:
+    def correlate(self, x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
         return _correlate(x, w, bias, spec)
 
     def correlate_vjp(
         self,
-        x: torch.Tensor,
-        w: torch.Tensor,
-        bias: torch.Tensor | None,
-        grad_y: torch.Tensor,
+        x: Tensor,
+        w: Tensor,
+        bias: Tensor | None,
+        grad_y: Tensor,
         spec: CorrSpec,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         return _vjp(x, w, bias, grad_y, spec)

@@ -1,0 +1,166 @@
+"""``method="auto"``: choose between the direct and the FFT method by a cost model.
+
+In the spirit of ``scipy.signal.choose_conv_method``: count the work each method does on this
+problem and weigh it by measured per-backend speeds; the cheaper estimate wins, and ties go to
+the direct method (exact summation order, no FFT rounding). The counts follow the algorithms as
+implemented, so the model sees what makes each one fast or slow:
+
+- Direct, NumPy: with one input channel per group, Toeplitz tiles (``t`` outputs against
+  ``L = (t - 1) * stride + extent`` inputs per kernel row, ``L / kernel`` times the defining
+  multiply-adds, at matrix-product speed), plus one accumulator pass per kernel row; otherwise
+  im2col (one copy of every window, then a matrix product of the defining multiply-adds).
+- Direct, PyTorch and JAX: the native convolution, whose speed depends on how much the channels
+  feed the matrix units: a problem with one input and one output channel runs far below the
+  peak rate (we measured 1-5 GMAC/s single-channel against ~50 GMAC/s for a CNN layer).
+  Modelled as a rate rising with the contraction length ``C_in/G * prod(kernel)`` and with the
+  output channels per group, plus a memory term per input and output element.
+- FFT (every backend): the overlap-save plan of :mod:`polyconv._fft_plan`: forward transforms of
+  the input tiles (``N * C_in``), inverse transforms of the output tiles (``N * C_out``), each
+  ``~ length * log2(length)``, one complex product per (input, output) channel pair and
+  frequency, and a per-sample term for tile copies; stride does not shrink any of it (the FFT
+  computes every stride-1 output and keeps every ``stride``-th), which is why strided problems
+  stay direct.
+
+The constants were fitted to medians measured with ``python -m benchmarks`` on the project's
+2-core machine; only ratios within one backend matter. ``tests/test_methods.py`` checks the
+choice on the benchmark cases against the method that measured faster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ._fft_plan import fft_plan
+from ._spec import CorrSpec
+
+# The NumPy direct method's scheme, defined here so that its cost and its code agree. Tiles
+# are wide enough (outputs times output channels per group) for an efficient matrix product,
+# narrow enough that the Toeplitz band wastes few multiply-adds.
+NUMPY_TILE_COLUMNS = 16
+NUMPY_TILES_MAX_OUTPUTS_PER_GROUP = 4
+
+
+def numpy_uses_tiles(spec: CorrSpec) -> bool:
+    """Whether the NumPy direct method runs as Toeplitz tiles (one input channel per group and
+    few outputs per group) rather than im2col."""
+    return (
+        spec.w_shape[1] == 1 and spec.w_shape[0] // spec.groups <= NUMPY_TILES_MAX_OUTPUTS_PER_GROUP
+    )
+
+
+def numpy_tile_width(spec: CorrSpec) -> int:
+    """Outputs per Toeplitz tile along the last axis."""
+    return max(2, NUMPY_TILE_COLUMNS // (spec.w_shape[0] // spec.groups))
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds per unit of counted work, for one backend (see the module docstring)."""
+
+    # Direct method.
+    gemm: float  # per multiply-add at matrix-product speed
+    narrow: float  # per multiply-add when the contraction is one tap of one channel (native)
+    contraction_knee: float  # contraction length at which the rate is halfway to ``gemm``
+    direct_element: float  # per input/output element moved (or accumulator pass, NumPy)
+    direct_call: float  # per call
+    # FFT method.
+    fft: float  # per length * log2(length) of one transform
+    spectral: float  # per complex multiply-add of the spectral product
+    fft_element: float  # per tile sample copied or cropped
+    fft_call: float  # per call
+
+
+# Fitted on the project's 2-core Xeon (see docs/benchmarks.md for the measurements).
+MODELS: dict[str, CostModel] = {
+    "numpy": CostModel(
+        gemm=1.5e-11,
+        narrow=1.5e-11,
+        contraction_knee=1.0,
+        direct_element=2.0e-10,
+        direct_call=3e-5,
+        fft=1.6e-9,
+        spectral=2.0e-9,
+        fft_element=1.5e-9,
+        fft_call=1.5e-4,
+    ),
+    "torch": CostModel(
+        gemm=1.1e-11,
+        narrow=4.0e-10,
+        contraction_knee=60.0,
+        direct_element=3.0e-9,
+        direct_call=1e-5,
+        fft=0.6e-9,
+        spectral=1.0e-9,
+        fft_element=0.5e-9,
+        fft_call=1e-4,
+    ),
+    "jax": CostModel(
+        gemm=1.1e-11,
+        narrow=3.0e-10,
+        contraction_knee=60.0,
+        direct_element=2.0e-9,
+        direct_call=1e-5,
+        fft=0.8e-9,
+        spectral=1.0e-9,
+        fft_element=0.5e-9,
+        fft_call=1e-4,
+    ),
+}
+
+
+def _geometry(spec: CorrSpec) -> tuple[int, int, int, int, int]:
+    """``(N, C_in, C_out, C_in/G, prod(out))``."""
+    n, c_in = spec.x_shape[:2]
+    c_out, cg = spec.w_shape[:2]
+    return n, c_in, c_out, cg, math.prod(spec.out_shape[2:])
+
+
+def direct_cost(spec: CorrSpec, backend: str | None = None) -> float:
+    """Estimated seconds of the direct method on ``backend`` (None: NumPy)."""
+    model = MODELS.get(backend or "numpy", MODELS["numpy"])
+    n, c_in, c_out, cg, outputs = _geometry(spec)
+    taps = math.prod(spec.kernel_shape)
+    macs = n * c_out * outputs * cg * taps
+    inputs = n * c_in * math.prod(spec.padded_shape)
+    if backend in (None, "numpy") or backend not in MODELS:
+        lead_taps = math.prod(spec.kernel_shape[:-1])
+        if numpy_uses_tiles(spec):
+            t = numpy_tile_width(spec)
+            width = spec.out_shape[-1]
+            length = (t - 1) * spec.stride[-1] + (spec.kernel_shape[-1] - 1) * spec.dilation[-1] + 1
+            tiled_macs = n * c_out * (outputs // width) * (-(-width // t) * t) * lead_taps * length
+            passes = n * c_out * outputs * (lead_taps + 1)
+            return model.direct_call + tiled_macs * model.gemm + passes * model.direct_element
+        copies = n * c_in * taps * outputs
+        return model.direct_call + macs * model.gemm + copies * model.direct_element
+    # A native convolution: the rate climbs from ``narrow`` towards ``gemm`` as the contraction
+    # (input channels times taps) and the output channels per group grow.
+    contraction = cg * taps * min(1.0, (c_out // spec.groups) / 8)
+    share = contraction / (contraction + model.contraction_knee)
+    per_mac = model.gemm * share + model.narrow * (1 - share)
+    elements = inputs + n * c_out * outputs
+    return model.direct_call + macs * per_mac + elements * model.direct_element
+
+
+def fft_cost(spec: CorrSpec, backend: str | None = None) -> float:
+    """Estimated seconds of the FFT method on ``backend`` (None: NumPy)."""
+    model = MODELS.get(backend or "numpy", MODELS["numpy"])
+    n, c_in, c_out, cg, _ = _geometry(spec)
+    plans = fft_plan(spec)
+    tiles = math.prod(p.blocks for p in plans)
+    length = math.prod(p.length for p in plans)
+    bins = length // plans[-1].length * (plans[-1].length // 2 + 1)
+    transforms = n * (c_in + c_out) * tiles
+    work = transforms * length * math.log2(max(length, 2)) * model.fft
+    work += n * c_out * cg * tiles * bins * model.spectral
+    work += transforms * length * model.fft_element
+    return model.fft_call + work
+
+
+def choose_method(spec: CorrSpec, backend: str | None = None) -> str:
+    """``"fft"`` when its estimated cost on ``backend`` is below the direct method's, else
+    ``"direct"``. Kernels of one tap never use the FFT."""
+    if math.prod(spec.kernel_shape) == 1:
+        return "direct"
+    return "fft" if fft_cost(spec, backend) < direct_cost(spec, backend) else "direct"
