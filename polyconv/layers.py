@@ -398,12 +398,16 @@ class _ConvND:
         return layer.load(path)
 
     def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{name}={value!r}"
-            for name, value in self.config.items()
-            if name not in ("layer", "rank")
-        )
-        return f"{type(self).__name__}({fields}, backend={self.backend.name!r})"
+        fields = {
+            "kernel_size": self.kernel_size,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            **self.options,
+            "bias": self.bias is not None,
+            "dtype": self.dtype,
+            "backend": self.backend.name,
+        }
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
 
 
 class Conv1D(_ConvND):

@@ -62,6 +62,15 @@ class DivergenceError(FloatingPointError):
         super().__init__(message)
         self.step, self.loss, self.lr, self.history = step, loss, lr, history
 
+    def __reduce__(self) -> tuple[object, ...]:  # keyword-only fields: pickle them explicitly
+        return (_rebuild_divergence, (str(self), self.step, self.loss, self.lr, self.history))
+
+
+def _rebuild_divergence(
+    message: str, step: int, loss: float, lr: float, history: np.ndarray
+) -> DivergenceError:
+    return DivergenceError(message, step=step, loss=loss, lr=lr, history=history)
+
 
 # --- pure pieces of the algorithm ---------------------------------------------------------------
 
