@@ -43,7 +43,7 @@ def _prepare(
         )
     converted, _ = convert_inputs(chosen, inputs)
     result: dict[str, Array] = dict.fromkeys(arrays)
-    result.update(zip(by_name, converted))
+    result.update(zip(by_name, converted, strict=True))
     if not spec.batched:
         for name in ("x", "grad_y"):
             if result.get(name) is not None:
@@ -156,7 +156,7 @@ def corr2d(X: object, K: object, *, backend: str | None = None) -> Array:
         if len(i.shape) != 2:
             raise ValueError(f"{name} must be 2-D, got shape {i.shape}")
     x_shape, k_shape = inputs["X"].shape, inputs["K"].shape
-    if any(k > n for k, n in zip(k_shape, x_shape)):
+    if any(k > n for k, n in zip(k_shape, x_shape, strict=True)):
         raise ValueError(f"K of shape {k_shape} must fit inside X of shape {x_shape} (no padding)")
     y = correlate(_lift(inputs["X"]), _lift(inputs["K"]), backend=backend)
     return y[0, 0, ...]

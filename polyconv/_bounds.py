@@ -31,11 +31,13 @@ __all__ = [
 ]
 
 DEFAULT_C = 2.0
-"""The factor ``c`` of every bound. One ``gamma_K`` (``K * eps / 2``, first order) bounds any
-summation order of ``K`` rounded products, including a final rounding from a wider accumulator;
-``c = 2`` is twice that, which also covers the float64 reference's own rounding when the tested
-dtype is float64. Comparing two approximations of the truth (two backends, autodiff against
-``correlate_vjp``) needs ``2 * DEFAULT_C``: each is within the bound of the exact sum."""
+"""The factor ``c`` of every bound. ``gamma_K ~ K * u`` (unit roundoff ``u = eps / 2``) bounds
+any summation order of ``K`` rounded products, so the bound ``c * eps * K = 2c * gamma_K``; with
+``c = 2`` it is four ``gamma_K``: one for the backend, one for the float64 reference's own
+rounding (which matters when the tested dtype is float64), and margin for the final rounding of a
+wider accumulator and the ``1 / (1 - K u)`` factor (about 1.05 for float16 at ``K = 100``).
+Comparing two approximations of the truth (two backends, autodiff against ``correlate_vjp``)
+needs ``2 * DEFAULT_C``: each is within the bound of the exact sum."""
 
 
 def eps(dtype: str) -> float:

@@ -16,7 +16,9 @@ from .backends import Array, Backend
 
 ENV_VAR = "POLYCONV_BACKEND"
 
-_selected: contextvars.ContextVar[str | None] = contextvars.ContextVar("polyconv_backend", default=None)
+_selected: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "polyconv_backend", default=None
+)
 
 
 @contextlib.contextmanager
@@ -107,4 +109,3 @@ def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], 
             array = i.owner.to_numpy(array)
         arrays.append(backend.convert(array, dtype, like))
     return arrays, dtype
-

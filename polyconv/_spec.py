@@ -11,11 +11,11 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Union
+from typing import Any, Literal
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular", "symmetric"]
-PaddingArg = Union[str, int, Sequence[int], Sequence[Sequence[int]]]
-IntOrTuple = Union[int, Sequence[int]]
+PaddingArg = str | int | Sequence[int] | Sequence[Sequence[int]]
+IntOrTuple = int | Sequence[int]
 
 PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular", "symmetric")
 PADDING_STRINGS: tuple[str, ...] = ("valid", "same", "full")
@@ -68,7 +68,9 @@ class CorrSpec:
     @property
     def padded_shape(self) -> tuple[int, ...]:
         """Spatial shape of the input after padding."""
-        return tuple(n + lo + hi for n, (lo, hi) in zip(self.x_shape[2:], self.padding))
+        return tuple(
+            n + lo + hi for n, (lo, hi) in zip(self.x_shape[2:], self.padding, strict=True)
+        )
 
     @property
     def terms_per_output(self) -> int:
@@ -85,7 +87,7 @@ def _as_int(value: object, name: str) -> int:
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got bool {value!r}")
     try:
-        as_int = operator.index(value)  # type: ignore[call-overload]
+        as_int = operator.index(value)  # type: ignore[arg-type]  # TypeError below
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
     return int(as_int)
@@ -167,7 +169,7 @@ def _resolve_padding(
         if padding == "valid":
             return ((0, 0),) * len(spatial)
         if padding == "full":
-            return tuple(((k - 1) * d,) * 2 for k, d in zip(kernel, dilation))  # type: ignore[misc]
+            return tuple(((k - 1) * d,) * 2 for k, d in zip(kernel, dilation, strict=True))
         if padding == "same":
             return tuple(map(same_padding, spatial, kernel, stride, dilation))
         hint = f" (did you mean {padding.lower()!r}?)" if padding.lower() in PADDING_STRINGS else ""
@@ -213,13 +215,14 @@ def normalize(
     ``method`` is ``"direct"``, ``"fft"`` or ``"auto"``; ``"auto"`` is resolved here by the cost
     model of the backend named ``backend`` (``None``: the NumPy backend's).
     """
-    args = tuple(map(_freeze, (x_shape, w_shape, bias_shape, stride, padding, dilation)))
+    frozen = map(_freeze, (x_shape, w_shape, bias_shape, stride, padding, dilation))
+    args: tuple[Any, ...] = (*frozen, groups, padding_mode, method, backend)
     try:
-        return _normalize_cached(*args, groups, padding_mode, method, backend)  # type: ignore[arg-type]
+        return _normalize_cached(*args)
     except TypeError as error:
         if "unhashable" not in str(error):
             raise
-        return _normalize(*args, groups, padding_mode, method, backend)  # type: ignore[arg-type]
+        return _normalize(*args)
 
 
 def _normalize(
@@ -280,7 +283,9 @@ def _normalize(
     pads = _resolve_padding(padding, spatial, kernel, stride_t, dilation_t)
 
     out_spatial = []
-    for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(spatial, kernel, stride_t, dilation_t, pads)):
+    for axis, (n, k, s, d, (lo, hi)) in enumerate(
+        zip(spatial, kernel, stride_t, dilation_t, pads, strict=True)
+    ):
         extent, padded = (k - 1) * d + 1, n + lo + hi
         if extent > padded:
             raise ValueError(

@@ -14,7 +14,10 @@ from collections.abc import Sequence
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
     "lesson": ("polyconv.lesson", "run the corr2d / edge-detection / learn-the-kernel lesson"),
-    "verify": ("polyconv.verify", "check that every installed backend computes the same correlation"),
+    "verify": (
+        "polyconv.verify",
+        "check that every installed backend computes the same correlation",
+    ),
     "explain": ("polyconv.explain", "print the native call each framework needs for a spec"),
 }
 

@@ -177,9 +177,10 @@ def report(runs: Mapping[str, BackendRun], *, lr: float, steps: int, out: TextIO
         ]
     say(_side_by_side(table, numeric=True))
     say("\n   learned kernel (the target is [[1, -1]]):")
+    width = max(len(name) for name in runs) + 2
     for name, run in runs.items():
         distance = float(np.abs(run.kernel - EDGE_KERNEL[0]).max())
-        say(f"   {name:<8}{_kernel_text(run.kernel)}   largest error {distance:.4f}")
+        say(f"   {name:<{width}}{_kernel_text(run.kernel)}   largest error {distance:.4f}")
 
     if len(runs) > 1:
         say(f"\n4. Do the backends agree? (compared with {names[0]}, step by step)")

@@ -10,6 +10,9 @@ per spatial axis. Its gradients are the same sums read the other way: ``grad_w``
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 import numpy as np
 
 from ._padding import NUMPY_PAD_MODE
@@ -28,11 +31,11 @@ def _apply_along(a: np.ndarray, matrices: list[np.ndarray]) -> np.ndarray:
 
 
 def _spec_and_arrays(
-    x: object, w: object, bias: object, grad_y: object, kwargs: dict[str, object]
+    x: object, w: object, bias: object, grad_y: object, kwargs: Mapping[str, Any]
 ) -> tuple[CorrSpec, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     x64, w64 = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
     b64 = None if bias is None else np.asarray(bias, dtype=np.float64)
-    spec = normalize(x64.shape, w64.shape, None if b64 is None else b64.shape, **kwargs)  # type: ignore[arg-type]
+    spec = normalize(x64.shape, w64.shape, None if b64 is None else b64.shape, **kwargs)
     if not spec.batched:
         x64 = x64[None]
     g64 = None
@@ -41,20 +44,26 @@ def _spec_and_arrays(
     return spec, x64, w64, b64, g64
 
 
-def _terms(spec: CorrSpec):  # type: ignore[no-untyped-def]
-    """Every (kernel offset, its window into the padded input) of the defining sum."""
+def _terms(spec: CorrSpec) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+    """Every kernel offset and its window into the padded input, as indices of the trailing
+    axes (``w[offset]``, ``x_padded[window]``), of the defining sum."""
     for offset in np.ndindex(*spec.kernel_shape):
-        window = tuple(
-            slice(k * d, k * d + s * (n - 1) + 1, s)
-            for k, d, s, n in zip(offset, spec.dilation, spec.stride, spec.out_shape[2:])
+        window: tuple[Any, ...] = (
+            ...,
+            *(
+                slice(k * d, k * d + s * (n - 1) + 1, s)
+                for k, d, s, n in zip(
+                    offset, spec.dilation, spec.stride, spec.out_shape[2:], strict=True
+                )
+            ),
         )
-        yield offset, window
+        yield (..., *offset), window
 
 
 def _padding_matrices(spec: CorrSpec) -> list[np.ndarray]:
     return [
         _padding_matrix(n, lo, hi, spec.padding_mode)
-        for n, (lo, hi) in zip(spec.x_shape[2:], spec.padding)
+        for n, (lo, hi) in zip(spec.x_shape[2:], spec.padding, strict=True)
     ]
 
 
@@ -70,7 +79,9 @@ def correlate(
     padding_mode: str = "zeros",
 ) -> np.ndarray:
     """The correlation in float64, for any array-like inputs."""
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
+    kwargs = dict(
+        stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode
+    )
     spec, x64, w64, b64, _ = _spec_and_arrays(x, w, bias, None, kwargs)
     g = spec.groups
     xp = _apply_along(x64, _padding_matrices(spec))
@@ -78,7 +89,7 @@ def correlate(
     wg = w64.reshape(g, -1, *w64.shape[1:])
     y = np.zeros((spec.out_shape[0], g, wg.shape[1], *spec.out_shape[2:]))
     for offset, window in _terms(spec):
-        y += np.einsum("goc,ngc...->ngo...", wg[(..., *offset)], xp[(..., *window)])
+        y += np.einsum("goc,ngc...->ngo...", wg[offset], xp[window])
     y = y.reshape(spec.out_shape)
     if b64 is not None:
         y += b64.reshape(-1, *([1] * spec.rank))
@@ -98,7 +109,9 @@ def correlate_vjp(
     padding_mode: str = "zeros",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of ``sum(correlate(x, w, bias) * grad_y)``, in float64."""
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
+    kwargs = dict(
+        stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode
+    )
     spec, x64, w64, b64, g64 = _spec_and_arrays(x, w, bias, grad_y, kwargs)
     assert g64 is not None
     g = spec.groups
@@ -111,8 +124,8 @@ def correlate_vjp(
     grad_w = np.zeros_like(wg)
     grad_xp = np.zeros_like(xp)
     for offset, window in _terms(spec):
-        grad_w[(..., *offset)] = np.einsum(f"ngo{axes},ngc{axes}->goc", gy, xp[(..., *window)])
-        grad_xp[(..., *window)] += np.einsum("goc,ngo...->ngc...", wg[(..., *offset)], gy)
+        grad_w[offset] = np.einsum(f"ngo{axes},ngc{axes}->goc", gy, xp[window])
+        grad_xp[window] += np.einsum("goc,ngo...->ngc...", wg[offset], gy)
     grad_xp = grad_xp.reshape(grad_xp.shape[0], -1, *grad_xp.shape[3:])
     grad_x = _apply_along(grad_xp, [m.T for m in matrices])
     grad_bias = None if b64 is None else g64.sum(axis=(0, *range(2, g64.ndim)))

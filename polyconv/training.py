@@ -296,7 +296,10 @@ def fit(
     history: list[float] = []
     bound = math.inf
     for step, (x_batch, y_batch) in zip(range(steps), batches, strict=False):
-        new_params, state, loss_array = step_fn(params, state, x_batch, y_batch, lr, momentum)
+        # Overflow is detected below and reported as divergence; NumPy's warning would only
+        # repeat it, less precisely.
+        with np.errstate(over="ignore", invalid="ignore"):
+            new_params, state, loss_array = step_fn(params, state, x_batch, y_batch, lr, momentum)
         value = float(backend.to_numpy(loss_array))
         if step == 0 and math.isfinite(value):
             bound = DIVERGENCE_FACTOR * max(value, 1.0)

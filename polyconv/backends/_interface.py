@@ -63,7 +63,7 @@ class Backend(abc.ABC):
     ) -> tuple[Array, Array, Array | None]:
         """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to x, w and bias."""
 
-    def synchronize(self, a: Array) -> None:
+    def synchronize(self, a: Array) -> None:  # noqa: B027 (a hook whose default is no-op)
         """Wait until ``a`` is computed. Frameworks that run asynchronously (JAX, PyTorch on
         CUDA) override this, so that a timing measures the work rather than its dispatch; the
         default suits eager, synchronous frameworks."""

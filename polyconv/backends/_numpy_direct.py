@@ -167,7 +167,7 @@ def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSp
     w_rows = wg[:, :, 0]  # (G, Og, *K)
     toeplitz = {
         (group[0], offset): _toeplitz(
-            w_rows[(slice(None), slice(None), *offset)],
+            w_rows[(slice(None), slice(None), *offset)],  # type: ignore[arg-type]
             group[0],
             spec.stride[-1],
             spec.dilation[-1],
@@ -246,7 +246,7 @@ def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndar
     for (t, offset), z in totals.items():
         j = np.arange(t)[:, None]
         diagonals = z[:, :, j, j * sw + b[None, :] * dw]  # (G, Og, t, kw)
-        grad_w[(slice(None), slice(None), *offset)] += diagonals.sum(axis=2)
+        grad_w[(slice(None), slice(None), *offset)] += diagonals.sum(axis=2)  # type: ignore[arg-type]
     return grad_w[:, :, None]
 
 
@@ -343,11 +343,13 @@ def _im2col_vjp(
 # --- entry points ----------------------------------------------------------------------------
 
 
-def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
+def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec, *, exact: bool = False) -> np.ndarray:
     """``y`` ``(N, O, *out)`` from padded, contiguous ``xg`` ``(N, G, Cg, *P)`` and ``wg``
-    ``(G, Og, Cg, *K)``, both in the compute dtype."""
+    ``(G, Og, Cg, *K)``, both in the compute dtype. ``exact`` forces im2col, whose every
+    product is a term of the defining sum (non-finite values reach exactly the outputs that
+    read them)."""
     y = np.empty(spec.out_shape, dtype=xg.dtype)
-    if uses_tiles(spec):
+    if uses_tiles(spec) and not exact:
         _tiles_correlate(xg, wg, y, spec)
     else:
         _im2col_correlate(xg, wg, y, spec)
@@ -379,11 +381,12 @@ def _transposed_problem(
 
 
 def correlate_vjp(
-    xg: np.ndarray, wg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec
+    xg: np.ndarray, wg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec, *, exact: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(grad_xp, grad_w)`` for :func:`correlate`: ``grad_xp`` ``(N, C_in, *P)`` is the
-    gradient of the padded input; ``grad_y`` is ``(N, O, *out)`` contiguous."""
-    if not uses_tiles(spec):
+    gradient of the padded input; ``grad_y`` is ``(N, O, *out)`` contiguous. ``exact`` forces
+    im2col, as in :func:`correlate`."""
+    if exact or not uses_tiles(spec):
         grad_xp, grad_w = _im2col_vjp(xg, wg, grad_y, spec)
         return grad_xp.reshape(spec.x_shape[:2] + spec.padded_shape), grad_w
     grad_w = _tiles_grad_w(xg, grad_y, spec)

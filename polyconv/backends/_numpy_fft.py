@@ -16,6 +16,7 @@ overlapping tiles (overlap-add).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -27,6 +28,97 @@ from ._numpy_parallel import ordered_map, split, thread_count
 # Spectra held at once by one piece of work (bytes): bounds the memory, and keeps a piece
 # large enough that the per-call overhead of numpy.fft does not dominate.
 _UNIT_BYTES = 8 * 1024 * 1024
+# Transforms of at least this many samples are themselves split over the threads.
+_PARALLEL_TRANSFORM_SAMPLES = 1 << 17
+
+
+def _cut(a: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """The first ``size`` samples of ``a`` along ``axis``."""
+    index = [slice(None)] * a.ndim
+    index[axis] = slice(0, size)
+    return a[tuple(index)]
+
+
+def _rfftn(a: np.ndarray, lengths: tuple[int, ...], parallel: bool) -> np.ndarray:
+    """The float64 real transform of the last ``len(lengths)`` axes at ``lengths`` (zero-padded
+    or cut), one axis at a time, each split over the threads when large and ``parallel``.
+
+    NumPy's float64 transforms are faster than its float32 ones, and exact enough that the
+    FFT's rounding error is negligible next to the float32 result's."""
+    r = len(lengths)
+    a = a.astype(np.float64, copy=False)
+    if not parallel or r < 2 or thread_count() < 2 or a.size < _PARALLEL_TRANSFORM_SAMPLES:
+        return np.fft.rfftn(a, s=lengths, axes=tuple(range(-r, 0)))
+    out = np.empty((*a.shape[:-1], lengths[-1] // 2 + 1), dtype=np.complex128)
+    chunks = split(a.shape[-2], thread_count())
+
+    def last_axis(rows: tuple[int, int]) -> None:
+        np.fft.rfft(
+            a[..., rows[0] : rows[1], :], n=lengths[-1], axis=-1, out=out[..., rows[0] : rows[1], :]
+        )
+
+    list(ordered_map(last_axis, chunks))
+    for axis in range(-2, -r - 1, -1):
+        source = out
+        shape = list(source.shape)
+        shape[axis] = lengths[axis]
+        out = np.empty(shape, dtype=np.complex128)
+        columns = split(source.shape[-1], thread_count())
+
+        def other_axis(
+            cols: tuple[int, int],
+            axis: int = axis,
+            source: np.ndarray = source,
+            target: np.ndarray = out,
+        ) -> None:
+            np.fft.fft(
+                source[..., cols[0] : cols[1]],
+                n=lengths[axis],
+                axis=axis,
+                out=target[..., cols[0] : cols[1]],
+            )
+
+        list(ordered_map(other_axis, columns))
+    return out
+
+
+def _irfftn(
+    spectra: np.ndarray, lengths: tuple[int, ...], keep: tuple[int, ...], parallel: bool
+) -> np.ndarray:
+    """The inverse of :func:`_rfftn`, keeping the first ``keep`` samples of every axis (cut as
+    soon as each axis is transformed, so later axes transform fewer lines)."""
+    r = len(lengths)
+    if not parallel or r < 2 or thread_count() < 2 or spectra.size < _PARALLEL_TRANSFORM_SAMPLES:
+        out = np.fft.irfftn(spectra, s=lengths, axes=tuple(range(-r, 0)))
+        kept: tuple[Any, ...] = (..., *(slice(0, k) for k in keep))
+        return out[kept]
+    current = spectra
+    for axis in range(-r, -1):
+        columns = split(current.shape[-1], thread_count())
+        shape = list(current.shape)
+        shape[axis] = keep[axis]
+        target = np.empty(shape, dtype=np.complex128)
+
+        def other_axis(
+            cols: tuple[int, int],
+            axis: int = axis,
+            source: np.ndarray = current,
+            target: np.ndarray = target,
+        ) -> None:
+            full = np.fft.ifft(source[..., cols[0] : cols[1]], n=lengths[axis], axis=axis)
+            target[..., cols[0] : cols[1]] = _cut(full, axis, target.shape[axis])
+
+        list(ordered_map(other_axis, columns))
+        current = target
+    out = np.empty((*current.shape[:-1], keep[-1]), dtype=np.float64)
+    rows = split(current.shape[-2], thread_count())
+
+    def last_axis(rows: tuple[int, int]) -> None:
+        full = np.fft.irfft(current[..., rows[0] : rows[1], :], n=lengths[-1], axis=-1)
+        out[..., rows[0] : rows[1], :] = full[..., : keep[-1]]
+
+    list(ordered_map(last_axis, rows))
+    return out
 
 
 def _dilated_kernel(wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
@@ -35,7 +127,8 @@ def _dilated_kernel(wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
         return wg
     extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
     spread = np.zeros((*wg.shape[:3], *extents), dtype=wg.dtype)
-    spread[(..., *(slice(None, None, d) for d in spec.dilation))] = wg
+    taps: tuple[Any, ...] = (..., *(slice(None, None, d) for d in spec.dilation))
+    spread[taps] = wg
     return spread
 
 
@@ -97,7 +190,8 @@ class _Layout:
 
     def kernel_spectrum(self, wg: np.ndarray) -> np.ndarray:
         """``(G, Og, Cg, *freq)``, the transform of the dilated kernel at the tile length."""
-        return np.fft.rfftn(_dilated_kernel(wg, self.spec), s=self.lengths, axes=self.axes)
+        kernel = _dilated_kernel(wg.astype(np.float64, copy=False), self.spec)
+        return np.fft.rfftn(kernel, s=self.lengths, axes=self.axes)
 
     def broadcast_kernel(self, spectrum: np.ndarray) -> np.ndarray:
         """Kernel spectrum ``(G, Og, Cg, *freq)`` as ``(G, Og, Cg, *1 per tile axis, *freq)``."""
@@ -121,13 +215,21 @@ def _sum_channels(
     left: np.ndarray, right: np.ndarray, left_axis: int, right_axis: int, out_axis: int
 ) -> np.ndarray:
     """``sum_c left[.., c, ..] * right[.., c, ..]`` over the channel axes, broadcasting the rest;
-    the result has a new axis at ``out_axis`` for the other operand's channels."""
+    the result has a new axis at ``out_axis`` for the other operand's channels. With one channel
+    and a result of ``left``'s shape, ``left`` is overwritten with it (no new spectrum array)."""
     total = None
     for c in range(left.shape[left_axis]):
-        term = np.expand_dims(np.take(left, c, axis=left_axis), out_axis) * np.take(
-            right, c, axis=right_axis
-        )
-        total = term if total is None else total + term
+        left_c = np.expand_dims(left[(slice(None),) * left_axis + (c,)], out_axis)
+        right_c = right[(slice(None),) * right_axis + (c,)]
+        if (
+            left.shape[left_axis] == 1
+            and np.broadcast_shapes(left_c.shape, right_c.shape) == left.shape
+        ):
+            return np.multiply(left, right_c.reshape(right_c.shape), out=left)
+        if total is None:
+            total = left_c * right_c
+        else:
+            total += left_c * right_c
     assert total is not None
     return total
 
@@ -141,26 +243,28 @@ def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
     kernel = np.conj(layout.broadcast_kernel(layout.kernel_spectrum(wg)))
     y = np.empty(spec.out_shape, dtype=xg.dtype)
     first = plans[0]
+    units = layout.units(xg.shape[0])
+    split_transforms = len(units) < thread_count()
+    blocks = tuple(p.block for p in plans)
 
     def run(unit: tuple[tuple[int, int], tuple[int, int]]) -> None:
         (n0, n1), (b0, b1) = unit
-        spectra = np.fft.rfftn(tiles[n0:n1, :, :, b0:b1], s=layout.lengths, axes=layout.axes)
+        spectra = _rfftn(tiles[n0:n1, :, :, b0:b1], layout.lengths, split_transforms)
         # spectra (n, G, Cg, *blocks, *freq); kernel (G, Og, Cg, *1, *freq)
         products = _sum_channels(spectra, kernel, left_axis=2, right_axis=2, out_axis=2)
-        outputs = np.fft.irfftn(products, s=layout.lengths, axes=layout.axes)
-        outputs = outputs[(..., *(slice(0, p.block) for p in plans))]
+        outputs = _irfftn(products, layout.lengths, blocks, split_transforms)
         full = layout.assemble(outputs.reshape(n1 - n0, -1, *outputs.shape[3:]))
         # Keep the stride-1 outputs at multiples of the stride, within this piece's rows.
         s0 = spec.stride[0]
         start, stop = b0 * first.block, min(b1 * first.block, first.full)
         i0, i1 = -(-start // s0), -(-stop // s0)
-        picked = (slice(i0 * s0 - start, (i1 - 1) * s0 - start + 1, s0),)
+        picked: tuple[slice, ...] = (slice(i0 * s0 - start, (i1 - 1) * s0 - start + 1, s0),)
         picked += tuple(
             slice(0, p.full, s) for p, s in zip(plans[1:], spec.stride[1:], strict=True)
         )
         y[n0:n1, :, i0:i1] = full[(slice(None), slice(None), *picked)]
 
-    for _ in ordered_map(run, layout.units(xg.shape[0])):
+    for _ in ordered_map(run, units):
         pass
     return y
 
@@ -178,7 +282,7 @@ def _blocks_of(
     s0 = spec.stride[0]
     start, stop = b0 * plans[0].block, min(b1 * plans[0].block, plans[0].full)
     i0, i1 = -(-start // s0), -(-stop // s0)
-    target = (slice(i0 * s0 - start, (i1 - 1) * s0 - start + 1, s0),)
+    target: tuple[slice, ...] = (slice(i0 * s0 - start, (i1 - 1) * s0 - start + 1, s0),)
     target += tuple(slice(0, p.full, s) for p, s in zip(plans[1:], spec.stride[1:], strict=True))
     spread[(slice(None), slice(None), *target)] = grad_y[n0:n1, :, i0:i1]
     split_shape = [n1 - n0, layout.g, layout.og]
@@ -197,13 +301,13 @@ def correlate_vjp(
     tiles = _tiles(_extended(xg, plans), plans)
     kernel = layout.broadcast_kernel(layout.kernel_spectrum(wg))  # (G, Og, Cg, *1, *freq)
     summed_axes = (0, *range(3, 3 + r))  # batch and tiles
+    units = layout.units(xg.shape[0])
+    split_transforms = len(units) < thread_count()
 
     def run(unit: tuple[tuple[int, int], tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         (n0, n1), (b0, b1) = unit
-        x_spectra = np.fft.rfftn(tiles[n0:n1, :, :, b0:b1], s=layout.lengths, axes=layout.axes)
-        g_spectra = np.fft.rfftn(
-            _blocks_of(grad_y, layout, unit), s=layout.lengths, axes=layout.axes
-        )
+        x_spectra = _rfftn(tiles[n0:n1, :, :, b0:b1], layout.lengths, split_transforms)
+        g_spectra = _rfftn(_blocks_of(grad_y, layout, unit), layout.lengths, split_transforms)
         # grad_w: the correlation of each input tile with its gradient block, conj(G) * X,
         # summed over batch and tiles before the one inverse transform.
         g_conj = np.conj(g_spectra)
@@ -216,16 +320,15 @@ def correlate_vjp(
         )  # (G, Og, Cg, *freq)
         # The padded input's gradient, tile by tile: sum over o of G * W, a convolution.
         input_part = _sum_channels(g_spectra, kernel, left_axis=2, right_axis=1, out_axis=2)
-        return kernel_part, np.fft.irfftn(input_part, s=layout.lengths, axes=layout.axes)
+        return kernel_part, _irfftn(input_part, layout.lengths, layout.lengths, split_transforms)
 
     chunks = [-(-p.length // p.block) for p in plans]
     extended = [
         max(n, (p.blocks + m - 1) * p.block)
         for n, p, m in zip(spec.padded_shape, plans, chunks, strict=True)
     ]
-    grad_ext = np.zeros((xg.shape[0], spec.x_shape[1], *extended), dtype=xg.dtype)
+    grad_ext = np.zeros((xg.shape[0], spec.x_shape[1], *extended), dtype=np.float64)
     kernel_spectrum = None
-    units = layout.units(xg.shape[0])
     for unit, (kernel_part, input_tiles) in zip(units, ordered_map(run, units), strict=True):
         kernel_spectrum = kernel_part if kernel_spectrum is None else kernel_spectrum + kernel_part
         _overlap_add(grad_ext, input_tiles, layout, unit, chunks)
@@ -233,7 +336,11 @@ def correlate_vjp(
 
     lags = np.fft.irfftn(kernel_spectrum, s=layout.lengths, axes=layout.axes)
     extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
-    grad_w = lags[(..., *(slice(0, e, d) for e, d in zip(extents, spec.dilation, strict=True)))]
+    taps: tuple[Any, ...] = (
+        ...,
+        *(slice(0, e, d) for e, d in zip(extents, spec.dilation, strict=True)),
+    )
+    grad_w = lags[taps]
     grad_xp = grad_ext[(slice(None), slice(None), *(slice(0, n) for n in spec.padded_shape))]
     return np.ascontiguousarray(grad_xp, dtype=xg.dtype), grad_w.astype(xg.dtype, copy=False)
 
@@ -272,15 +379,14 @@ def _overlap_add(
         dest = dest[
             (slice(None), slice(None), *[s for ln in lens for s in (slice(None), slice(0, ln))])
         ]
-        source = tiles[
-            (
-                ...,
-                *(
-                    slice(j * p.block, j * p.block + ln)
-                    for j, p, ln in zip(chunk, plans, lens, strict=True)
-                ),
-            )
-        ]
+        block: tuple[Any, ...] = (
+            ...,
+            *(
+                slice(j * p.block, j * p.block + ln)
+                for j, p, ln in zip(chunk, plans, lens, strict=True)
+            ),
+        )
+        source = tiles[block]
         order = [0, 1]
         for axis in range(r):
             order += [2 + axis, 2 + r + axis]

@@ -9,6 +9,8 @@ then folds the padding back onto the input (the transpose of the padding gather)
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .._padding import pad_indices
@@ -17,12 +19,12 @@ from . import _numpy_direct, _numpy_fft
 from ._interface import Backend
 
 
-def _compute_dtype(dtype: np.dtype, spec: CorrSpec) -> np.dtype:
+def _compute_dtype(dtype: np.dtype, spec: CorrSpec, exact: bool = False) -> np.dtype:
     # The FFT runs in float64 whatever the input: NumPy's float64 transforms are faster than
     # its float32 ones, and the FFT's global rounding error becomes negligible. The direct
     # method computes in the input dtype, except float16, which accumulates in float32 and
     # rounds once (NumPy has no fast or accurate half-precision matrix product).
-    if spec.method == "fft":
+    if spec.method == "fft" and not exact:
         return np.dtype(np.float64)
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 
@@ -33,10 +35,11 @@ def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
         return x
     if spec.padding_mode == "zeros":
         padded = np.zeros(x.shape[:2] + spec.padded_shape, dtype=x.dtype)
-        interior = tuple(
-            slice(lo, lo + n) for (lo, _), n in zip(spec.padding, x.shape[2:], strict=True)
+        interior: tuple[Any, ...] = (
+            ...,
+            *(slice(lo, lo + n) for (lo, _), n in zip(spec.padding, x.shape[2:], strict=True)),
         )
-        padded[(..., *interior)] = x
+        padded[interior] = x
         return padded
     for axis, (n, (lo, hi)) in enumerate(zip(x.shape[2:], spec.padding, strict=True)):
         x = np.take(x, pad_indices(n, lo, hi, spec.padding_mode), axis=2 + axis)
@@ -65,9 +68,12 @@ def _grouped(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, 
     return xg, wg
 
 
-def _prepared(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, np.ndarray]:
-    """The padded input and the kernel, contiguous, grouped and in the compute dtype."""
-    dtype = _compute_dtype(x.dtype, spec)
+def _prepared(
+    x: np.ndarray, w: np.ndarray, spec: CorrSpec, exact: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The padded input and the kernel, contiguous, grouped and in the compute dtype (of the
+    direct method when ``exact``)."""
+    dtype = _compute_dtype(x.dtype, spec, exact)
     xp = np.ascontiguousarray(pad(x.astype(dtype, copy=False), spec))
     return _grouped(xp, np.ascontiguousarray(w, dtype=dtype), spec)
 
@@ -78,11 +84,22 @@ def _add_bias(y: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndar
     return y
 
 
+def _all_finite(*arrays: np.ndarray) -> bool:
+    return all(bool(np.isfinite(a).all()) for a in arrays)
+
+
+# The fast schemes (Toeplitz tiles, FFT) multiply values that an output does not read (the
+# band's zeros, the whole tile), so one NaN or inf input would spread past the outputs that
+# read it. A non-finite result is therefore recomputed by im2col, whose every product is a
+# term of the defining sum: checking the result costs one pass over it, and only a non-finite
+# result pays for the second computation.
 def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndarray:
     xg, wg = _prepared(x, w, spec)
     method = _numpy_fft if spec.method == "fft" else _numpy_direct
-    y = _add_bias(method.correlate(xg, wg, spec), bias, spec)
-    return y.astype(x.dtype, copy=False)
+    y = method.correlate(xg, wg, spec)
+    if not _all_finite(y):
+        y = _numpy_direct.correlate(*_prepared(x, w, spec, exact=True), spec, exact=True)
+    return _add_bias(y, bias, spec).astype(x.dtype, copy=False)
 
 
 def correlate_vjp(
@@ -93,6 +110,10 @@ def correlate_vjp(
     gy = np.ascontiguousarray(grad_y, dtype=xg.dtype)
     method = _numpy_fft if spec.method == "fft" else _numpy_direct
     grad_xp, grad_w = method.correlate_vjp(xg, wg, gy, spec)
+    if not _all_finite(grad_xp, grad_w):  # see correlate
+        xg, wg = _prepared(x, w, spec, exact=True)
+        gy = gy.astype(xg.dtype, copy=False)
+        grad_xp, grad_w = _numpy_direct.correlate_vjp(xg, wg, gy, spec, exact=True)
     grad_x = unpad_grad(grad_xp.reshape(spec.x_shape[:2] + spec.padded_shape), spec)
     grad_bias = None
     if bias is not None:
@@ -123,10 +144,13 @@ class NumpyBackend(Backend):
     def flip(self, a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return np.flip(a, axes)
 
+    # NaN and inf propagate as the spec says, silently, as on the other backends: NumPy's
+    # floating-point warnings would only report the fast schemes' discarded intermediates.
     def correlate(
         self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec
     ) -> np.ndarray:
-        return correlate(x, w, bias, spec)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return correlate(x, w, bias, spec)
 
     def correlate_vjp(
         self,
@@ -136,4 +160,5 @@ class NumpyBackend(Backend):
         grad_y: np.ndarray,
         spec: CorrSpec,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        return correlate_vjp(x, w, bias, grad_y, spec)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return correlate_vjp(x, w, bias, grad_y, spec)
