@@ -9,17 +9,18 @@ the reason.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
-from conftest import require_backend, require_dtype
+from conftest import BACKEND_NAMES, require_backend, require_dtype
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import polyconv as pc
 from polyconv import reference
-from polyconv.backends import Array, Backend
+from polyconv.backends import Array, Backend, get
 from polyconv.testing import (
     DEFAULT_C,
     Problem,
@@ -31,6 +32,7 @@ from polyconv.testing import (
     error_bound,
     problems,
     to_numpy,
+    unavailable_reason,
     unsupported_dtype_reason,
     vjp_error_bounds,
 )
@@ -48,10 +50,21 @@ def dtype(request: pytest.FixtureRequest, backend: Backend) -> str:
 
 
 @pytest.fixture(scope="session", params=FLOAT_DTYPES)
-def pair_dtype(request: pytest.FixtureRequest, backend_pair: tuple[Backend, Backend]) -> str:
-    for b in backend_pair:
-        require_dtype(b.name, request.param)
-    return str(request.param)
+def backends_in_dtype(request: pytest.FixtureRequest) -> tuple[str, list[Backend]]:
+    """A float dtype and every registered backend that computes in it here (at least two, else
+    the test is skipped with the reasons). Each example runs every backend once and compares
+    every pair, so adding a backend adds one computation per example, not one per pair."""
+    dtype = str(request.param)
+    usable, reasons = [], []
+    for name in BACKEND_NAMES:
+        reason = unavailable_reason(name) or unsupported_dtype_reason(name, dtype)
+        if reason is None:
+            usable.append(get(name))
+        else:
+            reasons.append(reason)
+    if len(usable) < 2:
+        pytest.skip(f"fewer than two backends compute in {dtype} here: {'; '.join(reasons)}")
+    return dtype, usable
 
 
 @pytest.fixture(scope="session")
@@ -155,32 +168,35 @@ def test_result_dtype_follows_the_dtype_rule(backend: Backend, data) -> None:
 
 
 @given(data=st.data())
-def test_backends_agree_on_forward(
-    backend_pair: tuple[Backend, Backend], pair_dtype: str, data
-) -> None:
-    problem = data.draw(problems(dtypes=[pair_dtype]), label="problem")
-    first, second = (to_numpy(run_forward(b, problem)) for b in backend_pair)
-    bound = error_bound(*problem_arrays(problem), pair_dtype, problem.spec_kwargs, c=PAIR_C)
-    assert_within(
-        first, second, bound, what=f"y ({backend_pair[0].name} vs {backend_pair[1].name})"
-    )
+def test_backends_agree_on_forward(backends_in_dtype: tuple[str, list[Backend]], data) -> None:
+    dtype, backends = backends_in_dtype
+    problem = data.draw(problems(dtypes=[dtype]), label="problem")
+    results = {b.name: to_numpy(run_forward(b, problem)) for b in backends}
+    bound = error_bound(*problem_arrays(problem), dtype, problem.spec_kwargs, c=PAIR_C)
+    for (first, y_first), (second, y_second) in itertools.combinations(results.items(), 2):
+        assert_within(y_first, y_second, bound, what=f"y ({first} vs {second})")
 
 
 @given(data=st.data())
-def test_backends_agree_on_vjp(
-    backend_pair: tuple[Backend, Backend], pair_dtype: str, data
-) -> None:
-    problem = data.draw(problems(dtypes=[pair_dtype], with_grad_y=True), label="problem")
-    first, second = (run_vjp(b, problem) for b in backend_pair)
-    assert_vjp_close(
-        first,
-        [None if g is None else to_numpy(g) for g in second],
-        *problem_arrays(problem),
-        problem.grad_y,
-        dtype=pair_dtype,
-        spec_kwargs=problem.spec_kwargs,
-        c=PAIR_C,
-    )
+def test_backends_agree_on_vjp(backends_in_dtype: tuple[str, list[Backend]], data) -> None:
+    dtype, backends = backends_in_dtype
+    problem = data.draw(problems(dtypes=[dtype], with_grad_y=True), label="problem")
+    results = {
+        b.name: [None if g is None else to_numpy(g) for g in run_vjp(b, problem)] for b in backends
+    }
+    for (first, grads_first), (second, grads_second) in itertools.combinations(results.items(), 2):
+        try:
+            assert_vjp_close(
+                grads_first,
+                grads_second,
+                *problem_arrays(problem),
+                problem.grad_y,
+                dtype=dtype,
+                spec_kwargs=problem.spec_kwargs,
+                c=PAIR_C,
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{first} vs {second}: {error}") from None
 
 
 # --- native autodiff -------------------------------------------------------------------------
