@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._dispatch import Input, as_input, convert_inputs, select_backend
+from ._dispatch import Input, as_input, call_signature, convert_inputs, select_backend
 from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
 from .backends import Array, Backend
+
+# A call whose arrays have the types, dtypes, shapes and devices of an earlier call's, with the
+# same arguments and backend choice, gets that call's backend and spec, when that call needed no
+# conversion: a small problem then costs little more than the native call. (A backend owns
+# arrays by type, and its ``convert`` returns an array of its own dtype unchanged.)
+_REPEATS: dict[tuple[object, ...], tuple[Backend, CorrSpec]] = {}
+_REPEATS_MAX = 512
 
 
 def _prepare(
@@ -20,6 +27,41 @@ def _prepare(
     method: str,
 ) -> tuple[Backend, dict[str, Array], CorrSpec]:
     """Inspect, validate and convert; the arrays come back batched and of one dtype."""
+    settings = (backend, stride, padding, dilation, groups, padding_mode, method)
+    key = call_signature(arrays, settings)
+    try:
+        repeat = None if key is None else _REPEATS.get(key)
+    except TypeError:  # an unhashable argument (a list): no shortcut
+        key = repeat = None
+    if repeat is not None:
+        chosen, spec = repeat
+        return chosen, _batched(dict(arrays), spec), spec
+    chosen, result, spec = _inspect_and_convert(arrays, *settings)
+    if key is not None and all(result[name] is obj for name, obj in arrays.items()):
+        if len(_REPEATS) >= _REPEATS_MAX:
+            _REPEATS.clear()
+        _REPEATS[key] = chosen, spec
+    return chosen, _batched(result, spec), spec
+
+
+def _batched(arrays: dict[str, Array], spec: CorrSpec) -> dict[str, Array]:
+    if not spec.batched:
+        for name in ("x", "grad_y"):
+            if arrays.get(name) is not None:
+                arrays[name] = arrays[name][None, ...]  # Array API: index every axis
+    return arrays
+
+
+def _inspect_and_convert(
+    arrays: dict[str, object],
+    backend: str | None,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+    method: str,
+) -> tuple[Backend, dict[str, Array], CorrSpec]:
     # Only bias is optional; a None x, w or grad_y is refused by as_input with its name.
     inputs = [as_input(n, obj) for n, obj in arrays.items() if obj is not None or n != "bias"]
     by_name = {i.name: i for i in inputs}
@@ -44,10 +86,6 @@ def _prepare(
     converted, _ = convert_inputs(chosen, inputs)
     result: dict[str, Array] = dict.fromkeys(arrays)
     result.update(zip(by_name, converted, strict=True))
-    if not spec.batched:
-        for name in ("x", "grad_y"):
-            if result.get(name) is not None:
-                result[name] = result[name][None, ...]  # Array API: index every axis
     return chosen, result, spec
 
 

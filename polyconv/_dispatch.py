@@ -12,6 +12,7 @@ import numpy as np
 
 from . import backends as _registry
 from ._dtypes import result_dtype
+from ._spec import is_plain
 from .backends import Array, Backend
 
 ENV_VAR = "POLYCONV_BACKEND"
@@ -109,3 +110,25 @@ def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], 
             array = i.owner.to_numpy(array)
         arrays.append(backend.convert(array, dtype, like))
     return arrays, dtype
+
+
+def call_signature(
+    arrays: dict[str, object], settings: tuple[object, ...]
+) -> tuple[object, ...] | None:
+    """Everything that decides which backend runs a call on ``arrays`` with ``settings`` (its
+    other arguments), and how its inputs convert: hashable unless a setting is not; None for
+    inputs that are not arrays with a dtype, shape and device (lists, scalars, JAX tracers), and
+    for settings that are not plain (a bool or float equals an int as a key, but not as an
+    argument: validation must see it)."""
+    if not all(map(is_plain, settings)):
+        return None
+    key: list[object] = [_registry.state(), _selected.get(), os.environ.get(ENV_VAR), *settings]
+    for obj in arrays.values():
+        if obj is None:
+            key.append(None)
+            continue
+        try:
+            key += (type(obj), obj.dtype, obj.shape, obj.device)  # type: ignore[attr-defined]
+        except AttributeError:
+            return None
+    return tuple(key)

@@ -197,6 +197,14 @@ def _freeze(value: object) -> object:
     return value
 
 
+def is_plain(value: object) -> bool:
+    """Whether ``value`` is None, a str, an int (not a bool) or a tuple of plain values: an
+    argument that equals another as a cache key only when it means the same."""
+    if value is None or type(value) in (int, str):
+        return True
+    return type(value) is tuple and all(map(is_plain, value))
+
+
 def normalize(
     x_shape: Sequence[int],
     w_shape: Sequence[int],
@@ -217,12 +225,8 @@ def normalize(
     """
     frozen = map(_freeze, (x_shape, w_shape, bias_shape, stride, padding, dilation))
     args: tuple[Any, ...] = (*frozen, groups, padding_mode, method, backend)
-    try:
-        return _normalize_cached(*args)
-    except TypeError as error:
-        if "unhashable" not in str(error):
-            raise
-        return _normalize(*args)
+    # Only plain arguments key the cache: True == 1 and 1.0 == 1 as keys, not as arguments.
+    return (_normalize_cached if all(map(is_plain, args)) else _normalize)(*args)
 
 
 def _normalize(

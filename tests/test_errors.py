@@ -552,3 +552,39 @@ def test_arrays_of_two_frameworks_are_refused_unless_backend_names_one(torch) ->
     )
     assert isinstance(pc.correlate(x, w, backend="torch"), torch.Tensor)
     assert get_backend("jax").owns(pc.correlate(x, w, backend="jax"))
+
+
+# --- repeated calls: the caches of polyconv._spec and polyconv._api --------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"stride": True}, r"stride must be an int, got bool True"),
+        ({"padding": (1.0, 0)}, r"padding must be an int, got float 1.0"),
+        ({"groups": True}, r"groups must be an int, got bool"),
+    ],
+)
+def test_an_argument_equal_to_an_earlier_valid_one_is_still_refused(kwargs, pattern) -> None:
+    """``True == 1`` and ``1.0 == 1``: a cache keyed on an earlier call's arguments must not let
+    them through."""
+    valid = {"stride": 1, "padding": (1, 0), "groups": 1}
+    pc.correlate(X, W, **valid)
+    refused(TypeError, pattern, lambda: pc.correlate(X, W, **{**valid, **kwargs}))
+
+
+def test_a_repeated_call_checks_the_devices_afresh(torch) -> None:
+    x, w = torch.ones(1, 2, 5, 5), torch.ones(3, 2, 2, 2)
+    pc.correlate(x, w)
+    refused(
+        ValueError,
+        r"w is on device meta but x is on cpu; put all inputs on one device",
+        lambda: pc.correlate(x, w.to("meta")),
+    )
+
+
+def test_a_repeated_call_follows_a_changed_environment_variable(monkeypatch, torch) -> None:
+    monkeypatch.delenv("POLYCONV_BACKEND", raising=False)
+    assert isinstance(pc.correlate(X, W), np.ndarray)
+    monkeypatch.setenv("POLYCONV_BACKEND", "torch")
+    assert isinstance(pc.correlate(X, W), torch.Tensor)

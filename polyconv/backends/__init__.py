@@ -17,6 +17,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import itertools
 import sys
 import warnings
 
@@ -47,9 +48,23 @@ _BUILTINS = {
 }
 
 
+# Counts the registry's rebuilds (tests rebuild it with other plug-ins): anything cached on the
+# registry's decisions (polyconv._api's repeat-call cache) keys on it.
+_builds = itertools.count()
+build = next(_builds)
+
+
+def state() -> tuple[int, int]:
+    """Changes whenever the registry is rebuilt or a backend is found broken."""
+    registered()
+    return build, len(_broken)
+
+
 @functools.cache
 def registered() -> dict[str, str]:
     """Every registered backend name, with the ``module:Class`` it loads from."""
+    global build
+    build = next(_builds)
     found = dict(_BUILTINS)
     try:
         entries = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))

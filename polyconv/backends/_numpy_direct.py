@@ -29,7 +29,7 @@ from numpy.lib.stride_tricks import as_strided
 from .._methods import numpy_tile_width
 from .._methods import numpy_uses_tiles as uses_tiles
 from .._spec import CorrSpec, normalize
-from ._numpy_parallel import ordered_map, split, thread_count
+from ._numpy_parallel import PARALLEL_MIN_WORK, ordered_map, split, thread_count
 
 # Bytes of the per-block working set (accumulator or window matrix): well inside one core's L2.
 _TILE_BLOCK_BYTES = 256 * 1024
@@ -149,11 +149,18 @@ class _TileGeometry:
         # dims: 0 G | 1..m-1 lead[:-1] | m nt | m+1 lead[-1] | m+2 Og | m+3 t
         return acc.transpose(0, m + 2, *range(1, m), m + 1, m, m + 3)
 
+    @property
+    def parallel(self) -> bool:
+        """Whether the work pays for handing blocks to the thread pool."""
+        work = self.spec.out_shape[0] * math.prod(self.spec.out_shape[1:])
+        return work * math.prod(self.spec.kernel_shape) >= PARALLEL_MIN_WORK
+
     def blocks(self, n: int, itemsize: int) -> list[tuple[int, int]]:
         if not self.lead:
             return [(0, 1)]
         row_bytes = self.g * self.og * math.prod(self.out[1:]) * itemsize
-        return _row_blocks(self.out[0], row_bytes, _TILE_BLOCK_BYTES, 2 * thread_count() // n)
+        wanted = 2 * thread_count() // n if self.parallel else 1
+        return _row_blocks(self.out[0], row_bytes, _TILE_BLOCK_BYTES, wanted)
 
 
 def _lead_offsets(spec: CorrSpec) -> list[tuple[int, ...]]:
@@ -199,7 +206,7 @@ def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSp
     units = [
         (n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)
     ]
-    for _ in ordered_map(run, units):
+    for _ in ordered_map(run, units, parallel=geometry.parallel):
         pass
 
 
@@ -236,7 +243,7 @@ def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndar
         (n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)
     ]
     totals: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
-    for partial in ordered_map(run, units):
+    for partial in ordered_map(run, units, parallel=geometry.parallel):
         for key, value in partial.items():
             totals[key] = totals[key] + value if key in totals else value
 

@@ -18,6 +18,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 ENV_VAR = "POLYCONV_NUM_THREADS"
+# Multiply-adds below which a problem runs on the calling thread: handing work to the pool
+# costs tens of microseconds, more than such a problem takes.
+PARALLEL_MIN_WORK = 1 << 18
 
 
 @functools.cache
