@@ -1,0 +1,1 @@
+"""polyconv's benchmark suite: ``python -m benchmarks`` (see docs/benchmarks.md)."""

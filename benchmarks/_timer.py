@@ -1,0 +1,93 @@
+"""Timing callables: warm up, then repeat until a time budget or a run count is used up.
+
+Medians rather than means or minima: on a shared machine a neighbour's burst lands in a few runs,
+and the median ignores those without rewarding a lucky outlier the way the minimum does. The
+implementations of one case are sampled in interleaved rounds (A B C, A B C, ...), so that a
+burst of load lasting seconds slows all of them a little rather than one of them entirely.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._bench import Timed
+
+#: A call slower than this gets only ``SLOW_RUNS`` timed runs (2048x2048 direct 31x31 takes
+#: seconds; a median of three is enough to compare it and keeps the suite's total bounded).
+SLOW_CALL_S = 1.0
+SLOW_RUNS = 3
+BUDGET_S = 0.3  # timed seconds per implementation, spread over the rounds
+ROUNDS = 3
+MIN_RUNS = 5
+
+
+@dataclass(frozen=True)
+class Timing:
+    median: float  # seconds
+    runs: int
+    times: tuple[float, ...]
+
+
+def block(result: object) -> object:
+    """Wait for an asynchronous result: JAX dispatches asynchronously, so a timer that did not
+    wait would measure the dispatch only. Torch and NumPy on the CPU are synchronous."""
+    if isinstance(result, (tuple, list)):
+        for item in result:
+            block(item)
+    elif hasattr(result, "block_until_ready"):
+        result.block_until_ready()
+    return result
+
+
+class Sampler:
+    """The runs of one implementation, taken a round at a time."""
+
+    def __init__(self, fn: Callable[[], object], max_runs: int) -> None:
+        self.fn = fn
+        self.max_runs = max_runs
+        self.min_runs = min(MIN_RUNS, max_runs)
+        self.times: list[float] = []
+        self.spent = 0.0
+
+    def warm_up(self) -> None:
+        block(self.fn())  # the first call compiles (JAX) and faults in fresh buffers
+
+    @property
+    def done(self) -> bool:
+        return len(self.times) >= self.max_runs or (
+            self.spent >= BUDGET_S and len(self.times) >= self.min_runs
+        )
+
+    def run(self, budget_s: float) -> None:
+        """Timed runs until ``budget_s`` more seconds are spent (at least one run)."""
+        until = self.spent + budget_s
+        while not self.done:
+            start = time.perf_counter()
+            result = block(self.fn())
+            elapsed = time.perf_counter() - start
+            self.spent += elapsed
+            self.times.append(result.seconds if isinstance(result, Timed) else elapsed)
+            if elapsed > SLOW_CALL_S:
+                self.min_runs = self.max_runs = min(SLOW_RUNS, self.max_runs)
+            if self.spent >= until:
+                break
+
+    def timing(self) -> Timing:
+        return Timing(statistics.median(self.times), len(self.times), tuple(self.times))
+
+
+def measure_all(fns: dict[str, Callable[[], object]], max_runs: int) -> dict[str, Timing]:
+    """Median timings of every callable, sampled in interleaved rounds after one warm-up each."""
+    samplers = {name: Sampler(fn, max_runs) for name, fn in fns.items()}
+    for sampler in samplers.values():
+        sampler.warm_up()
+    for _ in range(ROUNDS):
+        for sampler in samplers.values():
+            sampler.run(BUDGET_S / ROUNDS)
+    for sampler in samplers.values():  # top up to the minimum run count
+        while not sampler.done:
+            sampler.run(BUDGET_S)
+    return {name: s.timing() for name, s in samplers.items()}
