@@ -14,6 +14,20 @@ float16 accumulates in float32 (``preferred_element_type``) and rounds once, lik
 backends. float64 needs JAX's 64-bit mode; with it off, a float64 problem raises ``TypeError``
 rather than silently computing in float32.
 
+``method="fft"``: one whole-image ``jnp.fft.rfftn`` per input channel and per kernel, at the next
+fast length covering the outputs' window (:mod:`polyconv.backends._fft_whole`), inside the same
+jitted function; the input is padded first exactly as for the direct method, the kernel is
+dilated with zeros, channels are contracted per group on the spectra, and the stride-1 result is
+cropped and strided. It computes in float64 when 64-bit mode is on, whatever the input dtype, as
+the NumPy and PyTorch backends do: the FFT's rounding error is global (about
+``eps * log2(length)`` times the largest magnitudes, on every output), so in float32 an output
+much smaller than the largest would err far beyond the per-element bound of
+:mod:`polyconv._bounds`. With 64-bit mode off it computes in float32 (float16 input too) and
+carries that global error. An FFT spreads one NaN or inf to every output, so a non-finite result
+is recomputed by the direct method under ``jax.lax.cond`` (only the branch taken runs; under
+``vmap`` both do); ``correlate_vjp`` does the same for non-finite gradients. Gradients of an FFT
+result taken with ``jax.grad`` spread a non-finite output gradient everywhere.
+
 Precision: float32 is computed with ``precision=jax.lax.Precision.HIGHEST`` by default, so that
 float32 means float32 on GPU and TPU too (their default rounds products to TF32 or bfloat16). To
 ask for a faster precision::
@@ -39,6 +53,7 @@ import numpy as np
 
 from .._padding import pad_indices
 from .._spec import CorrSpec
+from ._fft_whole import kernel_taps, output_window, whole_image_fft
 from ._interface import Backend
 from ._precision import PrecisionSetting
 
@@ -84,34 +99,134 @@ def _lax_precision(name: str) -> Any:
     return None if name == "default" else _jax().lax.Precision[name.upper()]
 
 
-def _correlate_traced(
-    x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec, precision: str
-) -> JaxArray:
-    jax = _jax()
-    jnp = jax.numpy
-    out_dtype = x.dtype
+def _pad(x: JaxArray, spec: CorrSpec, defer_zeros: bool = True) -> tuple[JaxArray, list[Any]]:
+    """``x`` padded as far as needed, and the ``(lo, hi)`` pairs left for the convolution; with
+    ``defer_zeros`` off, ``x`` padded all the way."""
+    jnp = _jax().numpy
     if spec.padding_mode == "zeros":
-        padding = list(spec.padding)
-    else:
-        for axis, (size, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
-            if lo or hi:
-                index = pad_indices(size, lo, hi, spec.padding_mode)
-                x = jnp.take(x, index, axis=2 + axis, mode="clip")  # indices are in bounds
-        padding = [(0, 0)] * spec.rank
-    y = jax.lax.conv_general_dilated(
+        if defer_zeros:
+            return x, list(spec.padding)
+        return jnp.pad(x, [(0, 0), (0, 0), *spec.padding]), [(0, 0)] * spec.rank
+    for axis, (size, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
+        if lo or hi:
+            index = pad_indices(size, lo, hi, spec.padding_mode)
+            x = jnp.take(x, index, axis=2 + axis, mode="clip")  # indices are in bounds
+    return x, [(0, 0)] * spec.rank
+
+
+def _conv(
+    x: JaxArray, w: JaxArray, spec: CorrSpec, padding: Any, precision: str, groups: int
+) -> JaxArray:
+    jnp = _jax().numpy
+    return _jax().lax.conv_general_dilated(
         x,
         w,
         window_strides=spec.stride,
         padding=padding,
         rhs_dilation=spec.dilation,
         dimension_numbers=_DIMENSION_NUMBERS[spec.rank],
-        feature_group_count=spec.groups,
+        feature_group_count=groups,
         precision=_lax_precision(precision),
-        preferred_element_type=jnp.float32 if out_dtype == jnp.float16 else None,
+        preferred_element_type=jnp.float32 if x.dtype == jnp.float16 else None,
     )
+
+
+def _conv_group_by_group(
+    x: JaxArray, w: JaxArray, spec: CorrSpec, padding: Any, precision: str
+) -> JaxArray:
+    """The grouped convolution as one convolution per group, concatenated."""
+    g = spec.groups
+    cg, og = x.shape[1] // g, w.shape[0] // g
+    parts = [
+        _conv(x[:, i * cg : (i + 1) * cg], w[i * og : (i + 1) * og], spec, padding, precision, 1)
+        for i in range(g)
+    ]
+    return _jax().numpy.concatenate(parts, axis=1)
+
+
+def _direct_traced(
+    x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec, precision: str
+) -> JaxArray:
+    jax = _jax()
+    out_dtype = x.dtype
+    x, padding = _pad(x, spec)
+    y = _conv(x, w, spec, padding, precision, spec.groups)
+    if spec.groups > 1:
+        # XLA may run a grouped convolution as one convolution with a block-diagonal kernel,
+        # whose zeros spread a NaN or inf input to the other groups' outputs. A non-finite
+        # result is recomputed group by group, where it reaches exactly the outputs that read
+        # it; only the branch taken runs.
+        y = jax.lax.cond(
+            jax.numpy.isfinite(y).all(),
+            lambda: y,
+            lambda: _conv_group_by_group(x, w, spec, padding, precision),
+        )
     if bias is not None:
         y = y + bias.astype(y.dtype).reshape((-1,) + (1,) * spec.rank)
     return y.astype(out_dtype)
+
+
+def _fft_dtype() -> Any:
+    """float64 when JAX's 64-bit mode is on (read at trace time), else float32."""
+    jnp = _jax().numpy
+    return _jax().dtypes.canonicalize_dtype(jnp.float64)
+
+
+def _fft_unchecked(
+    x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec, precision: str
+) -> JaxArray:
+    """The correlation by whole-image FFTs (see the module docstring), non-finite values spread
+    over the whole result."""
+    jax = _jax()
+    jnp = jax.numpy
+    out_dtype, dtype = x.dtype, _fft_dtype()
+    plan = whole_image_fft(spec)
+    g, (c_out, cg) = spec.groups, spec.w_shape[:2]
+    xp, _ = _pad(x.astype(dtype), spec, defer_zeros=False)
+    xp = xp[plan.input_window]
+    xp = xp.reshape(xp.shape[0], g, cg, *xp.shape[2:])
+    kernel = w.astype(dtype)
+    if any(d > 1 for d in spec.dilation):
+        spread = jnp.zeros((*kernel.shape[:2], *plan.extents), dtype)
+        kernel = spread.at[kernel_taps(spec)].set(kernel)
+    kernel = kernel.reshape(g, c_out // g, cg, *kernel.shape[2:])
+    spectra = jnp.fft.rfftn(xp, s=plan.lengths, axes=plan.axes)
+    kernel_spectra = jnp.conj(jnp.fft.rfftn(kernel, s=plan.lengths, axes=plan.axes))
+    if cg == 1:  # one input channel per group: a broadcast product suffices
+        products = spectra * kernel_spectra[None, :, :, 0]
+    else:
+        products = jnp.einsum(
+            "ngc...,goc...->ngo...",
+            spectra,
+            kernel_spectra,
+            precision=_lax_precision(precision),
+        )
+    full = jnp.fft.irfftn(products, s=plan.lengths, axes=plan.axes)
+    y = full[output_window(spec)].reshape(spec.out_shape)
+    if bias is not None:
+        y = y + bias.astype(dtype).reshape((-1,) + (1,) * spec.rank)
+    return y.astype(out_dtype)
+
+
+def _fft_traced(
+    x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec, precision: str
+) -> JaxArray:
+    """The correlation by FFT, recomputed by the direct method when the result is not finite:
+    an FFT spreads a NaN or inf input to every output, the direct method puts it exactly where
+    the spec says. Only the branch taken runs."""
+    y = _fft_unchecked(x, w, bias, spec, precision)
+    return _jax().lax.cond(
+        _jax().numpy.isfinite(y).all(),
+        lambda: y,
+        lambda: _direct_traced(x, w, bias, spec, precision),
+    )
+
+
+def _correlate_traced(
+    x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec, precision: str
+) -> JaxArray:
+    method = _fft_traced if spec.method == "fft" else _direct_traced
+    return method(x, w, bias, spec, precision)
 
 
 def _vjp_traced(
@@ -122,9 +237,21 @@ def _vjp_traced(
     spec: CorrSpec,
     precision: str,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-    forward = functools.partial(_correlate_traced, spec=spec, precision=precision)
-    _, pullback = _jax().vjp(forward, x, w, bias)
-    return pullback(grad_y)  # type: ignore[no-any-return]
+    jax = _jax()
+    jnp = jax.numpy
+
+    def vjp(method: Callable[..., JaxArray]) -> tuple[JaxArray, JaxArray, JaxArray | None]:
+        forward = functools.partial(method, spec=spec, precision=precision)
+        _, pullback = jax.vjp(forward, x, w, bias)
+        return pullback(grad_y)
+
+    if spec.method != "fft":
+        return vjp(_direct_traced)
+    # A non-finite x, w or grad_y spreads through the FFTs to every element of some gradient
+    # (see _fft_traced); then the direct method's gradients are the spec's.
+    grads = vjp(_fft_unchecked)
+    finite = jnp.all(jnp.stack([jnp.isfinite(g).all() for g in grads if g is not None]))
+    return jax.lax.cond(finite, lambda: grads, lambda: vjp(_direct_traced))
 
 
 @functools.cache
@@ -200,7 +327,7 @@ class JaxBackend(Backend):
     def correlate(
         self, x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec
     ) -> JaxArray:
-        return _jitted_correlate()(x, w, bias, spec=spec, precision=_precision.get())  # type: ignore[no-any-return]
+        return _jitted_correlate()(x, w, bias, spec=spec, precision=_precision.get())
 
     def correlate_vjp(
         self,
@@ -210,7 +337,7 @@ class JaxBackend(Backend):
         grad_y: JaxArray,
         spec: CorrSpec,
     ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-        return _jitted_vjp()(x, w, bias, grad_y, spec=spec, precision=_precision.get())  # type: ignore[no-any-return]
+        return _jitted_vjp()(x, w, bias, grad_y, spec=spec, precision=_precision.get())
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        return _jax().jit(fn)  # type: ignore[no-any-return]
+        return _jax().jit(fn)

@@ -12,7 +12,21 @@ every mode including ``symmetric``, and is differentiable on any device.
 float16 on CPU computes in float32 and rounds once: PyTorch's CPU half convolution is about a
 hundred times slower than float32 and no more accurate.
 
-Precision: on CUDA, float32 means IEEE float32 inside polyconv calls, forward and backward:
+``method="fft"``: one whole-image ``torch.fft.rfftn`` per input channel and per kernel, at the
+next fast length covering the outputs' window (:mod:`polyconv.backends._fft_whole`); the input is
+padded first exactly as for the direct method, the kernel is dilated with zeros, channels are
+contracted per group on the spectra, and the stride-1 result is cropped and strided. It computes
+in float64 whatever the input dtype, as the NumPy backend does: the FFT's rounding error is
+global (about ``eps * log2(length)`` times the largest magnitudes, on every output), so in
+float32 an output much smaller than the largest would err far beyond the per-element bound of
+:mod:`polyconv._bounds`; in float64 that error is below float32's rounding of the result. The
+result is rounded once to the input dtype. An FFT spreads one NaN or inf to every output, so a
+non-finite result is recomputed by the direct method (checking costs one scalar sync per call);
+``correlate_vjp`` likewise recomputes non-finite gradients directly. ``loss.backward()`` through
+an FFT result uses autograd's FFT gradients, which spread a non-finite output gradient everywhere.
+
+Precision: on CUDA, float32 means IEEE float32 inside polyconv calls, forward and backward
+(the FFT method computes in float64, where TF32 does not arise):
 TF32 is switched off for cuDNN convolutions and cuBLAS matmuls while polyconv's convolution (and
 its backward node) runs, and the previous flags are restored after. To let PyTorch's own TF32
 flags decide instead (faster on Ampere and later)::
@@ -32,12 +46,14 @@ import contextlib
 import functools
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from .._padding import pad_indices
 from .._spec import CorrSpec
+from ._fft_whole import kernel_taps, output_window, whole_image_fft
 from ._interface import Backend
 from ._precision import PrecisionSetting
 
@@ -139,10 +155,15 @@ def _padding_index(size: int, lo: int, hi: int, mode: str, device: Any) -> Tenso
     return _torch().as_tensor(np.array(pad_indices(size, lo, hi, mode)), device=device)
 
 
-def _pad(x: Tensor, spec: CorrSpec) -> tuple[Tensor, tuple[int, ...] | int]:
-    """``x`` padded as far as needed, and the ``padding=`` left for the convolution."""
+def _pad(
+    x: Tensor, spec: CorrSpec, defer_zeros: bool = True
+) -> tuple[Tensor, tuple[int, ...] | int]:
+    """``x`` padded as far as needed, and the ``padding=`` left for the convolution; with
+    ``defer_zeros`` off, ``x`` padded all the way (the padding left is 0)."""
     if spec.padding_mode == "zeros":
-        if all(lo == hi for lo, hi in spec.padding):
+        if not any(lo or hi for lo, hi in spec.padding):
+            return x, 0
+        if defer_zeros and all(lo == hi for lo, hi in spec.padding):
             return x, tuple(lo for lo, _ in spec.padding)
         # F.pad lists (lo, hi) from the last axis backwards.
         widths = [width for pair in reversed(spec.padding) for width in pair]
@@ -155,6 +176,12 @@ def _pad(x: Tensor, spec: CorrSpec) -> tuple[Tensor, tuple[int, ...] | int]:
 
 
 def _correlate(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
+    if spec.method == "fft":
+        return _correlate_fft(x, w, bias, spec)
+    return _correlate_direct(x, w, bias, spec)
+
+
+def _correlate_direct(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
     torch = _torch()
     out_dtype = x.dtype
     if out_dtype == torch.float16 and x.device.type == "cpu":
@@ -178,6 +205,54 @@ def _correlate(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Ten
     return y.to(out_dtype)
 
 
+def _contract_channels(spectra: Tensor, kernel: Tensor) -> Tensor:
+    """``sum_c spectra[n, g, c, f] * kernel[g, o, c, f]`` as ``(N, G, O/G, *f)``."""
+    if spectra.shape[2] == 1:  # one input channel per group: a broadcast product suffices
+        return spectra * kernel[None, :, :, 0]
+    return _torch().einsum("ngc...,goc...->ngo...", spectra, kernel)
+
+
+def _fft_unchecked(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
+    """The correlation by whole-image FFTs in float64 (see the module docstring), non-finite
+    values spread over the whole result."""
+    torch = _torch()
+    out_dtype = x.dtype
+    plan = whole_image_fft(spec)
+    g, (c_out, cg) = spec.groups, spec.w_shape[:2]
+    xp, _ = _pad(x.to(torch.float64), spec, defer_zeros=False)
+    xp = xp[plan.input_window]
+    xp = xp.reshape(xp.shape[0], g, cg, *xp.shape[2:])
+    kernel = w.to(torch.float64)
+    if any(d > 1 for d in spec.dilation):
+        spread = kernel.new_zeros((*kernel.shape[:2], *plan.extents))
+        spread[kernel_taps(spec)] = kernel
+        kernel = spread
+    kernel = kernel.reshape(g, c_out // g, cg, *kernel.shape[2:])
+    spectra = torch.fft.rfftn(xp, s=plan.lengths, dim=plan.axes)
+    kernel_spectra = torch.fft.rfftn(kernel, s=plan.lengths, dim=plan.axes).conj()
+    products = _contract_channels(spectra, kernel_spectra)
+    full = torch.fft.irfftn(products, s=plan.lengths, dim=plan.axes)
+    y = full[output_window(spec)].reshape(spec.out_shape)
+    if bias is not None:
+        y = y + bias.to(torch.float64).reshape(-1, *(1,) * spec.rank)
+    return y.to(out_dtype)
+
+
+def _correlate_fft(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
+    """The correlation by FFT, recomputed by the direct method when the result is not finite
+    (one scalar sync): an FFT spreads a NaN or inf input to every output, the direct method
+    puts it exactly where the spec says."""
+    y = _fft_unchecked(x, w, bias, spec)
+    if not bool(_torch().isfinite(y).all()):
+        return _correlate_direct(x, w, bias, spec)
+    return y
+
+
+def _grads_finite(grads: tuple[Tensor | None, ...]) -> bool:
+    torch = _torch()
+    return all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
+
+
 def _vjp(
     x: Tensor,
     w: Tensor,
@@ -194,8 +269,13 @@ def _vjp(
             for t in (x, w, bias)
             if t is not None
         ]
-        y = _correlate(leaves[0], leaves[1], leaves[2] if bias is not None else None, spec)
+        # The FFT's own check comes after the backward: a non-finite x, w or grad_y spreads
+        # through the FFTs to every element of some gradient (see _correlate_fft).
+        forward = _fft_unchecked if spec.method == "fft" else _correlate_direct
+        y = forward(leaves[0], leaves[1], leaves[2] if bias is not None else None, spec)
         grads = torch.autograd.grad(y, leaves, grad_outputs=grad_y)
+    if spec.method == "fft" and not _grads_finite(grads):
+        return _vjp(x, w, bias, grad_y, replace(spec, method="direct"))
     return grads[0], grads[1], grads[2] if bias is not None else None
 
 

@@ -1,0 +1,70 @@
+"""Geometry of the whole-image FFT method, shared by the PyTorch and JAX backends.
+
+Per spatial axis, the stride-1 ("full resolution") valid correlation of the padded input has
+``full = (out - 1) * stride + 1`` useful outputs, which read the first ``need = full + extent - 1``
+padded samples (``extent = (kernel - 1) * dilation + 1``). A circular correlation of any length
+``length >= need`` has no wrap-around on those outputs, so one transform per axis of the next
+fast length (:func:`polyconv._fft_plan.next_fast_length`) computes them all; the backends keep
+every ``stride``-th. Pure Python on static shapes: no framework is imported here.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from types import EllipsisType
+
+from .._fft_plan import next_fast_length
+from .._spec import CorrSpec
+
+# An index expression: ``...`` (the leading axes), then one slice per spatial axis.
+Index = tuple[EllipsisType | slice, ...]
+
+
+@dataclass(frozen=True)
+class WholeImageFFT:
+    """Shapes and index expressions of one spec's whole-image FFT (see the module docstring)."""
+
+    extents: tuple[int, ...]  # dilated kernel extent per axis
+    need: tuple[int, ...]  # padded input samples read per axis: full + extent - 1
+    lengths: tuple[int, ...]  # FFT length per axis (the last one is the real-transform axis)
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        """The spatial axes of an ``(N, G, C, *spatial)`` or ``(G, O, C, *spatial)`` array."""
+        return tuple(range(3, 3 + len(self.lengths)))
+
+    @property
+    def input_window(self) -> Index:
+        """Index of the padded input's samples that any output reads (leading axes kept)."""
+        return (Ellipsis, *(slice(0, n) for n in self.need))
+
+
+@functools.lru_cache(maxsize=1024)
+def whole_image_fft(spec: CorrSpec) -> WholeImageFFT:
+    extents, need, lengths = [], [], []
+    for axis, (k, d, s, out) in enumerate(
+        zip(spec.kernel_shape, spec.dilation, spec.stride, spec.out_shape[2:], strict=True)
+    ):
+        extent = (k - 1) * d + 1
+        full = (out - 1) * s + 1
+        extents.append(extent)
+        need.append(full + extent - 1)
+        lengths.append(next_fast_length(full + extent - 1, real=axis == spec.rank - 1))
+    return WholeImageFFT(tuple(extents), tuple(need), tuple(lengths))
+
+
+def output_window(spec: CorrSpec) -> Index:
+    """Index of the strided outputs in the circular correlation's ``(..., *lengths)`` result."""
+    return (
+        Ellipsis,
+        *(
+            slice(0, (out - 1) * s + 1, s)
+            for out, s in zip(spec.out_shape[2:], spec.stride, strict=True)
+        ),
+    )
+
+
+def kernel_taps(spec: CorrSpec) -> Index:
+    """Index of the kernel's taps in its dilated ``(..., *extents)`` form (zeros elsewhere)."""
+    return (Ellipsis, *(slice(None, None, d) for d in spec.dilation))
