@@ -3,13 +3,15 @@
 For each output element, ``|y - ref| <= c * eps(dtype) * K * sum(|terms|)``, where ``K`` is the
 number of terms summed and ``sum(|terms|)`` is the same correlation evaluated on absolute values:
 the classical worst-case bound for a sum of ``K`` rounded products in any order (Higham,
-*Accuracy and Stability of Numerical Algorithms*, 3.1), so it holds under cancellation. Used by
+*Accuracy and Stability of Numerical Algorithms*, 3.1), so it holds under cancellation. The FFT
+method errs globally rather than per element; its bound adds :func:`fft_error` to every element. Used by
 :mod:`polyconv.testing` (which re-exports everything here) and by :func:`polyconv.verify`; kept
 free of Hypothesis so that ``verify`` runs where only NumPy is installed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = [
     "dtype_name",
     "eps",
     "error_bound",
+    "fft_error",
     "round_to",
     "to_numpy",
     "vjp_error_bounds",
@@ -67,6 +70,36 @@ def _rounded_abs(a: object, dtype: str) -> np.ndarray:
     return np.abs(round_to(a, dtype))
 
 
+def fft_error(
+    x: object, w: object, grad_y: object, spec_kwargs: Mapping[str, Any] | None = None
+) -> float:
+    """The global term the FFT method adds to every element's bound (of the result and of every
+    gradient), for transforms computed in float64.
+
+    A transform of ``L`` samples errs by about ``eps * log2(L)`` times its input's 2-norm
+    (Higham, 24.1), so a circular correlation by FFT errs by about ``eps * log2(L)`` times
+    ``||x||_2 * max|rfft(w)| <= sqrt(L) * max|x| * sum|w|`` per channel pair. The term
+    over-counts on purpose: ``L`` doubles every axis of the padded length plus the kernel
+    extent, the magnitude covers the three products a VJP takes (``x`` with ``w``, ``grad_y`` with ``w``, ``x`` with ``grad_y``) summed over the batch,
+    and a factor 8 covers the forward transforms, the spectral product and the inverse. It
+    stays far below one misplaced term of float16 or float32 data, so it cannot hide a wrong
+    index; it only admits that an output which reads nothing but zeros comes out as ``1e-17``.
+    """
+    kwargs = {k: v for k, v in (spec_kwargs or {}).items() if k != "method"}
+    abs_x, abs_w = np.abs(to_numpy(x)), np.abs(to_numpy(w))
+    spec = normalize(abs_x.shape, abs_w.shape, **kwargs)
+    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
+    length = math.prod(2 * (p + e) for p, e in zip(spec.padded_shape, extents, strict=True))
+    x_max, w_sum = float(abs_x.max(initial=0.0)), float(abs_w.sum())
+    magnitude = x_max * w_sum
+    if grad_y is not None:
+        abs_g = np.abs(to_numpy(grad_y))
+        g_max, g_sum = float(abs_g.max(initial=0.0)), float(abs_g.sum())
+        magnitude = max(magnitude, g_max * w_sum, x_max * g_sum)
+    scale = math.log2(length) * math.sqrt(length) * spec.x_shape[0]
+    return 8 * eps("float64") * scale * magnitude
+
+
 def error_bound(
     x: object,
     w: object,
@@ -75,20 +108,23 @@ def error_bound(
     spec_kwargs: Mapping[str, Any] | None = None,
     *,
     c: float = DEFAULT_C,
+    method: str = "direct",
 ) -> np.ndarray:
     """Per-element bound on ``|correlate(x, w, bias) - exact|`` for a computation in ``dtype``:
-    ``c * eps(dtype) * K * correlate(|x|, |w|, |bias|)``.
+    ``c * eps(dtype) * K * correlate(|x|, |w|, |bias|)``, plus :func:`fft_error` when the
+    ``method`` that computed it is ``"fft"``.
 
     ``K = terms_per_output (+ 1 with a bias)``: the number of terms each output sums. The inputs
     are first rounded to ``dtype``, as the computation sees them. Arrays of any backend work.
     """
-    kwargs = dict(spec_kwargs or {})
+    kwargs = {k: v for k, v in (spec_kwargs or {}).items() if k != "method"}
     abs_x, abs_w = _rounded_abs(x, dtype), _rounded_abs(w, dtype)
     abs_b = None if bias is None else _rounded_abs(bias, dtype)
     spec = normalize(abs_x.shape, abs_w.shape, None if abs_b is None else abs_b.shape, **kwargs)
     terms = spec.terms_per_output + spec.has_bias
     magnitude = reference.correlate(abs_x, abs_w, abs_b, **kwargs)
-    return c * eps(dtype) * terms * magnitude
+    bound = c * eps(dtype) * terms * magnitude
+    return bound + fft_error(abs_x, abs_w, None, kwargs) if method == "fft" else bound
 
 
 def vjp_error_bounds(
@@ -100,6 +136,7 @@ def vjp_error_bounds(
     spec_kwargs: Mapping[str, Any] | None = None,
     *,
     c: float = DEFAULT_C,
+    method: str = "direct",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-element bounds on the errors of ``(grad_x, grad_w, grad_bias)`` computed in ``dtype``.
 
@@ -107,9 +144,10 @@ def vjp_error_bounds(
     input element (through the padding as well), ``grad_w`` over batch and output positions,
     ``grad_bias`` over batch and positions. Its bound is ``c * eps * K * sum(|terms|)``, with the
     magnitudes from the reference VJP of ``(|x|, |w|, |bias|, |grad_y|)`` and the per-element
-    term counts ``K`` from the reference VJP of all-ones arrays.
+    term counts ``K`` from the reference VJP of all-ones arrays; with ``method="fft"``, plus
+    :func:`fft_error`.
     """
-    kwargs = dict(spec_kwargs or {})
+    kwargs = {k: v for k, v in (spec_kwargs or {}).items() if k != "method"}
     abs_x, abs_w, abs_g = (_rounded_abs(a, dtype) for a in (x, w, grad_y))
     abs_b = None if bias is None else _rounded_abs(bias, dtype)
     ones_b = None if abs_b is None else np.ones_like(abs_b)
@@ -118,8 +156,9 @@ def vjp_error_bounds(
         np.ones_like(abs_x), np.ones_like(abs_w), ones_b, np.ones_like(abs_g), **kwargs
     )
     scale = c * eps(dtype)
-    bound_b = None if mag_b is None or count_b is None else scale * count_b * mag_b
-    return scale * count_x * mag_x, scale * count_w * mag_w, bound_b
+    extra = fft_error(abs_x, abs_w, abs_g, kwargs) if method == "fft" else 0.0
+    bound_b = None if mag_b is None or count_b is None else scale * count_b * mag_b + extra
+    return scale * count_x * mag_x + extra, scale * count_w * mag_w + extra, bound_b
 
 
 def assert_within(actual: object, expected: object, bound: object, *, what: str = "result") -> None:

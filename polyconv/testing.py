@@ -51,6 +51,7 @@ from ._bounds import (
     dtype_name,
     eps,
     error_bound,
+    fft_error,
     round_to,
     to_numpy,
     vjp_error_bounds,
@@ -70,6 +71,7 @@ __all__ = [
     "dtype_name",
     "eps",
     "error_bound",
+    "fft_error",
     "load_profile",
     "output_gradients",
     "problems",
@@ -394,13 +396,15 @@ def assert_close(
     c: float = DEFAULT_C,
     check_dtype: bool = True,
     what: str = "y",
+    method: str = "direct",
 ) -> None:
     """Assert a forward result equals ``expected`` (normally the float64 reference on the inputs
-    rounded to ``dtype``) within :func:`error_bound`; with ``check_dtype``, also that ``actual``
-    has dtype ``dtype``."""
+    rounded to ``dtype``) within :func:`error_bound` of the ``method`` that computed it; with
+    ``check_dtype``, also that ``actual`` has dtype ``dtype``."""
     if check_dtype and dtype_name(actual) != dtype:
         raise AssertionError(f"{what}: dtype {dtype_name(actual)}, expected {dtype}")
-    assert_within(actual, expected, error_bound(x, w, bias, dtype, spec_kwargs, c=c), what=what)
+    bound = error_bound(x, w, bias, dtype, spec_kwargs, c=c, method=method)
+    assert_within(actual, expected, bound, what=what)
 
 
 def assert_vjp_close(
@@ -415,10 +419,11 @@ def assert_vjp_close(
     spec_kwargs: Mapping[str, Any] | None = None,
     c: float = DEFAULT_C,
     check_dtype: bool = True,
+    method: str = "direct",
 ) -> None:
     """Assert ``(grad_x, grad_w, grad_bias)`` equal ``expected`` within :func:`vjp_error_bounds`;
     ``grad_bias`` must be ``None`` exactly when ``expected``'s is."""
-    bounds = vjp_error_bounds(x, w, bias, grad_y, dtype, spec_kwargs, c=c)
+    bounds = vjp_error_bounds(x, w, bias, grad_y, dtype, spec_kwargs, c=c, method=method)
     for name, got, want, bound in zip(
         ("grad_x", "grad_w", "grad_bias"), actual, expected, bounds, strict=True
     ):

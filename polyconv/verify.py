@@ -26,9 +26,9 @@ import numpy as np
 
 from . import _spec_args, reference
 from ._api import correlate, correlate_vjp
-from ._bounds import DEFAULT_C, assert_within, error_bound, to_numpy, vjp_error_bounds
+from ._bounds import DEFAULT_C, assert_within, error_bound, fft_error, to_numpy, vjp_error_bounds
 from ._dtypes import FLOAT_DTYPES, result_dtype
-from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._spec import METHODS, CorrSpec, IntOrTuple, PaddingArg, normalize
 from .backends import Array, Backend, available, get
 
 __all__ = ["BackendResult", "Check", "VerifyReport", "add_arguments", "run", "verify"]
@@ -65,6 +65,7 @@ class BackendResult:
     backend: str
     dtype: str
     device: str
+    method: str = "direct"  # what the call computed by: "direct" or "fft"
     checks: tuple[Check, ...] = ()
     forward_seconds: float | None = None
     vjp_seconds: float | None = None
@@ -93,6 +94,7 @@ class VerifyReport:
     seed: int
     results: tuple[BackendResult, ...]
     c: float = DEFAULT_C
+    method: str = "auto"
 
     @property
     def ok(self) -> bool:
@@ -114,6 +116,8 @@ class VerifyReport:
             x_shape, self.spec.w_shape, self.spec_kwargs, bias=self.spec.has_bias
         )
         flags += ["--dtype", self.dtype, "--seed", str(self.seed)]
+        if self.method != "auto":
+            flags += ["--method", self.method]
         flags += ["--backends", ",".join(r.backend for r in self.results)]
         return _spec_args.command("verify", flags)
 
@@ -145,16 +149,16 @@ def _render(report: VerifyReport) -> str:
         f"{keywords} -> y {spec.user_out_shape}",
         f"reference: float64 (polyconv.reference); bound per element: c * eps({report.dtype}) * "
         f"K * sum(|terms|), c = {report.c:g}, K = {spec.terms_per_output + spec.has_bias} terms "
-        "per output",
+        "per output; the FFT method adds a global term (polyconv.testing.fft_error)",
         "",
     ]
     header = (
-        "backend", "dtype", "device", "result", "max abs err", "max rel err", "bound",
+        "backend", "dtype", "device", "method", "result", "max abs err", "max rel err", "bound",
         "err/bound", "time/call", "status",
     )  # fmt: skip
     rows: list[tuple[str, ...]] = [header]
     for result in report.results:
-        first = (result.backend, result.dtype, result.device)
+        first = (result.backend, result.dtype, result.device, result.method)
         if result.error is not None:
             rows.append((*first, "-", "", "", "", "", "", "FAIL"))
             continue
@@ -172,7 +176,7 @@ def _render(report: VerifyReport) -> str:
                     "ok" if check.passed else "FAIL",
                 )
             )
-            first = ("", "", "")
+            first = ("", "", "", "")
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         lines.append(
@@ -265,6 +269,7 @@ def _median_seconds(call: Callable[[], Array], backend: Backend, timing: bool) -
 
 def _run_backend(
     name: str,
+    method: str,
     inputs: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray],
     expected: Sequence[np.ndarray | None],
     bounds: Sequence[np.ndarray | None],
@@ -290,7 +295,9 @@ def _run_backend(
             lambda: correlate_vjp(x, w, b, g, backend=name, **kwargs)[0], backend, timing
         )
     except Exception as error:  # a backend that raises fails the check; the report says how
-        return BackendResult(name, dtype, device, error=f"raised {type(error).__name__}: {error}")
+        return BackendResult(
+            name, dtype, device, method, error=f"raised {type(error).__name__}: {error}"
+        )
     checks = [
         _check(result, backend, actual, want, bound, dtype)
         for result, actual, want, bound in zip(RESULTS, (y, *grads), expected, bounds, strict=True)
@@ -308,7 +315,7 @@ def _run_backend(
                 f"grad_bias is {grads[2]!r}",
             )
         )
-    return BackendResult(name, dtype, device, tuple(checks), forward, vjp)
+    return BackendResult(name, dtype, device, method, tuple(checks), forward, vjp)
 
 
 def _as_float64(name: str, obj: object, dtype: str) -> np.ndarray:
@@ -338,13 +345,15 @@ def verify(
     dilation: IntOrTuple = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    method: str = "auto",
 ) -> VerifyReport:
     """Run one correlation problem on every backend, forward and backward, against the float64
     reference; the report renders as a table (``print(report)``) and ``report.ok`` says whether
     every backend agreed within the error bound.
 
     ``x`` and ``w`` are shapes (``(8, 3, 32, 32)``; values drawn uniformly in [-1, 1) from
-    ``seed``) or arrays of any backend. ``bias``: ``True`` draws one, ``False``/``None`` means
+    ``seed``) or arrays of any backend. ``method`` is passed to every call; each backend's
+    result is held to the bound of the method it computed by (``"auto"`` may choose the FFT). ``bias``: ``True`` draws one, ``False``/``None`` means
     none, or an array. ``dtype`` is the dtype every backend computes in (default float32 for
     shapes, the arrays' own dtype for arrays); inputs are rounded to it before the reference sees
     them, so only the computation's error is measured. ``backends``: names (default: every
@@ -399,15 +408,22 @@ def verify(
         reference.correlate(x64, w64, b64, **kwargs),
         *reference.correlate_vjp(x64, w64, b64, g64, **kwargs),
     )
-    bounds = (
+    direct_bounds = (
         error_bound(x64, w64, b64, dtype, kwargs),
         *vjp_error_bounds(x64, w64, b64, g64, dtype, kwargs),
     )
-    results = tuple(
-        _run_backend(name, (x64, w64, b64, g64), expected, bounds, dtype, kwargs, timing)
-        for name in names
-    )
-    return VerifyReport(spec, kwargs, dtype, seed, results)
+    fft_term = fft_error(x64, w64, g64, kwargs)
+    fft_bounds = tuple(None if b is None else b + fft_term for b in direct_bounds)
+    results = []
+    for name in names:
+        used = normalize(spec.x_shape, spec.w_shape, **kwargs, method=method, backend=name).method
+        bounds = fft_bounds if used == "fft" else direct_bounds
+        inputs = (x64, w64, b64, g64)
+        call_kwargs = {**kwargs, "method": method}
+        results.append(
+            _run_backend(name, used, inputs, expected, bounds, dtype, call_kwargs, timing)
+        )
+    return VerifyReport(spec, kwargs, dtype, seed, tuple(results), method=method)
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -442,6 +458,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead of one problem, check N random problems (polyconv.testing strategies, "
         "needs Hypothesis) and report the worst, shrunk when a backend disagrees",
     )
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="how every backend computes (default auto: each backend's cost model chooses)",
+    )
     parser.add_argument("--no-timing", dest="timing", action="store_false", help="skip the timing")
 
 
@@ -465,6 +487,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             backends=args.backends,
             timing=args.timing,
+            method=args.method,
             **_spec_args.spec_kwargs(args),
         )
     except (ValueError, TypeError) as error:

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import math
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
+from hypothesis import strategies as st
 
-from polyconv import testing
-from polyconv.backends import Backend, get, registered
+import polyconv as pc
+from polyconv import reference, testing
+from polyconv.backends import Array, Backend, get, registered
 
 BACKEND_NAMES = sorted(registered())
 
@@ -102,3 +106,113 @@ def plugin_entry_points(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[s
     yield register
     monkeypatch.undo()
     rebuild()
+
+
+# --- running a drawn problem on a backend ---------------------------------------------------
+
+FLOAT_DTYPES = ("float64", "float32", "float16")
+# Two computations that are each within the bound of the exact result differ by at most twice it.
+PAIR_C = 2 * testing.DEFAULT_C
+
+
+@pytest.fixture(scope="session", params=FLOAT_DTYPES)
+def dtype(request: pytest.FixtureRequest, backend: Backend) -> str:
+    """Each float dtype the backend supports (float16 is probed; skipped with the reason)."""
+    require_dtype(backend.name, request.param)
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def numpy_backend() -> Backend:
+    return require_backend("numpy")
+
+
+@pytest.fixture(scope="session")
+def torch_backend() -> Backend:
+    return require_backend("torch")
+
+
+@pytest.fixture(scope="session")
+def jax_backend() -> Backend:
+    return require_backend("jax")
+
+
+def native(backend: Backend, a: np.ndarray | None, dtype: str) -> Array | None:
+    """``a`` as the backend's own array of ``dtype`` (None stays None)."""
+    return None if a is None else backend.convert(a.astype(dtype), dtype, None)
+
+
+def problem_arrays(problem: testing.Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    return problem.x, problem.w, problem.bias
+
+
+def run_forward(backend: Backend, problem: testing.Problem, method: str = "auto") -> Array:
+    arrays = (native(backend, a, problem.dtype) for a in problem_arrays(problem))
+    return pc.correlate(*arrays, method=method, backend=backend.name, **problem.spec_kwargs)
+
+
+def run_vjp(
+    backend: Backend, problem: testing.Problem, method: str = "auto"
+) -> tuple[Array, Array, Array | None]:
+    arrays = (native(backend, a, problem.dtype) for a in (*problem_arrays(problem), problem.grad_y))
+    return pc.correlate_vjp(*arrays, method=method, backend=backend.name, **problem.spec_kwargs)
+
+
+# --- non-finite input: NaN and inf reach exactly what reads them -----------------------------
+
+# NumPy warns about inf - inf and inf * 0 (also in worker threads, where np.errstate does not
+# reach); those warnings are not what the non-finite properties are about.
+ignore_float_warnings = pytest.mark.filterwarnings(
+    "ignore:invalid value encountered:RuntimeWarning",
+    "ignore:overflow encountered:RuntimeWarning",
+)
+
+
+def with_nonfinite(
+    problem: testing.Problem, data: st.DataObject
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """``x`` with one element made NaN or +-inf, and the indicator of that element."""
+    index = data.draw(st.integers(0, problem.x.size - 1), label="index")
+    value = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]), label="value")
+    x = problem.x.copy()
+    x.flat[index] = value
+    indicator = np.zeros_like(problem.x)
+    indicator.flat[index] = 1.0
+    return x, indicator, value
+
+
+def check_nonfinite_outputs(
+    backend: Backend, problem: testing.Problem, data: st.DataObject, method: str
+) -> None:
+    """The outputs that read the non-finite input element are non-finite (NaN for NaN), and
+    no other output is."""
+    x, indicator, value = with_nonfinite(problem, data)
+    reads = reference.correlate(indicator, np.ones_like(problem.w), **problem.spec_kwargs) > 0
+    arrays = (native(backend, a, problem.dtype) for a in (x, problem.w, problem.bias))
+    y = pc.correlate(*arrays, method=method, backend=backend.name, **problem.spec_kwargs)
+    y_np = testing.to_numpy(y)
+    np.testing.assert_array_equal(~np.isfinite(y_np), reads)
+    if math.isnan(value):
+        np.testing.assert_array_equal(np.isnan(y_np), reads)
+
+
+def check_nonfinite_gradients(
+    backend: Backend, problem: testing.Problem, data: st.DataObject, method: str
+) -> None:
+    """A non-finite x poisons the kernel gradients whose taps read it, and nothing else: grad_x
+    and grad_bias do not depend on x."""
+    x, indicator, _ = with_nonfinite(problem, data)
+    ones_grad_y = np.ones_like(problem.grad_y)
+    _, reads, _ = reference.correlate_vjp(
+        indicator, np.ones_like(problem.w), None, ones_grad_y, **problem.spec_kwargs
+    )
+    arrays = (
+        native(backend, a, problem.dtype) for a in (x, problem.w, problem.bias, problem.grad_y)
+    )
+    grad_x, grad_w, grad_bias = pc.correlate_vjp(
+        *arrays, method=method, backend=backend.name, **problem.spec_kwargs
+    )
+    assert np.isfinite(testing.to_numpy(grad_x)).all()
+    np.testing.assert_array_equal(~np.isfinite(testing.to_numpy(grad_w)), reads > 0)
+    if grad_bias is not None:
+        assert np.isfinite(testing.to_numpy(grad_bias)).all()

@@ -14,7 +14,18 @@ import math
 
 import numpy as np
 import pytest
-from conftest import BACKEND_NAMES, require_backend, require_dtype
+from conftest import (
+    BACKEND_NAMES,
+    FLOAT_DTYPES,
+    PAIR_C,
+    check_nonfinite_gradients,
+    check_nonfinite_outputs,
+    ignore_float_warnings,
+    native,
+    problem_arrays,
+    run_forward,
+    run_vjp,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -37,17 +48,6 @@ from polyconv.testing import (
     vjp_error_bounds,
 )
 
-FLOAT_DTYPES = ("float64", "float32", "float16")
-# Two computations that are each within the bound of the exact result differ by at most twice it.
-PAIR_C = 2 * DEFAULT_C
-
-
-@pytest.fixture(scope="session", params=FLOAT_DTYPES)
-def dtype(request: pytest.FixtureRequest, backend: Backend) -> str:
-    """Each float dtype the backend supports (float16 is probed; skipped with the reason)."""
-    require_dtype(backend.name, request.param)
-    return str(request.param)
-
 
 @pytest.fixture(scope="session", params=FLOAT_DTYPES)
 def backends_in_dtype(request: pytest.FixtureRequest) -> tuple[str, list[Backend]]:
@@ -65,47 +65,6 @@ def backends_in_dtype(request: pytest.FixtureRequest) -> tuple[str, list[Backend
     if len(usable) < 2:
         pytest.skip(f"fewer than two backends compute in {dtype} here: {'; '.join(reasons)}")
     return dtype, usable
-
-
-@pytest.fixture(scope="session")
-def numpy_backend() -> Backend:
-    return require_backend("numpy")
-
-
-@pytest.fixture(scope="session")
-def torch_backend() -> Backend:
-    return require_backend("torch")
-
-
-@pytest.fixture(scope="session")
-def jax_backend() -> Backend:
-    return require_backend("jax")
-
-
-def native(backend: Backend, a: np.ndarray | None, dtype: str) -> Array | None:
-    """``a`` as the backend's own array of ``dtype`` (None stays None)."""
-    return None if a is None else backend.convert(a.astype(dtype), dtype, None)
-
-
-def native_arrays(backend: Backend, problem: Problem) -> tuple[Array, Array, Array | None]:
-    x, w, bias = (native(backend, a, problem.dtype) for a in (problem.x, problem.w, problem.bias))
-    return x, w, bias
-
-
-def run_forward(backend: Backend, problem: Problem) -> Array:
-    return pc.correlate(
-        *native_arrays(backend, problem), backend=backend.name, **problem.spec_kwargs
-    )
-
-
-def run_vjp(backend: Backend, problem: Problem) -> tuple[Array, Array, Array | None]:
-    grad_y = native(backend, problem.grad_y, problem.dtype)
-    arrays = native_arrays(backend, problem)
-    return pc.correlate_vjp(*arrays, grad_y, backend=backend.name, **problem.spec_kwargs)
-
-
-def problem_arrays(problem: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    return problem.x, problem.w, problem.bias
 
 
 # --- every backend against the reference -----------------------------------------------------
@@ -259,7 +218,7 @@ def test_jax_grad_equals_correlate_vjp(jax_backend: Backend, problem: Problem) -
 
 @given(problem=problems(dtypes=["float64", "float32"]))
 def test_convolve_equals_correlate_with_flipped_kernel(backend: Backend, problem: Problem) -> None:
-    x, w, bias = native_arrays(backend, problem)
+    x, w, bias = (native(backend, a, problem.dtype) for a in problem_arrays(problem))
     convolved = pc.convolve(x, w, bias, backend=backend.name, **problem.spec_kwargs)
     flipped = np.flip(problem.w, axis=tuple(range(2, problem.w.ndim)))
     correlated = pc.correlate(
@@ -310,59 +269,18 @@ def test_output_shape_follows_the_shape_rule(problem: Problem) -> None:
 # --- non-finite input ------------------------------------------------------------------------
 
 
-# NumPy warns about inf - inf and inf * 0 (also in the NumPy backend's worker threads, where
-# np.errstate does not reach); those warnings are not what these properties are about.
-ignore_float_warnings = pytest.mark.filterwarnings(
-    "ignore:invalid value encountered:RuntimeWarning",
-    "ignore:overflow encountered:RuntimeWarning",
-)
-
-
-def _with_nonfinite(problem: Problem, data) -> tuple[np.ndarray, np.ndarray, float]:
-    """``x`` with one element made NaN or +-inf, and the indicator of that element."""
-    index = data.draw(st.integers(0, problem.x.size - 1), label="index")
-    value = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]), label="value")
-    x = problem.x.copy()
-    x.flat[index] = value
-    indicator = np.zeros_like(problem.x)
-    indicator.flat[index] = 1.0
-    return x, indicator, value
-
-
 @ignore_float_warnings
 @given(data=st.data())
 def test_nonfinite_input_reaches_exactly_the_outputs_that_read_it(backend: Backend, data) -> None:
     problem = data.draw(problems(dtypes=["float64", "float32"]), label="problem")
-    x, indicator, value = _with_nonfinite(problem, data)
-    reads = reference.correlate(indicator, np.ones_like(problem.w), **problem.spec_kwargs) > 0
-    arrays = (native(backend, a, problem.dtype) for a in (x, problem.w, problem.bias))
-    y = to_numpy(pc.correlate(*arrays, backend=backend.name, **problem.spec_kwargs))
-    np.testing.assert_array_equal(~np.isfinite(y), reads)
-    if math.isnan(value):
-        np.testing.assert_array_equal(np.isnan(y), reads)
+    check_nonfinite_outputs(backend, problem, data, method="direct")
 
 
 @ignore_float_warnings
 @given(data=st.data())
 def test_nonfinite_input_reaches_exactly_the_gradients_that_read_it(backend: Backend, data) -> None:
-    """Non-finite x poisons the kernel gradients whose taps read it, and nothing else: grad_x
-    and grad_bias do not depend on x."""
     problem = data.draw(problems(dtypes=["float64", "float32"], with_grad_y=True), label="problem")
-    x, indicator, _ = _with_nonfinite(problem, data)
-    ones_grad_y = np.ones_like(problem.grad_y)
-    _, reads, _ = reference.correlate_vjp(
-        indicator, np.ones_like(problem.w), None, ones_grad_y, **problem.spec_kwargs
-    )
-    arrays = (
-        native(backend, a, problem.dtype) for a in (x, problem.w, problem.bias, problem.grad_y)
-    )
-    grad_x, grad_w, grad_bias = pc.correlate_vjp(
-        *arrays, backend=backend.name, **problem.spec_kwargs
-    )
-    assert np.isfinite(to_numpy(grad_x)).all()
-    np.testing.assert_array_equal(~np.isfinite(to_numpy(grad_w)), reads > 0)
-    if grad_bias is not None:
-        assert np.isfinite(to_numpy(grad_bias)).all()
+    check_nonfinite_gradients(backend, problem, data, method="direct")
 
 
 # --- the NumPy backend's gradients (issue 2) -------------------------------------------------

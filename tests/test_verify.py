@@ -173,3 +173,15 @@ def test_random_search_shrinks_a_disagreement_to_its_simplest_case(
     assert problem.spec_kwargs["padding_mode"] == "reflect"
     assert problem.w.ndim == 3 and problem.w.shape[0] == 1  # 1-D, one output channel
     assert "reproduce: polyconv verify" in outcome.summary()
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_each_backend_is_held_to_the_bound_of_the_method_it_ran(method: str) -> None:
+    report = verify(
+        (1, 1, 40, 40), (1, 1, 9, 9), dtype="float64", backends=["numpy"], method=method,
+        timing=False,
+    )  # fmt: skip
+    assert report.ok, str(report)
+    assert [r.method for r in report.results] == [method]
+    assert f"numpy      float64  cpu     {method}" in str(report)
+    assert report.method == method and (method == "direct") == ("--method" not in report.command())
