@@ -41,6 +41,9 @@ class Bench:
     targets: list[Target] = field(default_factory=list)
     methods: dict[str, str] = field(default_factory=dict)  # row -> the method "auto" chose
     memory_bytes: int | None = None  # input + output bytes: set for memory cases only
+    # The problem's x and w shapes and keywords, recorded in the JSON so that the cost model's
+    # choice can be checked against the measured direct and FFT rows (tests/test_methods.py).
+    problem: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)

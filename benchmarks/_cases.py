@@ -21,9 +21,15 @@ SECTIONS = {
     "native": "3. Torch and JAX backends vs their native calls",
     "training": "4. Training: pc.fit vs a hand-written native loop",
     "memory": "5. Memory of the NumPy backend's forward",
+    "methods": "6. Direct and FFT methods on the layers: what the cost model must choose between",
 }
 
 NOTES = {
+    "methods": (
+        "pc.correlate(x, w, method=...) on each backend's own arrays, for the layers of section 2. "
+        "*auto chose* is the method the cost model (polyconv._methods) picks; tests/test_methods.py "
+        "checks it against these rows and those of sections 1 and 3 (benchmarks/results.json)."
+    ),
     "images": (
         "x is (1, 1, H, W) and w (1, 1, k, k), float32, valid padding. SciPy gets the 2-D arrays; "
         "fftconvolve and oaconvolve get the flipped kernel (they convolve). Ratios are to the "
@@ -103,6 +109,7 @@ def _images(size: int, k: int) -> Bench:
         baseline=natives,
         methods={"polyconv numpy auto": _auto_method(x, w, "numpy")},
         targets=[Target("numpy auto <= 1.0x best of torch/SciPy", "polyconv numpy auto", natives)],
+        problem=_problem(x, w),
     )
 
 
@@ -129,6 +136,35 @@ def _layer_arrays(name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     layer = LAYERS[name]
     options = dict(stride=layer.stride, padding=layer.dilation, dilation=layer.dilation)
     return _normal(*layer.shape), _normal(layer.out_channels, layer.shape[1], 3, 3), options
+
+
+def _problem(x: np.ndarray, w: np.ndarray, **options: object) -> dict[str, object]:
+    return {"x_shape": list(x.shape), "w_shape": list(w.shape), "options": options}
+
+
+def _layer_methods(backend: str, name: str) -> Bench:
+    """The direct and FFT methods of one backend on a layer, and what "auto" chose."""
+    x, w, options = _layer_arrays(name)
+    if backend == "torch":
+        import torch
+
+        xb, wb = torch.from_numpy(x), torch.from_numpy(w)
+    elif backend == "jax":
+        import jax.numpy as jnp
+
+        xb, wb = jnp.asarray(x), jnp.asarray(w)
+    else:
+        xb, wb = x, w
+    rows = {
+        f"polyconv {backend} {method}": partial(pc.correlate, xb, wb, method=method, **options)
+        for method in ("direct", "fft")
+    }
+    return Bench(
+        impls=rows,  # type: ignore[arg-type]
+        baseline=tuple(rows),
+        methods={name: _auto_method(x, w, backend, **options) for name in rows},
+        problem=_problem(x, w, **options),
+    )
 
 
 def _layer_forward(name: str) -> Bench:
@@ -216,6 +252,7 @@ def _torch_backend(size: int | None, k: int | None) -> Bench:
         baseline=(native,),
         methods={"polyconv torch auto": _auto_method(x, w, "torch")},
         targets=_native_targets("polyconv torch auto", native, k),
+        problem=_problem(x, w),
     )
 
 
@@ -247,6 +284,7 @@ def _jax_backend(size: int | None, k: int | None) -> Bench:
         baseline=(native,),
         methods={"polyconv jax auto": _auto_method(x, w, "jax")},
         targets=_native_targets("polyconv jax auto", native, k),
+        problem=_problem(x, w),
     )
 
 
@@ -393,6 +431,11 @@ def all_cases() -> list[Case]:
         )
         for name, native in (("torch", _torch_backend), ("jax", _jax_backend))
         for n, k in problems
+    ]
+    cases += [  # not in --quick: the FFT of a whole layer takes a quarter of a second
+        Case(f"methods/{b}/{layer}", "methods", False, partial(_layer_methods, b, layer))
+        for b in ("numpy", "torch", "jax")
+        for layer in LAYERS
     ]
     cases += [
         Case(f"training/{b}/{p}", "training", p == "lesson", partial(_training, b, p))

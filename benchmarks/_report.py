@@ -23,6 +23,7 @@ class Row:
     ratio: float | None  # to the fastest baseline row (memory: peak / (input + output bytes))
     peak_bytes: int | None = None
     times_s: tuple[float, ...] = ()  # every timed run, in order
+    problem: dict[str, object] | None = None  # x_shape, w_shape, options (see Bench.problem)
 
 
 @dataclass
@@ -70,6 +71,7 @@ def run_case(
         ]
     for row in rows:
         row.method = bench.methods.get(row.implementation)
+        row.problem = bench.problem
         log(f"  {case.name}: {row.implementation}: {_value(row)} ({row.runs} runs)")
     _set_ratios(bench, rows)
     return rows, _judge(case, bench.targets, rows)

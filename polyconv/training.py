@@ -144,9 +144,10 @@ def _compiled_step(
         learning_rate: float,
         momentum: float,
     ) -> tuple[Params, SGDState, Array]:
-        residual = backend.correlate(x, params.weight, params.bias, spec) - y
+        y_hat, vjp = backend.correlate_with_vjp(x, params.weight, params.bias, spec)
+        residual = y_hat - y
         grad_y = loss.grad(residual, outputs)
-        _, grad_w, grad_b = backend.correlate_vjp(x, params.weight, params.bias, grad_y, spec)
+        _, grad_w, grad_b = vjp(grad_y)
         updates, state = sgd_update(Params(grad_w, grad_b), state, learning_rate, momentum)
         return apply_updates(params, updates), state, loss.value(residual, outputs)
 

@@ -356,3 +356,19 @@ def test_cuda_input_stays_on_its_device_in_float32() -> None:
         dtype="float32",
         spec_kwargs=kwargs,
     )
+
+
+def test_correlate_with_vjp_shares_one_forward_and_equals_correlate_vjp() -> None:
+    """What a training step calls: the forward and a VJP from the same autograd graph."""
+    from polyconv.backends import get
+
+    rng = np.random.default_rng(3)
+    x, w, b = (torch.from_numpy(rng.standard_normal(s)) for s in ((2, 4, 7, 6), (6, 2, 3, 2), (6,)))
+    spec = pc.normalize(tuple(x.shape), tuple(w.shape), (6,), stride=(2, 1), groups=2, padding=1)
+    grad_y = torch.from_numpy(rng.standard_normal(spec.out_shape))
+    backend = get("torch")
+    y, vjp = backend.correlate_with_vjp(x, w, b, spec)
+    assert not y.requires_grad
+    torch.testing.assert_close(y, backend.correlate(x, w, b, spec), rtol=0, atol=0)
+    for got, want in zip(vjp(grad_y), backend.correlate_vjp(x, w, b, grad_y, spec), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

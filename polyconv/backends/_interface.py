@@ -63,6 +63,16 @@ class Backend(abc.ABC):
     ) -> tuple[Array, Array, Array | None]:
         """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to x, w and bias."""
 
+    def correlate_with_vjp(
+        self, x: Array, w: Array, bias: Array | None, spec: CorrSpec
+    ) -> tuple[Array, Callable[[Array], tuple[Array, Array, Array | None]]]:
+        """The correlation, and the function of ``grad_y`` that gives its VJP (what a training
+        step needs). The default computes the VJP afresh; a backend with autodiff overrides it
+        to reuse the forward pass's work."""
+        return self.correlate(x, w, bias, spec), lambda grad_y: self.correlate_vjp(
+            x, w, bias, grad_y, spec
+        )
+
     def synchronize(self, a: Array) -> None:  # noqa: B027 (a hook whose default is no-op)
         """Wait until ``a`` is computed. Frameworks that run asynchronously (JAX, PyTorch on
         CUDA) override this, so that a timing measures the work rather than its dispatch; the

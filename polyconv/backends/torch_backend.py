@@ -45,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -279,6 +279,28 @@ def _vjp(
     return grads[0], grads[1], grads[2] if bias is not None else None
 
 
+def _correlate_with_vjp(
+    x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec
+) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor, Tensor | None]]]:
+    """The direct method's forward on fresh leaves, and its VJP by autograd through that same
+    graph: one forward pass per training step instead of two."""
+    torch = _torch()
+    with torch.inference_mode(False), torch.enable_grad():
+        leaves = [
+            (t.clone() if t.is_inference() else t.detach()).requires_grad_()
+            for t in (x, w, bias)
+            if t is not None
+        ]
+        y = _correlate_direct(leaves[0], leaves[1], leaves[2] if bias is not None else None, spec)
+
+    def vjp(grad_y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        with torch.inference_mode(False), torch.enable_grad():
+            grads = torch.autograd.grad(y, leaves, grad_outputs=grad_y)
+        return grads[0], grads[1], grads[2] if bias is not None else None
+
+    return y.detach(), vjp
+
+
 class TorchBackend(Backend):
     name = "torch"
     framework = "torch"
@@ -315,6 +337,13 @@ class TorchBackend(Backend):
 
     def correlate(self, x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
         return _correlate(x, w, bias, spec)
+
+    def correlate_with_vjp(
+        self, x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec
+    ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor, Tensor | None]]]:
+        if spec.method == "fft":  # its non-finite check needs the VJP computed afresh
+            return super().correlate_with_vjp(x, w, bias, spec)
+        return _correlate_with_vjp(x, w, bias, spec)
 
     def correlate_vjp(
         self,
