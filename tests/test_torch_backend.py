@@ -6,6 +6,7 @@ The agreement of every backend with the reference on random problems is in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -265,7 +266,7 @@ def user_tf32_flags() -> Any:
 
 
 @pytest.fixture
-def as_if_on_cuda(monkeypatch: pytest.MonkeyPatch) -> list[list[object]]:
+def as_if_on_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[object]]]:
     """Take the CUDA path on CPU tensors, recording the TF32 flags each convolution saw."""
     seen: list[list[object]] = []
     needs = torch_backend._needs_ieee_float32
@@ -277,7 +278,10 @@ def as_if_on_cuda(monkeypatch: pytest.MonkeyPatch) -> list[list[object]]:
         return conv2d(*args, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "conv2d", recording_conv2d)
-    return seen
+    torch_backend._conv.cache_clear()  # it holds the conv functions it looked up
+    yield seen
+    monkeypatch.undo()
+    torch_backend._conv.cache_clear()
 
 
 def test_tf32_is_off_in_the_forward_and_restored_after(
