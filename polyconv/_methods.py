@@ -38,7 +38,7 @@ from .backends._fft_whole import whole_image_fft
 # The NumPy direct method's scheme, defined here so that its cost and its code agree. Tiles
 # are wide enough (outputs times output channels per group) for an efficient matrix product,
 # narrow enough that the Toeplitz band wastes few multiply-adds.
-NUMPY_TILE_COLUMNS = 16
+NUMPY_TILE_COLUMNS = 8
 NUMPY_TILES_MAX_OUTPUTS_PER_GROUP = 4
 
 
