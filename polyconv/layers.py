@@ -32,6 +32,7 @@ from ._api import _lift, correlate
 from ._dispatch import as_input, select_backend
 from ._dtypes import FLOAT_DTYPES, result_dtype
 from ._spec import (
+    METHODS,
     PADDING_STRINGS,
     IntOrTuple,
     PaddingArg,
@@ -124,6 +125,7 @@ class _ConvND:
         backend: str | None = None,
         seed: int = 0,
         dtype: str = "float32",
+        method: str = "auto",
     ) -> None:
         rank = self.rank
         self.kernel_size = _per_axis(kernel_size, rank, "kernel_size")
@@ -143,7 +145,11 @@ class _ConvND:
             raise TypeError(f"bias must be True or False, got {bias!r}")
         if dtype not in FLOAT_DTYPES:
             raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.dtype = dtype
+        # How the layer computes, not what: not part of config (nor of a saved file).
+        self.method = method
         self.backend = select_backend(backend, [])
         self.seed = seed
 
@@ -219,6 +225,7 @@ class _ConvND:
             "dilation": self.dilation,
             "groups": self.groups,
             "padding_mode": self.padding_mode,
+            "method": self.method,
         }
 
     def is_plain_input(self, x_shape: Sequence[int]) -> bool:

@@ -288,6 +288,7 @@ def fit(
         batch_shape,
         layer.weight_shape,
         None if layer.bias is None else (layer.out_channels,),
+        backend=backend.name,  # resolves method="auto" with this backend's cost model
         **layer.options,
     )
     step_fn = _compiled_step(backend, spec, loss)

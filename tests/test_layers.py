@@ -120,8 +120,9 @@ def test_calling_a_layer_is_correlate_with_its_parameters(backend: Backend, rank
     )
     layer.bias = [0.1, 0.2, 0.3, 0.4]
     x = np.random.default_rng(rank).uniform(-1, 1, (3, 2, *([5] * rank))).astype(np.float32)
+    options = {k: v for k, v in layer.options.items() if k != "method"}
     expected = reference.correlate(
-        x, _numpy(layer, layer.weight), _numpy(layer, layer.bias), **layer.options
+        x, _numpy(layer, layer.weight), _numpy(layer, layer.bias), **options
     )
     y = layer(x)
     assert backend.owns(y)
@@ -265,3 +266,19 @@ def test_load_refuses_arrays_that_contradict_the_stored_config(tmp_path: os.Path
     np.savez(path, **entries)
     with pytest.raises(ValueError, match=r"tampered\.npz: weight has shape \(1, 1, 2, 2\)"):
         layer.load(path)
+
+
+def test_a_layer_computes_by_the_method_it_is_given(backend: Backend) -> None:
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 20, 20)).astype(np.float32)
+    outputs = {}
+    for method in ("direct", "fft"):
+        layer = pc.Conv2D(7, in_channels=3, out_channels=2, padding="same", backend=backend.name,
+                          method=method)  # fmt: skip
+        assert layer.options["method"] == method and layer.to(backend.name).method == method
+        outputs[method] = _numpy(layer, layer(x))
+    np.testing.assert_allclose(outputs["fft"], outputs["direct"], rtol=1e-4, atol=1e-5)
+
+
+def test_an_unknown_method_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"method must be one of \('auto', 'direct', 'fft'\)"):
+        pc.Conv2D(3, method="winograd")
