@@ -48,14 +48,19 @@ def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
 
 def unpad_grad(grad_padded: np.ndarray, spec: CorrSpec) -> np.ndarray:
     """The transpose of :func:`pad`: every padded position adds its gradient to its source."""
+    if spec.padding_mode == "zeros":  # the pads are constants: crop them, in one copy
+        interior: tuple[Any, ...] = (
+            ...,
+            *(slice(lo, lo + n) for (lo, _), n in zip(spec.padding, spec.x_shape[2:], strict=True)),
+        )
+        return np.ascontiguousarray(grad_padded[interior])
     grad = grad_padded
     for axis, (n, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
         moved = np.moveaxis(grad, 2 + axis, 0)
         folded = moved[lo : lo + n].copy()
-        if spec.padding_mode != "zeros":
-            index = pad_indices(n, lo, hi, spec.padding_mode)
-            np.add.at(folded, index[:lo], moved[:lo])
-            np.add.at(folded, index[lo + n :], moved[lo + n :])
+        index = pad_indices(n, lo, hi, spec.padding_mode)
+        np.add.at(folded, index[:lo], moved[:lo])
+        np.add.at(folded, index[lo + n :], moved[lo + n :])
         grad = np.moveaxis(folded, 0, 2 + axis)
     return grad
 
