@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ._dispatch import Input, as_input, call_signature, convert_inputs, select_backend
 from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
@@ -36,7 +37,7 @@ def _prepare(
     if repeat is not None:
         chosen, spec = repeat
         return chosen, _batched(dict(arrays), spec), spec
-    chosen, result, spec = _inspect_and_convert(arrays, *settings)
+    chosen, result, spec = _inspect_and_convert(arrays, settings)
     if key is not None and all(result[name] is obj for name, obj in arrays.items()):
         if len(_REPEATS) >= _REPEATS_MAX:
             _REPEATS.clear()
@@ -53,15 +54,9 @@ def _batched(arrays: dict[str, Array], spec: CorrSpec) -> dict[str, Array]:
 
 
 def _inspect_and_convert(
-    arrays: dict[str, object],
-    backend: str | None,
-    stride: IntOrTuple,
-    padding: PaddingArg,
-    dilation: IntOrTuple,
-    groups: int,
-    padding_mode: str,
-    method: str,
+    arrays: dict[str, object], settings: tuple[Any, ...]
 ) -> tuple[Backend, dict[str, Array], CorrSpec]:
+    backend, stride, padding, dilation, groups, padding_mode, method = settings
     # Only bias is optional; a None x, w or grad_y is refused by as_input with its name.
     inputs = [as_input(n, obj) for n, obj in arrays.items() if obj is not None or n != "bias"]
     by_name = {i.name: i for i in inputs}

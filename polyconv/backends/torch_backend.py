@@ -255,6 +255,29 @@ def _grads_finite(grads: tuple[Tensor | None, ...]) -> bool:
     return all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
 
 
+def _forward_with_vjp(
+    x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec, forward: Callable[..., Tensor]
+) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor, Tensor | None]]]:
+    """``forward`` on fresh leaves, and the VJP through that graph by autograd. Fresh leaves:
+    the user's graph is neither extended nor consumed; inference-mode tensors cannot enter
+    autograd at all, so those are copied."""
+    torch = _torch()
+    with torch.inference_mode(False), torch.enable_grad():
+        leaves = [
+            (t.clone() if t.is_inference() else t.detach()).requires_grad_()
+            for t in (x, w, bias)
+            if t is not None
+        ]
+        y = forward(leaves[0], leaves[1], leaves[2] if bias is not None else None, spec)
+
+    def vjp(grad_y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        with torch.inference_mode(False), torch.enable_grad():
+            grads = torch.autograd.grad(y, leaves, grad_outputs=grad_y)
+        return grads[0], grads[1], grads[2] if bias is not None else None
+
+    return y, vjp
+
+
 def _vjp(
     x: Tensor,
     w: Tensor,
@@ -262,45 +285,13 @@ def _vjp(
     grad_y: Tensor,
     spec: CorrSpec,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    torch = _torch()
-    with torch.inference_mode(False), torch.enable_grad():
-        # Fresh leaves, so the user's graph is neither extended nor consumed; inference-mode
-        # tensors cannot enter autograd at all, so those are copied.
-        leaves = [
-            (t.clone() if t.is_inference() else t.detach()).requires_grad_()
-            for t in (x, w, bias)
-            if t is not None
-        ]
-        # The FFT's own check comes after the backward: a non-finite x, w or grad_y spreads
-        # through the FFTs to every element of some gradient (see _correlate_fft).
-        forward = _fft_unchecked if spec.method == "fft" else _correlate_direct
-        y = forward(leaves[0], leaves[1], leaves[2] if bias is not None else None, spec)
-        grads = torch.autograd.grad(y, leaves, grad_outputs=grad_y)
+    # The FFT's own check comes after the backward: a non-finite x, w or grad_y spreads
+    # through the FFTs to every element of some gradient (see _correlate_fft).
+    forward = _fft_unchecked if spec.method == "fft" else _correlate_direct
+    grads = _forward_with_vjp(x, w, bias, spec, forward)[1](grad_y)
     if spec.method == "fft" and not _grads_finite(grads):
         return _vjp(x, w, bias, grad_y, replace(spec, method="direct"))
-    return grads[0], grads[1], grads[2] if bias is not None else None
-
-
-def _correlate_with_vjp(
-    x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec
-) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor, Tensor | None]]]:
-    """The direct method's forward on fresh leaves, and its VJP by autograd through that same
-    graph: one forward pass per training step instead of two."""
-    torch = _torch()
-    with torch.inference_mode(False), torch.enable_grad():
-        leaves = [
-            (t.clone() if t.is_inference() else t.detach()).requires_grad_()
-            for t in (x, w, bias)
-            if t is not None
-        ]
-        y = _correlate_direct(leaves[0], leaves[1], leaves[2] if bias is not None else None, spec)
-
-    def vjp(grad_y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        with torch.inference_mode(False), torch.enable_grad():
-            grads = torch.autograd.grad(y, leaves, grad_outputs=grad_y)
-        return grads[0], grads[1], grads[2] if bias is not None else None
-
-    return y.detach(), vjp
+    return grads
 
 
 class TorchBackend(Backend):
@@ -345,7 +336,9 @@ class TorchBackend(Backend):
     ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor, Tensor | None]]]:
         if spec.method == "fft":  # its non-finite check needs the VJP computed afresh
             return super().correlate_with_vjp(x, w, bias, spec)
-        return _correlate_with_vjp(x, w, bias, spec)
+        # One forward pass per training step instead of two.
+        y, vjp = _forward_with_vjp(x, w, bias, spec, _correlate_direct)
+        return y.detach(), vjp
 
     def correlate_vjp(
         self,
