@@ -26,7 +26,8 @@ SECTIONS = {
 
 NOTES = {
     "methods": (
-        "pc.correlate(x, w, method=...) on each backend's own arrays, for the layers of section 2. "
+        "pc.correlate(x, w, method=...) on each backend's own arrays, for the layers of section 2 "
+        "and four small problems (valid padding). "
         "*auto chose* is the method the cost model (polyconv._methods) picks; tests/test_methods.py "
         "checks it against these rows and those of sections 1 and 3 (benchmarks/results.json)."
     ),
@@ -142,9 +143,26 @@ def _problem(x: np.ndarray, w: np.ndarray, **options: object) -> dict[str, objec
     return {"x_shape": list(x.shape), "w_shape": list(w.shape), "options": options}
 
 
+# Small problems where the two methods are close: a cost model that is only right for large
+# ones would choose badly here (the lesson's size is in section 3).
+SMALL_PROBLEMS = {
+    "N8-C3-32x32-O8-k3": ((8, 3, 32, 32), (8, 3, 3, 3)),
+    "N4-C8-32x32-O8-k5": ((4, 8, 32, 32), (8, 8, 5, 5)),
+    "N1-C1-64x64-O1-k3": ((1, 1, 64, 64), (1, 1, 3, 3)),
+    "N1-C1-128x128-O1-k5": ((1, 1, 128, 128), (1, 1, 5, 5)),
+    "N1-C1-6x8-O1-k1x2": ((1, 1, 6, 8), (1, 1, 1, 2)),  # the lesson's size
+    "N2-C3-12x12-O4-k3": ((2, 3, 12, 12), (4, 3, 3, 3)),
+}
+
+
 def _layer_methods(backend: str, name: str) -> Bench:
-    """The direct and FFT methods of one backend on a layer, and what "auto" chose."""
-    x, w, options = _layer_arrays(name)
+    """The direct and FFT methods of one backend on a layer (or a small problem), and what
+    "auto" chose."""
+    if name in SMALL_PROBLEMS:
+        x_shape, w_shape = SMALL_PROBLEMS[name]
+        x, w, options = _normal(*x_shape), _normal(*w_shape), {}
+    else:
+        x, w, options = _layer_arrays(name)
     if backend == "torch":
         import torch
 
@@ -435,7 +453,7 @@ def all_cases() -> list[Case]:
     cases += [  # not in --quick: the FFT of a whole layer takes a quarter of a second
         Case(f"methods/{b}/{layer}", "methods", False, partial(_layer_methods, b, layer))
         for b in ("numpy", "torch", "jax")
-        for layer in LAYERS
+        for layer in (*LAYERS, *SMALL_PROBLEMS)
     ]
     cases += [
         Case(f"training/{b}/{p}", "training", p == "lesson", partial(_training, b, p))

@@ -72,42 +72,43 @@ class CostModel:
     fft_call: float  # per call
 
 
-# Fitted (least squares on the log of the time) to the medians of ``python -m benchmarks`` on
-# the project's 2-core machine; see docs/benchmarks.md. A constant the fit drove to zero is 0:
-# that term is not what limits this backend on the benchmark cases.
+# Fitted to the medians of ``python -m benchmarks`` (benchmarks/results.json) on the project's
+# 2-core machine by least squares on the log of each case's direct/FFT time ratio (what the
+# choice depends on), plus a lighter weight on the log of each time. A constant the fit drove
+# to its floor is 0: that term is not what limits this backend on the benchmark cases.
 MODELS: dict[str, CostModel] = {
     "numpy": CostModel(
-        gemm=7.2e-12,
-        narrow=7.2e-12,
+        gemm=3.8e-11,
+        narrow=3.8e-11,
         contraction_knee=1.0,
-        direct_element=2.6e-9,
-        direct_call=3e-5,
-        fft=0.0,
-        spectral=2.0e-9,
-        fft_element=1.4e-8,
-        fft_call=1.5e-4,
+        direct_element=1.7e-09,
+        direct_call=0.00038,
+        fft=2.2e-10,
+        spectral=6.4e-09,
+        fft_element=8.3e-09,
+        fft_call=0.00078,
     ),
     "torch": CostModel(
-        gemm=9.7e-12,
-        narrow=1.6e-9,
-        contraction_knee=6.0,
-        direct_element=0.0,
-        direct_call=1e-5,
-        fft=8.6e-10,
-        spectral=5.5e-9,
+        gemm=3.3e-12,
+        narrow=2.5e-10,
+        contraction_knee=51.0,
+        direct_element=7.1e-10,
+        direct_call=6.2e-05,
+        fft=1.6e-10,
+        spectral=1.4e-08,
         fft_element=0.0,
-        fft_call=1e-4,
+        fft_call=0.00039,
     ),
     "jax": CostModel(
-        gemm=1.1e-11,
-        narrow=7.1e-9,
-        contraction_knee=3.3,
+        gemm=6.5e-11,
+        narrow=6.1e-09,
+        contraction_knee=2.2,
         direct_element=0.0,
-        direct_call=1e-5,
-        fft=3.8e-10,
-        spectral=3.3e-9,
+        direct_call=4.3e-05,
+        fft=1.7e-10,
+        spectral=6.9e-09,
         fft_element=0.0,
-        fft_call=1e-4,
+        fft_call=6.6e-05,
     ),
 }
 
