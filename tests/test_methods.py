@@ -3,7 +3,8 @@
 ``benchmarks/results.json`` is the record of the latest full ``python -m benchmarks --json``
 run (docs/benchmarks.md). For every case where it timed both the direct and the FFT method of
 one backend, the model's choice for that problem must be the faster one, or within ``TIE`` of
-it: medians on a shared 2-core machine move by that much between runs. Nothing is timed here.
+it, or within ``SLACK_S`` seconds of it: medians on the 2-core machine move by that much between
+runs (more than 25% for sub-millisecond calls). Nothing is timed here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from polyconv._methods import choose_method, direct_cost, fft_cost
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results.json"
 TIE = 1.25
+SLACK_S = 0.25e-3
 
 
 def _measured() -> list[tuple[str, str, dict[str, float], dict[str, object]]]:
@@ -61,7 +63,7 @@ def test_auto_picks_the_method_that_measured_faster(
     spec = _spec(problem, backend)
     chosen = choose_method(spec, backend)
     faster = min(times, key=times.__getitem__)
-    assert times[chosen] <= TIE * times[faster], (
+    assert times[chosen] <= max(TIE * times[faster], times[faster] + SLACK_S), (
         f"auto chose {chosen} ({times[chosen] * 1e3:.3g} ms) over {faster} "
         f"({times[faster] * 1e3:.3g} ms); model: direct {direct_cost(spec, backend) * 1e3:.3g} "
         f"ms, fft {fft_cost(spec, backend) * 1e3:.3g} ms"
