@@ -70,6 +70,12 @@ def _rounded_abs(a: object, dtype: str) -> np.ndarray:
     return np.abs(round_to(a, dtype))
 
 
+def _spec_keywords(spec_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keywords that define the problem: ``method`` says how it was computed, which the
+    bound takes separately."""
+    return {k: v for k, v in (spec_kwargs or {}).items() if k != "method"}
+
+
 def fft_error(
     x: object, w: object, grad_y: object, spec_kwargs: Mapping[str, Any] | None = None
 ) -> float:
@@ -80,12 +86,12 @@ def fft_error(
     (Higham, 24.1), so a circular correlation by FFT errs by about ``eps * log2(L)`` times
     ``||x||_2 * max|rfft(w)| <= sqrt(L) * max|x| * sum|w|`` per channel pair. The term
     over-counts on purpose: ``L`` doubles every axis of the padded length plus the kernel
-    extent, the magnitude covers the three products a VJP takes (``x`` with ``w``, ``grad_y`` with ``w``, ``x`` with ``grad_y``) summed over the batch,
-    and a factor 8 covers the forward transforms, the spectral product and the inverse. It
+    extent, the magnitude covers the three products a VJP takes (``x`` with ``w``, ``grad_y``
+    with ``w``, ``x`` with ``grad_y``) summed over the batch, and a factor 8 covers the forward transforms, the spectral product and the inverse. It
     stays far below one misplaced term of float16 or float32 data, so it cannot hide a wrong
     index; it only admits that an output which reads nothing but zeros comes out as ``1e-17``.
     """
-    kwargs = {k: v for k, v in (spec_kwargs or {}).items() if k != "method"}
+    kwargs = _spec_keywords(spec_kwargs)
     abs_x, abs_w = np.abs(to_numpy(x)), np.abs(to_numpy(w))
     spec = normalize(abs_x.shape, abs_w.shape, **kwargs)
     extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
@@ -117,7 +123,7 @@ def error_bound(
     ``K = terms_per_output (+ 1 with a bias)``: the number of terms each output sums. The inputs
     are first rounded to ``dtype``, as the computation sees them. Arrays of any backend work.
     """
-    kwargs = {k: v for k, v in (spec_kwargs or {}).items() if k != "method"}
+    kwargs = _spec_keywords(spec_kwargs)
     abs_x, abs_w = _rounded_abs(x, dtype), _rounded_abs(w, dtype)
     abs_b = None if bias is None else _rounded_abs(bias, dtype)
     spec = normalize(abs_x.shape, abs_w.shape, None if abs_b is None else abs_b.shape, **kwargs)
@@ -147,7 +153,7 @@ def vjp_error_bounds(
     term counts ``K`` from the reference VJP of all-ones arrays; with ``method="fft"``, plus
     :func:`fft_error`.
     """
-    kwargs = {k: v for k, v in (spec_kwargs or {}).items() if k != "method"}
+    kwargs = _spec_keywords(spec_kwargs)
     abs_x, abs_w, abs_g = (_rounded_abs(a, dtype) for a in (x, w, grad_y))
     abs_b = None if bias is None else _rounded_abs(bias, dtype)
     ones_b = None if abs_b is None else np.ones_like(abs_b)

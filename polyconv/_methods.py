@@ -14,7 +14,8 @@ implemented, so the model sees what makes each one fast or slow:
   peak rate (we measured 1-5 GMAC/s single-channel against ~50 GMAC/s for a CNN layer).
   Modelled as a rate rising with the contraction length ``C_in/G * prod(kernel)`` and with the
   output channels per group, plus a memory term per input and output element.
-- FFT (every backend): the overlap-save plan of :mod:`polyconv._fft_plan`: forward transforms of
+- FFT: NumPy's overlap-save plan of :mod:`polyconv._fft_plan`, or for PyTorch and JAX one
+  whole-image transform (:mod:`polyconv.backends._fft_whole`): forward transforms of
   the input tiles (``N * C_in``), inverse transforms of the output tiles (``N * C_out``), each
   ``~ length * log2(length)``, one complex product per (input, output) channel pair and
   frequency, and a per-sample term for tile copies; stride does not shrink any of it (the FFT
@@ -152,14 +153,12 @@ def fft_cost(spec: CorrSpec, backend: str | None = None) -> float:
     model = MODELS.get(backend or "numpy", MODELS["numpy"])
     n, c_in, c_out, cg, _ = _geometry(spec)
     if backend in ("torch", "jax"):  # one whole-image transform per channel
-        lengths = whole_image_fft(spec).lengths
-        tiles, length = 1, math.prod(lengths)
-        bins = length // lengths[-1] * (lengths[-1] // 2 + 1)
+        lengths, tiles = whole_image_fft(spec).lengths, 1
     else:  # NumPy's overlap-save tiles
         plans = fft_plan(spec)
-        tiles = math.prod(p.blocks for p in plans)
-        length = math.prod(p.length for p in plans)
-        bins = length // plans[-1].length * (plans[-1].length // 2 + 1)
+        lengths, tiles = tuple(p.length for p in plans), math.prod(p.blocks for p in plans)
+    length = math.prod(lengths)
+    bins = length // lengths[-1] * (lengths[-1] // 2 + 1)  # real transform of the last axis
     transforms = n * (c_in + c_out) * tiles
     work = transforms * length * math.log2(max(length, 2)) * model.fft
     work += n * c_out * cg * tiles * bins * model.spectral

@@ -29,17 +29,21 @@ def _compute_dtype(dtype: np.dtype, spec: CorrSpec, exact: bool = False) -> np.d
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
+def _interior(spec: CorrSpec) -> tuple[Any, ...]:
+    """Index of the input inside its padded form (leading axes kept)."""
+    return (
+        ...,
+        *(slice(lo, lo + n) for (lo, _), n in zip(spec.padding, spec.x_shape[2:], strict=True)),
+    )
+
+
 def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
     """``x`` padded per ``spec`` (any mode, any width)."""
     if not any(lo or hi for lo, hi in spec.padding):
         return x
     if spec.padding_mode == "zeros":
         padded = np.zeros(x.shape[:2] + spec.padded_shape, dtype=x.dtype)
-        interior: tuple[Any, ...] = (
-            ...,
-            *(slice(lo, lo + n) for (lo, _), n in zip(spec.padding, x.shape[2:], strict=True)),
-        )
-        padded[interior] = x
+        padded[_interior(spec)] = x
         return padded
     for axis, (n, (lo, hi)) in enumerate(zip(x.shape[2:], spec.padding, strict=True)):
         x = np.take(x, pad_indices(n, lo, hi, spec.padding_mode), axis=2 + axis)
@@ -49,11 +53,7 @@ def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
 def unpad_grad(grad_padded: np.ndarray, spec: CorrSpec) -> np.ndarray:
     """The transpose of :func:`pad`: every padded position adds its gradient to its source."""
     if spec.padding_mode == "zeros":  # the pads are constants: crop them, in one copy
-        interior: tuple[Any, ...] = (
-            ...,
-            *(slice(lo, lo + n) for (lo, _), n in zip(spec.padding, spec.x_shape[2:], strict=True)),
-        )
-        return np.ascontiguousarray(grad_padded[interior])
+        return np.ascontiguousarray(grad_padded[_interior(spec)])
     grad = grad_padded
     for axis, (n, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
         moved = np.moveaxis(grad, 2 + axis, 0)
