@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._dispatch import Input, as_input, call_signature, convert_inputs, select_backend
@@ -12,36 +12,42 @@ from .backends import Array, Backend
 # A call whose arrays have the types, dtypes, shapes and devices of an earlier call's, with the
 # same arguments and backend choice, gets that call's backend and spec, when that call needed no
 # conversion: a small problem then costs little more than the native call. (A backend owns
-# arrays by type, and its ``convert`` returns an array of its own dtype unchanged.)
+# arrays by type, and its ``convert`` returns an array of its own dtype unchanged.) For
+# ``correlate``, the most called, the key leads straight to the backend's prepared function.
 _REPEATS: dict[tuple[object, ...], tuple[Backend, CorrSpec]] = {}
+_CORRELATORS: dict[tuple[object, ...], Callable[[Any, Any, Any], Array]] = {}
 _REPEATS_MAX = 512
 
 
+def _remember(cache: dict[tuple[object, ...], Any], key: tuple[object, ...], value: Any) -> None:
+    if len(cache) >= _REPEATS_MAX:
+        cache.clear()
+    cache[key] = value
+
+
+def _lookup(
+    cache: dict[tuple[object, ...], Any], key: tuple[object, ...] | None
+) -> tuple[tuple[object, ...] | None, Any]:
+    """``(key, cached value or None)``; the key becomes None when it is unhashable (a list)."""
+    if key is None:
+        return None, None
+    try:
+        return key, cache.get(key)
+    except TypeError:
+        return None, None
+
+
 def _prepare(
-    arrays: dict[str, object],
-    backend: str | None,
-    stride: IntOrTuple,
-    padding: PaddingArg,
-    dilation: IntOrTuple,
-    groups: int,
-    padding_mode: str,
-    method: str,
+    arrays: dict[str, object], settings: tuple[object, ...]
 ) -> tuple[Backend, dict[str, Array], CorrSpec]:
     """Inspect, validate and convert; the arrays come back batched and of one dtype."""
-    settings = (backend, stride, padding, dilation, groups, padding_mode, method)
-    key = call_signature(arrays, settings)
-    try:
-        repeat = None if key is None else _REPEATS.get(key)
-    except TypeError:  # an unhashable argument (a list): no shortcut
-        key = repeat = None
+    key, repeat = _lookup(_REPEATS, call_signature(tuple(arrays.values()), settings))
     if repeat is not None:
         chosen, spec = repeat
         return chosen, _batched(dict(arrays), spec), spec
     chosen, result, spec = _inspect_and_convert(arrays, settings)
     if key is not None and all(result[name] is obj for name, obj in arrays.items()):
-        if len(_REPEATS) >= _REPEATS_MAX:
-            _REPEATS.clear()
-        _REPEATS[key] = chosen, spec
+        _remember(_REPEATS, key, (chosen, spec))
     return chosen, _batched(result, spec), spec
 
 
@@ -106,18 +112,20 @@ def correlate(
     ``"auto"``, the faster of the two by the backend's cost model (``docs/benchmarks.md``).
     See ``docs/spec.md`` for padding forms and modes, dtypes and backend selection.
     """
-    chosen, a, spec = _prepare(
-        {"x": x, "w": w, "bias": bias},
-        backend,
-        stride,
-        padding,
-        dilation,
-        groups,
-        padding_mode,
-        method,
-    )
-    y = chosen.correlate(a["x"], a["w"], a["bias"], spec)
+    settings = (backend, stride, padding, dilation, groups, padding_mode, method)
+    key, run = _lookup(_CORRELATORS, call_signature((x, w, bias), settings))
+    if run is not None:
+        return run(x, w, bias)
+    chosen, a, spec = _prepare({"x": x, "w": w, "bias": bias}, settings)
+    run = chosen.correlator(spec, a["x"])
+    if key is not None and key in _REPEATS:  # a call that needs no conversion
+        _remember(_CORRELATORS, key, run if spec.batched else _unbatched(run))
+    y = run(a["x"], a["w"], a["bias"])
     return y if spec.batched else y[0, ...]
+
+
+def _unbatched(run: Callable[[Any, Any, Any], Array]) -> Callable[[Any, Any, Any], Array]:
+    return lambda x, w, bias: run(x[None, ...], w, bias)[0, ...]
 
 
 def convolve(
@@ -134,16 +142,8 @@ def convolve(
     backend: str | None = None,
 ) -> Array:
     """True convolution: :func:`correlate` with the kernel flipped along its spatial axes."""
-    chosen, a, spec = _prepare(
-        {"x": x, "w": w, "bias": bias},
-        backend,
-        stride,
-        padding,
-        dilation,
-        groups,
-        padding_mode,
-        method,
-    )
+    settings = (backend, stride, padding, dilation, groups, padding_mode, method)
+    chosen, a, spec = _prepare({"x": x, "w": w, "bias": bias}, settings)
     flipped = chosen.flip(a["w"], tuple(range(2, 2 + spec.rank)))
     y = chosen.correlate(a["x"], flipped, a["bias"], spec)
     return y if spec.batched else y[0, ...]
@@ -167,16 +167,8 @@ def correlate_vjp(
 
     ``grad_bias`` is ``None`` when ``bias`` is ``None``.
     """
-    chosen, a, spec = _prepare(
-        {"x": x, "w": w, "bias": bias, "grad_y": grad_y},
-        backend,
-        stride,
-        padding,
-        dilation,
-        groups,
-        padding_mode,
-        method,
-    )
+    settings = (backend, stride, padding, dilation, groups, padding_mode, method)
+    chosen, a, spec = _prepare({"x": x, "w": w, "bias": bias, "grad_y": grad_y}, settings)
     grad_x, grad_w, grad_bias = chosen.correlate_vjp(a["x"], a["w"], a["bias"], a["grad_y"], spec)
     return (grad_x if spec.batched else grad_x[0, ...]), grad_w, grad_bias
 

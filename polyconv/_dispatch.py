@@ -112,23 +112,43 @@ def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], 
     return arrays, dtype
 
 
+# Array type -> the attribute that says where its arrays live, read by call_signature.
+_PLACEMENT: dict[type, str] = {}
+
+
+def _placement_attribute(cls: type) -> str:
+    # A JAX array derives its ``device`` from its ``sharding`` (slowly, in Python), and the
+    # sharding says as much; other frameworks' arrays have a ``device``.
+    return "sharding" if hasattr(cls, "sharding") else "device"
+
+
+_SCALAR_TYPES = (int, str, type(None))  # type() is never bool here: True == 1 as a key
+
+
 def call_signature(
-    arrays: dict[str, object], settings: tuple[object, ...]
+    arrays: tuple[object, ...], settings: tuple[object, ...]
 ) -> tuple[object, ...] | None:
     """Everything that decides which backend runs a call on ``arrays`` with ``settings`` (its
     other arguments), and how its inputs convert: hashable unless a setting is not; None for
     inputs that are not arrays with a dtype, shape and device (lists, scalars, JAX tracers), and
     for settings that are not plain (a bool or float equals an int as a key, but not as an
-    argument: validation must see it)."""
-    if not all(map(is_plain, settings)):
-        return None
-    key: list[object] = [_registry.state(), _selected.get(), os.environ.get(ENV_VAR), *settings]
-    for obj in arrays.values():
+    argument: validation must see it). Built on every call, so written for speed."""
+    for setting in settings:
+        if type(setting) not in _SCALAR_TYPES and not is_plain(setting):
+            return None
+    key: list[object] = [_registry.state(), _selected.get(), *settings]
+    only_numpy = True
+    for obj in arrays:
         if obj is None:
             key.append(None)
             continue
+        cls = type(obj)
+        placement = _PLACEMENT.get(cls) or _PLACEMENT.setdefault(cls, _placement_attribute(cls))
         try:
-            key += (type(obj), obj.dtype, obj.shape, obj.device)  # type: ignore[attr-defined]
+            key += (cls, obj.dtype, obj.shape, getattr(obj, placement))  # type: ignore[attr-defined]
         except AttributeError:
             return None
+        only_numpy = only_numpy and isinstance(obj, (np.ndarray, np.generic))
+    if only_numpy:  # no framework's array to pick the backend: the environment variable does
+        key.append(os.environ.get(ENV_VAR))
     return tuple(key)

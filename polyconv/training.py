@@ -144,7 +144,9 @@ def _compiled_step(
         learning_rate: float,
         momentum: float,
     ) -> tuple[Params, SGDState, Array]:
-        y_hat, vjp = backend.correlate_with_vjp(x, params.weight, params.bias, spec)
+        y_hat, vjp = backend.correlate_with_vjp(
+            x, params.weight, params.bias, spec, with_grad_x=False
+        )
         residual = y_hat - y
         grad_y = loss.grad(residual, outputs)
         _, grad_w, grad_b = vjp(grad_y)

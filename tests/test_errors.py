@@ -573,6 +573,19 @@ def test_an_argument_equal_to_an_earlier_valid_one_is_still_refused(kwargs, patt
     refused(TypeError, pattern, lambda: pc.correlate(X, W, **{**valid, **kwargs}))
 
 
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_repeated_call_computes_what_the_first_call_did(backend, batched) -> None:
+    """The second call takes the prepared path (no inspection, no conversion)."""
+    x = backend.convert(np.arange(50.0).reshape(1, 2, 5, 5), "float64", None)
+    w = backend.convert(np.linspace(-1, 1, 24).reshape(3, 2, 2, 2), "float64", None)
+    bias = backend.convert(np.array([1.0, -2.0, 0.5]), "float64", None)
+    if not batched:
+        x = x[0, ...]
+    first, again = (backend.to_numpy(pc.correlate(x, w, bias, padding=1)) for _ in range(2))
+    np.testing.assert_array_equal(again, first)
+    assert first.shape == ((1, 3, 6, 6) if batched else (3, 6, 6))
+
+
 def test_a_repeated_call_checks_the_devices_afresh(torch) -> None:
     x, w = torch.ones(1, 2, 5, 5), torch.ones(3, 2, 2, 2)
     pc.correlate(x, w)

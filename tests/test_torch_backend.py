@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import polyconv as pc
+from polyconv import _api as pc_api
 from polyconv import reference
 from polyconv.backends import torch_backend
 from polyconv.testing import assert_close, assert_vjp_close
@@ -269,8 +270,8 @@ def user_tf32_flags() -> Any:
 def as_if_on_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[object]]]:
     """Take the CUDA path on CPU tensors, recording the TF32 flags each convolution saw."""
     seen: list[list[object]] = []
-    needs = torch_backend._needs_ieee_float32
-    monkeypatch.setattr(torch_backend, "_needs_ieee_float32", lambda device_type: needs("cuda"))
+    monkeypatch.setattr(torch_backend, "_has_tf32", lambda device_type: True)
+    monkeypatch.setattr(pc_api, "_CORRELATORS", {})  # runners prepared for the CPU path
     conv2d = torch.nn.functional.conv2d
 
     def recording_conv2d(*args: Any, **kwargs: Any) -> Any:
@@ -376,3 +377,20 @@ def test_correlate_with_vjp_shares_one_forward_and_equals_correlate_vjp() -> Non
     torch.testing.assert_close(y, backend.correlate(x, w, b, spec), rtol=0, atol=0)
     for got, want in zip(vjp(grad_y), backend.correlate_vjp(x, w, b, grad_y, spec), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_correlate_with_vjp_without_grad_x_gives_the_same_parameter_gradients() -> None:
+    """What pc.fit asks for: autograd skips the input gradient, the rest is unchanged."""
+    from polyconv.backends import get
+
+    rng = np.random.default_rng(4)
+    x, w, b = (torch.from_numpy(rng.standard_normal(s)) for s in ((2, 3, 6, 5), (4, 3, 2, 2), (4,)))
+    spec = pc.normalize(tuple(x.shape), tuple(w.shape), (4,), padding=1)
+    grad_y = torch.from_numpy(rng.standard_normal(spec.out_shape))
+    backend = get("torch")
+    _, vjp = backend.correlate_with_vjp(x, w, b, spec, with_grad_x=False)
+    grad_x, grad_w, grad_b = vjp(grad_y)
+    assert grad_x is None
+    _, want_w, want_b = backend.correlate_vjp(x, w, b, grad_y, spec)
+    torch.testing.assert_close(grad_w, want_w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_b, want_b, rtol=1e-12, atol=1e-12)

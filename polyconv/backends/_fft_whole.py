@@ -34,6 +34,18 @@ class WholeImageFFT:
         """The spatial axes of an ``(N, G, C, *spatial)`` or ``(G, O, C, *spatial)`` array."""
         return tuple(range(3, 3 + len(self.lengths)))
 
+    def placement(self, sizes: tuple[int, ...], offsets: tuple[int, ...]) -> tuple[Index, Index]:
+        """Where an input of spatial ``sizes``, starting ``offsets`` into the padded input, goes
+        in a zero buffer of ``lengths``: ``(buffer index, input index)``, both cropped to the
+        samples some output reads."""
+        stops = [
+            max(0, min(n, need - lo)) for n, lo, need in zip(sizes, offsets, self.need, strict=True)
+        ]
+        return (
+            (Ellipsis, *(slice(lo, lo + stop) for lo, stop in zip(offsets, stops, strict=True))),
+            (Ellipsis, *(slice(0, stop) for stop in stops)),
+        )
+
     @property
     def input_window(self) -> Index:
         """Index of the padded input's samples that any output reads (leading axes kept)."""

@@ -63,15 +63,28 @@ class Backend(abc.ABC):
     ) -> tuple[Array, Array, Array | None]:
         """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to x, w and bias."""
 
+    def correlator(
+        self, spec: CorrSpec, like: Array
+    ) -> Callable[[Array, Array, Array | None], Array]:
+        """``correlate`` for one ``spec``, as a function of ``(x, w, bias)``, for arrays of the
+        type, dtype and device of ``like`` (a batched ``x``). polyconv keeps it for repeated
+        calls, so a backend may do here, once, the work that depends on nothing else (choosing
+        a native call's arguments, compiling)."""
+        return lambda x, w, bias: self.correlate(x, w, bias, spec)
+
     def correlate_with_vjp(
-        self, x: Array, w: Array, bias: Array | None, spec: CorrSpec
-    ) -> tuple[Array, Callable[[Array], tuple[Array, Array, Array | None]]]:
+        self, x: Array, w: Array, bias: Array | None, spec: CorrSpec, *, with_grad_x: bool = True
+    ) -> tuple[Array, Callable[[Array], tuple[Array | None, Array, Array | None]]]:
         """The correlation, and the function of ``grad_y`` that gives its VJP (what a training
-        step needs). The default computes the VJP afresh; a backend with autodiff overrides it
-        to reuse the forward pass's work."""
-        return self.correlate(x, w, bias, spec), lambda grad_y: self.correlate_vjp(
-            x, w, bias, grad_y, spec
-        )
+        step needs; ``with_grad_x=False``: without ``grad_x``, which is then None). The default
+        computes the VJP afresh; a backend with autodiff overrides it to reuse the forward
+        pass's work and to skip the input gradient's."""
+
+        def vjp(grad_y: Array) -> tuple[Array | None, Array, Array | None]:
+            grad_x, grad_w, grad_bias = self.correlate_vjp(x, w, bias, grad_y, spec)
+            return (grad_x if with_grad_x else None), grad_w, grad_bias
+
+        return self.correlate(x, w, bias, spec), vjp
 
     def synchronize(self, a: Array) -> None:  # noqa: B027 (a hook whose default is no-op)
         """Wait until ``a`` is computed. Frameworks that run asynchronously (JAX, PyTorch on

@@ -254,9 +254,22 @@ def _vjp_traced(
     return jax.lax.cond(finite, lambda: grads, lambda: vjp(_direct_traced))
 
 
-@functools.cache
-def _jitted_correlate() -> Any:
-    return _jax().jit(_correlate_traced, static_argnames=("spec", "precision"))
+@functools.lru_cache(maxsize=512)
+def _correlator(spec: CorrSpec) -> Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]:
+    """``correlate`` for one spec: a jitted function of the arrays alone per precision setting
+    (read per call), so that a call costs what a call of the user's own jitted function does
+    (static keyword arguments would be hashed and compared on every call)."""
+    compiled: dict[str, Callable[..., JaxArray]] = {}
+
+    def run(x: JaxArray, w: JaxArray, bias: JaxArray | None) -> JaxArray:
+        precision = _precision.get()
+        fn = compiled.get(precision)
+        if fn is None:
+            bound = functools.partial(_correlate_traced, spec=spec, precision=precision)
+            fn = compiled[precision] = _jax().jit(bound)
+        return fn(x, w, bias)
+
+    return run
 
 
 @functools.cache
@@ -327,7 +340,12 @@ class JaxBackend(Backend):
     def correlate(
         self, x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec
     ) -> JaxArray:
-        return _jitted_correlate()(x, w, bias, spec=spec, precision=_precision.get())
+        return _correlator(spec)(x, w, bias)
+
+    def correlator(
+        self, spec: CorrSpec, like: JaxArray
+    ) -> Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]:
+        return _correlator(spec)
 
     def correlate_vjp(
         self,

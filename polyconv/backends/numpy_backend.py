@@ -19,13 +19,11 @@ from . import _numpy_direct, _numpy_fft
 from ._interface import Backend
 
 
-def _compute_dtype(dtype: np.dtype, spec: CorrSpec, exact: bool = False) -> np.dtype:
-    # The FFT runs in float64 whatever the input: NumPy's float64 transforms are faster than
-    # its float32 ones, and the FFT's global rounding error becomes negligible. The direct
-    # method computes in the input dtype, except float16, which accumulates in float32 and
-    # rounds once (NumPy has no fast or accurate half-precision matrix product).
-    if spec.method == "fft" and not exact:
-        return np.dtype(np.float64)
+def _compute_dtype(dtype: np.dtype) -> np.dtype:
+    # The input dtype, except float16, which accumulates in float32 and rounds once (NumPy has
+    # no fast or accurate half-precision matrix product). The FFT method transforms in float64
+    # whatever this dtype (see _numpy_fft), one piece at a time, so that no float64 copy of
+    # the whole input or output is made.
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
@@ -73,12 +71,9 @@ def _grouped(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, 
     return xg, wg
 
 
-def _prepared(
-    x: np.ndarray, w: np.ndarray, spec: CorrSpec, exact: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """The padded input and the kernel, contiguous, grouped and in the compute dtype (of the
-    direct method when ``exact``)."""
-    dtype = _compute_dtype(x.dtype, spec, exact)
+def _prepared(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The padded input and the kernel, contiguous, grouped and in the compute dtype."""
+    dtype = _compute_dtype(x.dtype)
     xp = np.ascontiguousarray(pad(x.astype(dtype, copy=False), spec))
     return _grouped(xp, np.ascontiguousarray(w, dtype=dtype), spec)
 
@@ -103,7 +98,7 @@ def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrS
     method = _numpy_fft if spec.method == "fft" else _numpy_direct
     y = method.correlate(xg, wg, spec)
     if not _all_finite(y):
-        y = _numpy_direct.correlate(*_prepared(x, w, spec, exact=True), spec, exact=True)
+        y = _numpy_direct.correlate(xg, wg, spec, exact=True)
     return _add_bias(y, bias, spec).astype(x.dtype, copy=False)
 
 
@@ -116,8 +111,6 @@ def correlate_vjp(
     method = _numpy_fft if spec.method == "fft" else _numpy_direct
     grad_xp, grad_w = method.correlate_vjp(xg, wg, gy, spec)
     if not _all_finite(grad_xp, grad_w):  # see correlate
-        xg, wg = _prepared(x, w, spec, exact=True)
-        gy = gy.astype(xg.dtype, copy=False)
         grad_xp, grad_w = _numpy_direct.correlate_vjp(xg, wg, gy, spec, exact=True)
     grad_x = unpad_grad(grad_xp.reshape(spec.x_shape[:2] + spec.padded_shape), spec)
     grad_bias = None

@@ -14,8 +14,9 @@ hundred times slower than float32 and no more accurate.
 
 ``method="fft"``: one whole-image ``torch.fft.rfftn`` per input channel and per kernel, at the
 next fast length covering the outputs' window (:mod:`polyconv.backends._fft_whole`); the input is
-padded first exactly as for the direct method, the kernel is dilated with zeros, channels are
-contracted per group on the spectra, and the stride-1 result is cropped and strided. It computes
+cast, padded and zero-extended in one buffer (every large temporary costs its page faults), the
+kernel is dilated with zeros and transformed without transforming its zero extension, channels
+are contracted per group on the spectra, and the stride-1 result is cropped and strided. It computes
 in float64 whatever the input dtype, as the NumPy backend does: the FFT's rounding error is
 global (about ``eps * log2(length)`` times the largest magnitudes, on every output), so in
 float32 an output much smaller than the largest would err far beyond the per-element bound of
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -141,9 +143,14 @@ class _Float32Flags:
 _ieee_float32 = _Float32Flags()
 
 
+def _has_tf32(device_type: str) -> bool:
+    """Whether PyTorch may round float32 products to TF32 on this device: only on CUDA."""
+    return device_type == "cuda"
+
+
 def _needs_ieee_float32(device_type: str) -> bool:
-    """TF32 exists only on CUDA, and only the "highest" precision switches it off."""
-    return device_type == "cuda" and _precision.get() == "highest"
+    """Only the "highest" precision switches TF32 off."""
+    return _has_tf32(device_type) and _precision.get() == "highest"
 
 
 def _hold_ieee_float32_in_backward(y: Tensor) -> None:
@@ -161,16 +168,27 @@ def _padding_index(size: int, lo: int, hi: int, mode: str, device: Any) -> Tenso
     return _torch().as_tensor(np.array(pad_indices(size, lo, hi, mode)), device=device)
 
 
+def _native_padding(spec: CorrSpec) -> tuple[int, ...] | int | None:
+    """The ``padding=`` the native convolution can take itself (zeros, the same on both sides
+    of every axis); None for padding it cannot."""
+    if spec.padding_mode != "zeros":
+        return None
+    if not any(lo or hi for lo, hi in spec.padding):
+        return 0
+    if all(lo == hi for lo, hi in spec.padding):
+        return tuple(lo for lo, _ in spec.padding)
+    return None
+
+
 def _pad(
     x: Tensor, spec: CorrSpec, defer_zeros: bool = True
 ) -> tuple[Tensor, tuple[int, ...] | int]:
     """``x`` padded as far as needed, and the ``padding=`` left for the convolution; with
     ``defer_zeros`` off, ``x`` padded all the way (the padding left is 0)."""
+    native = _native_padding(spec)
+    if native == 0 or (defer_zeros and native is not None):
+        return x, native
     if spec.padding_mode == "zeros":
-        if not any(lo or hi for lo, hi in spec.padding):
-            return x, 0
-        if defer_zeros and all(lo == hi for lo, hi in spec.padding):
-            return x, tuple(lo for lo, _ in spec.padding)
         # F.pad lists (lo, hi) from the last axis backwards.
         widths = [width for pair in reversed(spec.padding) for width in pair]
         return _torch().nn.functional.pad(x, widths), 0
@@ -187,6 +205,34 @@ def _correlate(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Ten
     return _correlate_direct(x, w, bias, spec)
 
 
+def _conv_options(spec: CorrSpec, padding: tuple[int, ...] | int) -> tuple[Any, ...]:
+    """``stride, padding, dilation, groups`` for the native convolution, positional (torch
+    parses keywords noticeably slower) and without the trailing defaults (parsing those costs
+    too): what shows on small calls."""
+    ones = (1,) * spec.rank
+    options = [spec.stride, padding, spec.dilation, spec.groups]
+    defaults = [ones, 0, ones, 1]
+    while options and options[-1] == defaults[len(options) - 1]:
+        options.pop()
+    return tuple(options)
+
+
+def _bare_native(spec: CorrSpec, like: Tensor) -> Callable[[Tensor, Tensor, Any], Tensor] | None:
+    """The direct method as one native call, where nothing else is needed around it: padding
+    that the convolution takes itself, no float16 on the CPU (see the module docstring), and
+    not where TF32 exists (CUDA), as the precision setting is read per call."""
+    device = like.device.type
+    if spec.method != "direct" or _has_tf32(device):
+        return None
+    if device == "cpu" and like.dtype == _torch().float16:
+        return None
+    padding = _native_padding(spec)
+    if padding is None:
+        return None
+    conv, options = _conv(spec.rank), _conv_options(spec, padding)
+    return lambda x, w, bias: conv(x, w, bias, *options)
+
+
 def _correlate_direct(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
     torch = _torch()
     out_dtype = x.dtype
@@ -196,8 +242,7 @@ def _correlate_direct(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec)
         bias = None if bias is None else bias.float()
     x, padding = _pad(x, spec)
     conv = _conv(spec.rank)
-    # Positional arguments: torch parses keywords noticeably slower, which shows on small calls.
-    args = (x, w, bias, spec.stride, padding, spec.dilation, spec.groups)
+    args = (x, w, bias, *_conv_options(spec, padding))
     if not _needs_ieee_float32(x.device.type):
         y = conv(*args)
         return y.to(out_dtype) if half_on_cpu else y
@@ -210,34 +255,60 @@ def _correlate_direct(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec)
 def _contract_channels(spectra: Tensor, kernel: Tensor) -> Tensor:
     """``sum_c spectra[n, g, c, f] * kernel[g, o, c, f]`` as ``(N, G, O/G, *f)``."""
     if spectra.shape[2] == 1:  # one input channel per group: a broadcast product suffices
-        return spectra * kernel[None, :, :, 0]
+        kernel = kernel[None, :, :, 0]
+        if kernel.shape[2] == 1 and not (spectra.requires_grad or kernel.requires_grad):
+            return spectra.mul_(kernel)  # no graph to keep: one large temporary fewer
+        return spectra * kernel
     return _torch().einsum("ngc...,goc...->ngo...", spectra, kernel)
+
+
+def _conjugate_spectra(kernel: Tensor, lengths: tuple[int, ...], axes: tuple[int, ...]) -> Tensor:
+    """``conj(rfftn(kernel, s=lengths))``, computed as conjugates from the start (no conj copy)
+    and one axis at a time, so that no transform runs over the padding: ``ihfft`` with
+    ``norm="forward"`` is the conjugate ``rfft`` along the last axis; along the others, a
+    kernel of ``extent`` taps needs only ``extent`` columns of the DFT matrix, one matrix
+    product, cheaper than an FFT of the padded length for any kernel a correlation uses.
+    """
+    torch = _torch()
+    spectra = torch.fft.ihfft(kernel, n=lengths[-1], dim=axes[-1], norm="forward")
+    for length, axis in zip(lengths[:-1], axes[:-1], strict=True):
+        extent = spectra.shape[axis]
+        # exp(+2 pi i n j / length); n * j reduced exactly in integers keeps every angle exact.
+        turns = torch.outer(torch.arange(length), torch.arange(extent)) % length
+        angles = (turns.to(torch.float64) * (2 * math.pi / length)).to(kernel.device)
+        dft = torch.polar(torch.ones_like(angles), angles)
+        spectra = torch.matmul(dft, spectra.movedim(axis, -2)).movedim(-2, axis)
+    return spectra
 
 
 def _fft_unchecked(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
     """The correlation by whole-image FFTs in float64 (see the module docstring), non-finite
-    values spread over the whole result."""
+    values spread over the whole result. Few large temporaries: each costs its page faults."""
     torch = _torch()
-    out_dtype = x.dtype
     plan = whole_image_fft(spec)
     g, (c_out, cg) = spec.groups, spec.w_shape[:2]
-    xp, _ = _pad(x.to(torch.float64), spec, defer_zeros=False)
-    xp = xp[plan.input_window]
-    xp = xp.reshape(xp.shape[0], g, cg, *xp.shape[2:])
+    if spec.padding_mode == "zeros":  # the zero buffer is the padding
+        source, offsets = x, tuple(lo for lo, _ in spec.padding)
+    else:
+        source, offsets = _pad(x, spec)[0], (0,) * spec.rank
+    # One buffer holds the input's cast, its padding and the transform's zero extension.
+    buffer = x.new_zeros((x.shape[0], g, cg, *plan.lengths), dtype=torch.float64)
+    inside, window = plan.placement(tuple(source.shape[2:]), offsets)
+    buffer[inside] = source.reshape(x.shape[0], g, cg, *source.shape[2:])[window]
     kernel = w.to(torch.float64)
     if any(d > 1 for d in spec.dilation):
         spread = kernel.new_zeros((*kernel.shape[:2], *plan.extents))
         spread[kernel_taps(spec)] = kernel
         kernel = spread
     kernel = kernel.reshape(g, c_out // g, cg, *kernel.shape[2:])
-    spectra = torch.fft.rfftn(xp, s=plan.lengths, dim=plan.axes)
-    kernel_spectra = torch.fft.rfftn(kernel, s=plan.lengths, dim=plan.axes).conj()
+    spectra = torch.fft.rfftn(buffer, dim=plan.axes)
+    kernel_spectra = _conjugate_spectra(kernel, plan.lengths, plan.axes)
     products = _contract_channels(spectra, kernel_spectra)
     full = torch.fft.irfftn(products, s=plan.lengths, dim=plan.axes)
-    y = full[output_window(spec)].reshape(spec.out_shape)
+    y = full[output_window(spec)]  # (N, G, O/G, *out): cast before reshaping, one copy
     if bias is not None:
-        y = y + bias.to(torch.float64).reshape(-1, *(1,) * spec.rank)
-    return y.to(out_dtype)
+        y = y + bias.to(torch.float64).reshape(g, c_out // g, *(1,) * spec.rank)
+    return y.to(x.dtype).reshape(spec.out_shape)
 
 
 def _correlate_fft(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
@@ -245,35 +316,61 @@ def _correlate_fft(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) ->
     (one scalar sync): an FFT spreads a NaN or inf input to every output, the direct method
     puts it exactly where the spec says."""
     y = _fft_unchecked(x, w, bias, spec)
-    if not bool(_torch().isfinite(y).all()):
+    if not _all_finite(y):
         return _correlate_direct(x, w, bias, spec)
     return y
 
 
-def _grads_finite(grads: tuple[Tensor | None, ...]) -> bool:
+def _all_finite(t: Tensor) -> bool:
+    """Whether every element is finite. A finite sum says so in one pass with no temporaries;
+    only a non-finite one (a NaN or inf, or an overflow of the sum itself) needs the check
+    element by element."""
     torch = _torch()
-    return all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def _grads_finite(grads: tuple[Tensor | None, ...]) -> bool:
+    return all(_all_finite(g) for g in grads if g is not None)
+
+
+def _autograd(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` with autograd recording (outside inference mode); the switches, which
+    cost a few microseconds a step, only where needed."""
+    torch = _torch()
+    if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+        return fn(*args)
+    with torch.inference_mode(False), torch.enable_grad():
+        return fn(*args)
 
 
 def _forward_with_vjp(
-    x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec, forward: Callable[..., Tensor]
-) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor, Tensor | None]]]:
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    spec: CorrSpec,
+    forward: Callable[..., Tensor],
+    with_grad_x: bool = True,
+) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor | None, Tensor, Tensor | None]]]:
     """``forward`` on fresh leaves, and the VJP through that graph by autograd. Fresh leaves:
     the user's graph is neither extended nor consumed; inference-mode tensors cannot enter
-    autograd at all, so those are copied."""
-    torch = _torch()
-    with torch.inference_mode(False), torch.enable_grad():
-        leaves = [
-            (t.clone() if t.is_inference() else t.detach()).requires_grad_()
-            for t in (x, w, bias)
-            if t is not None
-        ]
-        y = forward(leaves[0], leaves[1], leaves[2] if bias is not None else None, spec)
+    autograd at all, so those are copied. Without ``with_grad_x``, autograd skips the input
+    gradient's work and the VJP's ``grad_x`` is None."""
 
-    def vjp(grad_y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        with torch.inference_mode(False), torch.enable_grad():
-            grads = torch.autograd.grad(y, leaves, grad_outputs=grad_y)
-        return grads[0], grads[1], grads[2] if bias is not None else None
+    def leaf(t: Tensor, differentiated: bool) -> Tensor:
+        t = t.clone() if t.is_inference() else t.detach()
+        return t.requires_grad_() if differentiated else t
+
+    def record() -> tuple[Tensor, list[Tensor]]:
+        leaves = [leaf(x, with_grad_x), leaf(w, True), None if bias is None else leaf(bias, True)]
+        y = forward(*leaves, spec)
+        return y, [t for t in leaves if t is not None and t.requires_grad]
+
+    y, differentiated = _autograd(record)
+
+    def vjp(grad_y: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        grads = list(_autograd(_torch().autograd.grad, y, differentiated, grad_y))
+        grad_x = grads.pop(0) if with_grad_x else None
+        return grad_x, grads[0], grads[1] if bias is not None else None
 
     return y, vjp
 
@@ -331,13 +428,18 @@ class TorchBackend(Backend):
     def correlate(self, x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
         return _correlate(x, w, bias, spec)
 
+    def correlator(
+        self, spec: CorrSpec, like: Tensor
+    ) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
+        return _bare_native(spec, like) or super().correlator(spec, like)
+
     def correlate_with_vjp(
-        self, x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec
-    ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor, Tensor | None]]]:
+        self, x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec, *, with_grad_x: bool = True
+    ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor | None, Tensor, Tensor | None]]]:
         if spec.method == "fft":  # its non-finite check needs the VJP computed afresh
-            return super().correlate_with_vjp(x, w, bias, spec)
+            return super().correlate_with_vjp(x, w, bias, spec, with_grad_x=with_grad_x)
         # One forward pass per training step instead of two.
-        y, vjp = _forward_with_vjp(x, w, bias, spec, _correlate_direct)
+        y, vjp = _forward_with_vjp(x, w, bias, spec, _correlate_direct, with_grad_x)
         return y.detach(), vjp
 
     def correlate_vjp(
