@@ -2,8 +2,9 @@
 
 Medians rather than means or minima: on a shared machine a neighbour's burst lands in a few runs,
 and the median ignores those without rewarding a lucky outlier the way the minimum does. The
-implementations of one case are sampled in interleaved rounds (A B C, A B C, ...), so that a
-burst of load lasting seconds slows all of them a little rather than one of them entirely.
+implementations of one case are sampled in interleaved rounds (A B C, B C A, C A B), so that a
+burst of load lasting seconds slows all of them a little rather than one of them entirely, and
+no implementation always runs first (right after another's work).
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ class Sampler:
             self.spent >= BUDGET_S and len(self.times) >= self.min_runs
         )
 
-    def run(self, budget_s: float) -> None:
-        """Timed runs until ``budget_s`` more seconds are spent (at least one run)."""
+    def run(self, budget_s: float, max_new_runs: int | None = None) -> None:
+        """Timed runs until ``budget_s`` more seconds are spent (at least one run), or
+        ``max_new_runs`` more runs are taken."""
         until = self.spent + budget_s
-        while not self.done:
+        stop_at = len(self.times) + (max_new_runs or self.max_runs)
+        while not self.done and len(self.times) < stop_at:
             start = time.perf_counter()
             result = block(self.fn())
             elapsed = time.perf_counter() - start
@@ -84,9 +87,13 @@ def measure_all(fns: dict[str, Callable[[], object]], max_runs: int) -> dict[str
     samplers = {name: Sampler(fn, max_runs) for name, fn in fns.items()}
     for sampler in samplers.values():
         sampler.warm_up()
-    for _ in range(ROUNDS):
-        for sampler in samplers.values():
-            sampler.run(BUDGET_S / ROUNDS)
+    order = list(samplers.values())
+    for round_ in range(ROUNDS):
+        # Each round starts with the next implementation (what runs first runs right after
+        # another's work, whose threads may still be spinning), and takes at most its share
+        # of the runs, so that fast calls too are spread over every round.
+        for sampler in order[round_ % len(order) :] + order[: round_ % len(order)]:
+            sampler.run(BUDGET_S / ROUNDS, max_new_runs=-(-sampler.max_runs // ROUNDS))
     for sampler in samplers.values():  # top up to the minimum run count
         while not sampler.done:
             sampler.run(BUDGET_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,34 +20,35 @@ _CORRELATORS: dict[tuple[object, ...], Callable[[Any, Any, Any], Array]] = {}
 _REPEATS_MAX = 512
 
 
-def _remember(cache: dict[tuple[object, ...], Any], key: tuple[object, ...], value: Any) -> None:
+def _lookup(cache: dict[tuple[object, ...], Any], key: tuple[object, ...] | None) -> Any:
+    try:
+        return None if key is None else cache.get(key)
+    except TypeError:  # an unhashable shape or device of some array type: no shortcut
+        return None
+
+
+def _remember(
+    cache: dict[tuple[object, ...], Any], key: tuple[object, ...] | None, value: Any
+) -> None:
+    if key is None:
+        return
     if len(cache) >= _REPEATS_MAX:
         cache.clear()
-    cache[key] = value
-
-
-def _lookup(
-    cache: dict[tuple[object, ...], Any], key: tuple[object, ...] | None
-) -> tuple[tuple[object, ...] | None, Any]:
-    """``(key, cached value or None)``; the key becomes None when it is unhashable (a list)."""
-    if key is None:
-        return None, None
-    try:
-        return key, cache.get(key)
-    except TypeError:
-        return None, None
+    with contextlib.suppress(TypeError):  # see _lookup
+        cache[key] = value
 
 
 def _prepare(
     arrays: dict[str, object], settings: tuple[object, ...]
 ) -> tuple[Backend, dict[str, Array], CorrSpec]:
     """Inspect, validate and convert; the arrays come back batched and of one dtype."""
-    key, repeat = _lookup(_REPEATS, call_signature(tuple(arrays.values()), settings))
+    key = call_signature(tuple(arrays.values()), settings)
+    repeat = _lookup(_REPEATS, key)
     if repeat is not None:
         chosen, spec = repeat
         return chosen, _batched(dict(arrays), spec), spec
     chosen, result, spec = _inspect_and_convert(arrays, settings)
-    if key is not None and all(result[name] is obj for name, obj in arrays.items()):
+    if all(result[name] is obj for name, obj in arrays.items()):
         _remember(_REPEATS, key, (chosen, spec))
     return chosen, _batched(result, spec), spec
 
@@ -113,12 +115,13 @@ def correlate(
     See ``docs/spec.md`` for padding forms and modes, dtypes and backend selection.
     """
     settings = (backend, stride, padding, dilation, groups, padding_mode, method)
-    key, run = _lookup(_CORRELATORS, call_signature((x, w, bias), settings))
+    key = call_signature((x, w, bias), settings)
+    run = _lookup(_CORRELATORS, key)
     if run is not None:
         return run(x, w, bias)
     chosen, a, spec = _prepare({"x": x, "w": w, "bias": bias}, settings)
     run = chosen.correlator(spec, a["x"])
-    if key is not None and key in _REPEATS:  # a call that needs no conversion
+    if _lookup(_REPEATS, key) is not None:  # a call that needs no conversion
         _remember(_CORRELATORS, key, run if spec.batched else _unbatched(run))
     y = run(a["x"], a["w"], a["bias"])
     return y if spec.batched else y[0, ...]

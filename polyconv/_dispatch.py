@@ -132,20 +132,23 @@ def call_signature(
     other arguments), and how its inputs convert: hashable unless a setting is not; None for
     inputs that are not arrays with a dtype, shape and device (lists, scalars, JAX tracers), and
     for settings that are not plain (a bool or float equals an int as a key, but not as an
-    argument: validation must see it). Built on every call, so written for speed."""
+    argument: validation must see it). Built on every call, so written for speed and with few
+    allocations (each one brings the garbage collector's next pass closer)."""
     for setting in settings:
         if type(setting) not in _SCALAR_TYPES and not is_plain(setting):
             return None
     key: list[object] = [_registry.state(), _selected.get(), *settings]
     only_numpy = True
     for obj in arrays:
-        if obj is None:
-            key.append(None)
-            continue
         cls = type(obj)
+        key.append(cls)
+        if obj is None:
+            continue
         placement = _PLACEMENT.get(cls) or _PLACEMENT.setdefault(cls, _placement_attribute(cls))
         try:
-            key += (cls, obj.dtype, obj.shape, getattr(obj, placement))  # type: ignore[attr-defined]
+            key.append(obj.dtype)  # type: ignore[attr-defined]
+            key.append(obj.shape)  # type: ignore[attr-defined]
+            key.append(getattr(obj, placement))
         except AttributeError:
             return None
         only_numpy = only_numpy and isinstance(obj, (np.ndarray, np.generic))

@@ -54,10 +54,11 @@ _builds = itertools.count()
 build = next(_builds)
 
 
-def state() -> tuple[int, int]:
-    """Changes whenever the registry is rebuilt or a backend is found broken."""
+def state() -> int:
+    """Changes whenever the registry is rebuilt or a backend is found broken (an int: it keys
+    every repeated call, which should allocate little)."""
     registered()
-    return build, len(_broken)
+    return build * 1024 + len(_broken)  # fewer than 1024 backends are ever registered
 
 
 @functools.cache
