@@ -23,8 +23,9 @@ implemented, so the model sees what makes each one fast or slow:
   stay direct.
 
 The constants were fitted to medians measured with ``python -m benchmarks`` on the project's
-2-core machine; only ratios within one backend matter. ``tests/test_methods.py`` checks the
-choice on the benchmark cases against the method that measured faster.
+2-core machine, by ``python -m benchmarks.fit_methods``; only ratios within one backend matter.
+``tests/test_methods.py`` checks the choice on the benchmark cases against the method that
+measured faster.
 """
 
 from __future__ import annotations
@@ -74,42 +75,43 @@ class CostModel:
 
 
 # Fitted to the medians of ``python -m benchmarks`` (benchmarks/results.json) on the project's
-# 2-core machine by least squares on the log of each case's direct/FFT time ratio (what the
-# choice depends on), plus a lighter weight on the log of each time. A constant the fit drove
-# to its floor is 0: that term is not what limits this backend on the benchmark cases.
+# 2-core machine by ``python -m benchmarks.fit_methods``: least squares on the log of each
+# case's direct/FFT time ratio (what the choice depends on), plus a lighter weight on the log of
+# each time. A constant the fit drove to its floor is 0: that term is not what limits this
+# backend on the benchmark cases.
 MODELS: dict[str, CostModel] = {
     "numpy": CostModel(
-        gemm=3.8e-11,
-        narrow=3.8e-11,
-        contraction_knee=1.0,
-        direct_element=1.7e-09,
-        direct_call=0.00038,
-        fft=2.2e-10,
-        spectral=6.4e-09,
-        fft_element=8.3e-09,
-        fft_call=0.00078,
+        gemm=3.7e-11,
+        narrow=4.4e-12,
+        contraction_knee=0.0,
+        direct_element=1.8e-09,
+        direct_call=0.00026,
+        fft=0.0,
+        spectral=5.4e-09,
+        fft_element=6.3e-09,
+        fft_call=0.0007,
     ),
     "torch": CostModel(
-        gemm=3.3e-12,
-        narrow=2.5e-10,
-        contraction_knee=51.0,
-        direct_element=7.1e-10,
-        direct_call=6.2e-05,
+        gemm=5.9e-11,
+        narrow=9.1e-10,
+        contraction_knee=4.4,
+        direct_element=0.0,
+        direct_call=3.2e-05,
         fft=1.6e-10,
-        spectral=1.4e-08,
+        spectral=1.5e-08,
         fft_element=0.0,
-        fft_call=0.00039,
+        fft_call=0.00051,
     ),
     "jax": CostModel(
         gemm=6.5e-11,
-        narrow=6.1e-09,
-        contraction_knee=2.2,
+        narrow=5.7e-09,
+        contraction_knee=3.4,
         direct_element=0.0,
-        direct_call=4.3e-05,
-        fft=1.7e-10,
-        spectral=6.9e-09,
+        direct_call=2.4e-05,
+        fft=1.8e-10,
+        spectral=9.3e-09,
         fft_element=0.0,
-        fft_call=6.6e-05,
+        fft_call=5e-05,
     ),
 }
 
