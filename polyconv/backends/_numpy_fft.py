@@ -64,8 +64,9 @@ def _rfftn(a: np.ndarray, lengths: tuple[int, ...], parallel: bool) -> np.ndarra
 
     def last_axis(piece: tuple[int, int]) -> None:
         index = _along(-2, a.ndim, piece) if r > 1 else (...,)
-        lines = source[index].astype(np.float64, copy=False)
-        np.fft.rfft(lines, n=lengths[-1], axis=-1, out=target[index])
+        # A complex128 ``out`` makes NumPy transform in float64, casting float32 lines as it
+        # reads them: no float64 copy of the input.
+        np.fft.rfft(source[index], n=lengths[-1], axis=-1, out=target[index])
 
     list(ordered_map(last_axis, _pieces(source.shape[-2] if r > 1 else 1, parallel, out.size)))
     lines = out.reshape(-1, *out.shape[-r:], copy=False)  # NumPy loops faster over fewer axes
@@ -80,11 +81,16 @@ def _rfftn(a: np.ndarray, lengths: tuple[int, ...], parallel: bool) -> np.ndarra
 
 
 def _irfftn(
-    spectra: np.ndarray, lengths: tuple[int, ...], keep: tuple[int, ...], parallel: bool
+    spectra: np.ndarray,
+    lengths: tuple[int, ...],
+    keep: tuple[int, ...],
+    parallel: bool,
+    dtype: np.dtype | type = np.float64,
 ) -> np.ndarray:
-    """The inverse of :func:`_rfftn`, keeping the first ``keep`` samples of every axis; it
-    transforms ``spectra`` in place (callers pass a temporary). Each axis is cut to ``keep``
-    as soon as it is transformed, so later axes transform fewer lines."""
+    """The inverse of :func:`_rfftn`, keeping the first ``keep`` samples of every axis, rounded
+    once to ``dtype`` (the transforms run in float64); it transforms ``spectra`` in place
+    (callers pass a temporary). Each axis is cut to ``keep`` as soon as it is transformed, so
+    later axes transform fewer lines."""
     r = len(lengths)
     current = spectra.reshape(-1, *spectra.shape[-r:], copy=False)  # see _rfftn
     for axis in range(-r, -1):
@@ -95,7 +101,7 @@ def _irfftn(
 
         list(ordered_map(other_axis, _pieces(current.shape[-1], parallel, spectra.size)))
         current = current[_along(axis, current.ndim, (0, keep[axis]))]
-    out = np.empty((*current.shape[:-1], lengths[-1]), dtype=np.float64)
+    out = np.empty((*current.shape[:-1], lengths[-1]), dtype=dtype)
 
     def last_axis(piece: tuple[int, int]) -> None:
         index = _along(-2, current.ndim, piece) if r > 1 else (...,)
@@ -238,7 +244,7 @@ def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
         spectra = _rfftn(tiles[n0:n1, :, :, b0:b1], layout.lengths, split_transforms)
         # spectra (n, G, Cg, *blocks, *freq); kernel (G, Og, Cg, *1, *freq)
         products = _sum_channels(spectra, kernel, left_axis=2, right_axis=2, out_axis=2)
-        outputs = _irfftn(products, layout.lengths, blocks, split_transforms)
+        outputs = _irfftn(products, layout.lengths, blocks, split_transforms, y.dtype)
         full = layout.assemble(outputs.reshape(n1 - n0, -1, *outputs.shape[3:]))
         # Keep the stride-1 outputs at multiples of the stride, within this piece's rows.
         s0 = spec.stride[0]
