@@ -274,8 +274,12 @@ def _conjugate_spectra(kernel: Tensor, lengths: tuple[int, ...], axes: tuple[int
     for length, axis in zip(lengths[:-1], axes[:-1], strict=True):
         extent = spectra.shape[axis]
         # exp(+2 pi i n j / length); n * j reduced exactly in integers keeps every angle exact.
-        turns = torch.outer(torch.arange(length), torch.arange(extent)) % length
-        angles = (turns.to(torch.float64) * (2 * math.pi / length)).to(kernel.device)
+        device = kernel.device
+        turns = (
+            torch.outer(torch.arange(length, device=device), torch.arange(extent, device=device))
+            % length
+        )
+        angles = turns.to(torch.float64) * (2 * math.pi / length)
         dft = torch.polar(torch.ones_like(angles), angles)
         spectra = torch.matmul(dft, spectra.movedim(axis, -2)).movedim(-2, axis)
     return spectra
