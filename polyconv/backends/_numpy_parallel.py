@@ -3,13 +3,21 @@
 NumPy releases the GIL inside its matrix products, copies, ufuncs and FFTs, so Python threads
 that each run a block of rows use all cores. Work is only split when it is large enough to pay
 for the hand-off (tens of microseconds).
+
+Matrix products split this way must not also split themselves: OpenBLAS threads each product
+over the cores, and two pool threads' products then run four threads on two cores.
+:func:`single_threaded_blas` holds OpenBLAS to one thread while the pool runs such work; with
+another BLAS, or where the library cannot be found, it does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import itertools
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -58,3 +66,56 @@ def split(total: int, pieces: int) -> list[tuple[int, int]]:
     pieces = max(1, min(pieces, total))
     bounds = [total * i // pieces for i in range(pieces + 1)]
     return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+
+
+@functools.cache
+def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    """The thread-count getter and setter of the OpenBLAS NumPy loaded (NumPy's own wheels
+    first), or None: another BLAS, or no ``/proc`` to find it in."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(paths, key=lambda p: "numpy" not in p):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
+                set_ = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                    return get, set_
+    return None
+
+
+_blas_lock = threading.Lock()
+_blas_holders = 0
+_blas_saved = 1
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """OpenBLAS on one thread inside the block, restored when the last of any concurrent
+    holders leaves. The setting is process-wide: OpenBLAS has no other."""
+    global _blas_holders, _blas_saved
+    openblas = _openblas()
+    if openblas is None:
+        yield
+        return
+    get, set_ = openblas
+    with _blas_lock:
+        if _blas_holders == 0:
+            _blas_saved = get()
+            set_(1)
+        _blas_holders += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                set_(_blas_saved)
