@@ -153,19 +153,15 @@ class _TileGeometry:
         """Whether the stacked scheme runs (see :func:`_tiles_stacked`)."""
         return math.prod(self.spec.kernel_shape[:-1]) * self.length <= _STACKED_MAX_ROW
 
-    def stacked_windows(
-        self, x_n: np.ndarray, rows: tuple[int, int], group: tuple[int, int, int]
-    ) -> np.ndarray:
-        """``(G, positions, offsets * L)``, a copy: row ``(*lead, tile)`` holds that tile's
-        input windows for every kernel offset along the leading axes, side by side."""
+    def stacked_view(self, x_n: np.ndarray, group: tuple[int, int, int]) -> np.ndarray:
+        """``(G, *lead, nt, *K_lead, L)`` view of every output row's tiles: tile ``(*lead, j)``
+        reads its input window for every kernel offset along the leading axes."""
         spec, s = self.spec, self.padded_strides
         t, count, col0 = group
         kw, dw, sw = spec.kernel_shape[-1], spec.dilation[-1], spec.stride[-1]
         length = (t - 1) * sw + (kw - 1) * dw + 1
         m = len(self.lead)
-        offset = col0 * sw * s[-1] + (rows[0] * spec.stride[0] * s[0] if m else 0)
-        sizes = [rows[1] - rows[0], *self.lead[1:]] if m else []
-        shape = (self.g, *sizes, count, *spec.kernel_shape[:-1], length)
+        shape = (self.g, *self.lead, count, *spec.kernel_shape[:-1], length)
         strides = (
             self.plane,
             *(spec.stride[axis] * s[axis] for axis in range(m)),
@@ -173,8 +169,7 @@ class _TileGeometry:
             *(spec.dilation[axis] * s[axis] for axis in range(m)),
             s[-1],
         )
-        windows = np.ascontiguousarray(_view(x_n, offset, shape, strides))
-        return windows.reshape(self.g, math.prod(shape[1 : 2 + m]), -1)
+        return _view(x_n, col0 * sw * s[-1], shape, strides)
 
     def output_view(
         self, y_n: np.ndarray, rows: tuple[int, int], group: tuple[int, int, int]
@@ -252,16 +247,29 @@ def _tiles_stacked(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec
         )  # (G, offsets * L, Og * t)
         for t, _, _ in geometry.groups
     }
+    m = len(geometry.lead)
+
+    # Views of whole images, made once: a block only slices them (little Python per block).
+    whole = (0, geometry.out[0]) if geometry.lead else (0, 1)
+    views = {
+        (n, group): (
+            geometry.stacked_view(xg[n, :, 0], group),
+            np.moveaxis(geometry.output_view(y[n], whole, group), 1, -2),  # Og next to t
+        )
+        for n in range(xg.shape[0])
+        for group in geometry.groups
+    }
 
     def run(unit: tuple[int, tuple[int, int]]) -> None:
         n, rows = unit
+        block = (slice(None), slice(*rows)) if geometry.lead else (slice(None),)
         for group in geometry.groups:
-            windows = geometry.stacked_windows(xg[n, :, 0], rows, group)
-            target = geometry.output_view(y[n], rows, group)  # (G, Og, *lead_block, nt, t)
+            windows, target = views[n, group]
+            copied = np.ascontiguousarray(windows[block])
+            matrices = copied.reshape(geometry.g, -1, math.prod(copied.shape[2 + m :]))
+            outputs = target[block]  # (G, *lead_block, nt, Og, t)
             for g in range(geometry.g):
-                products = windows[g] @ stacked[group[0]][g]  # (positions, Og * t)
-                blocked = products.reshape(*target.shape[2:-1], geometry.og, group[0])
-                target[g] = np.moveaxis(blocked, -2, 0)
+                outputs[g] = (matrices[g] @ stacked[group[0]][g]).reshape(outputs.shape[1:])
 
     units = [
         (n, rows)
