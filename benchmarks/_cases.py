@@ -253,25 +253,37 @@ def _native_targets(row: str, native: str, k: int | None) -> list[Target]:
     return targets
 
 
+def _native_bench(
+    backend: str,
+    size: int | None,
+    k: int | None,
+    convert: Callable[[np.ndarray], Any],
+    native: str,
+    native_call: Callable[[Any, Any], Any],
+) -> Bench:
+    """polyconv's ``backend`` on its own arrays (``convert``) against ``native_call`` on them."""
+    x, w = _native_problem(size, k)
+    xb, wb = convert(x), convert(w)
+    auto = f"polyconv {backend} auto"
+    return Bench(
+        impls={
+            auto: lambda: pc.correlate(xb, wb),
+            f"polyconv {backend} direct": lambda: pc.correlate(xb, wb, method="direct"),
+            f"polyconv {backend} fft": lambda: pc.correlate(xb, wb, method="fft"),
+            native: lambda: native_call(xb, wb),
+        },
+        baseline=(native,),
+        methods={auto: _auto_method(x, w, backend)},
+        targets=_native_targets(auto, native, k),
+        problem=_problem(x, w),
+    )
+
+
 def _torch_backend(size: int | None, k: int | None) -> Bench:
     import torch
     import torch.nn.functional as F
 
-    x, w = _native_problem(size, k)
-    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-    native = "torch F.conv2d"
-    return Bench(
-        impls={
-            "polyconv torch auto": lambda: pc.correlate(xt, wt),
-            "polyconv torch direct": lambda: pc.correlate(xt, wt, method="direct"),
-            "polyconv torch fft": lambda: pc.correlate(xt, wt, method="fft"),
-            native: lambda: F.conv2d(xt, wt),
-        },
-        baseline=(native,),
-        methods={"polyconv torch auto": _auto_method(x, w, "torch")},
-        targets=_native_targets("polyconv torch auto", native, k),
-        problem=_problem(x, w),
-    )
+    return _native_bench("torch", size, k, torch.from_numpy, "torch F.conv2d", F.conv2d)
 
 
 def _jax_conv() -> Callable[..., Any]:
@@ -288,22 +300,8 @@ def _jax_conv() -> Callable[..., Any]:
 def _jax_backend(size: int | None, k: int | None) -> Bench:
     import jax.numpy as jnp
 
-    x, w = _native_problem(size, k)
-    xj, wj = jnp.asarray(x), jnp.asarray(w)
-    conv = _jax_conv()
     native = "jax.jit(lax.conv_general_dilated)"
-    return Bench(
-        impls={
-            "polyconv jax auto": lambda: pc.correlate(xj, wj),
-            "polyconv jax direct": lambda: pc.correlate(xj, wj, method="direct"),
-            "polyconv jax fft": lambda: pc.correlate(xj, wj, method="fft"),
-            native: lambda: conv(xj, wj),
-        },
-        baseline=(native,),
-        methods={"polyconv jax auto": _auto_method(x, w, "jax")},
-        targets=_native_targets("polyconv jax auto", native, k),
-        problem=_problem(x, w),
-    )
+    return _native_bench("jax", size, k, jnp.asarray, native, _jax_conv())
 
 
 # --- 4. training ----------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ For each output element, ``|y - ref| <= c * eps(dtype) * K * sum(|terms|)``, whe
 number of terms summed and ``sum(|terms|)`` is the same correlation evaluated on absolute values:
 the classical worst-case bound for a sum of ``K`` rounded products in any order (Higham,
 *Accuracy and Stability of Numerical Algorithms*, 3.1), so it holds under cancellation. The FFT
-method errs globally rather than per element; its bound adds :func:`fft_error` to every element. Used by
-:mod:`polyconv.testing` (which re-exports everything here) and by :func:`polyconv.verify`; kept
-free of Hypothesis so that ``verify`` runs where only NumPy is installed.
+method errs globally rather than per element; its bound adds :func:`fft_error` to every
+element. Used by :mod:`polyconv.testing` (which re-exports everything here) and by
+:func:`polyconv.verify`; kept free of Hypothesis so that ``verify`` runs where only NumPy is
+installed.
 """
 
 from __future__ import annotations
@@ -87,9 +88,10 @@ def fft_error(
     ``||x||_2 * max|rfft(w)| <= sqrt(L) * max|x| * sum|w|`` per channel pair. The term
     over-counts on purpose: ``L`` doubles every axis of the padded length plus the kernel
     extent, the magnitude covers the three products a VJP takes (``x`` with ``w``, ``grad_y``
-    with ``w``, ``x`` with ``grad_y``) summed over the batch, and a factor 8 covers the forward transforms, the spectral product and the inverse. It
-    stays far below one misplaced term of float16 or float32 data, so it cannot hide a wrong
-    index; it only admits that an output which reads nothing but zeros comes out as ``1e-17``.
+    with ``w``, ``x`` with ``grad_y``) summed over the batch, and a factor 8 covers the forward
+    transforms, the spectral product and the inverse. It stays far below one misplaced term of
+    float16 or float32 data, so it cannot hide a wrong index; it only admits that an output
+    which reads nothing but zeros comes out as ``1e-17``.
     """
     kwargs = _spec_keywords(spec_kwargs)
     abs_x, abs_w = np.abs(to_numpy(x)), np.abs(to_numpy(w))

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import backends as _registry
 from ._dtypes import result_dtype
-from ._spec import is_plain
+from ._spec import PLAIN_SCALARS, is_plain
 from .backends import Array, Backend
 
 ENV_VAR = "POLYCONV_BACKEND"
@@ -122,9 +122,6 @@ def _placement_attribute(cls: type) -> str:
     return "sharding" if hasattr(cls, "sharding") else "device"
 
 
-_SCALAR_TYPES = (int, str, type(None))  # type() is never bool here: True == 1 as a key
-
-
 def call_signature(
     arrays: tuple[object, ...], settings: tuple[object, ...]
 ) -> tuple[object, ...] | None:
@@ -135,7 +132,7 @@ def call_signature(
     argument: validation must see it). Built on every call, so written for speed and with few
     allocations (each one brings the garbage collector's next pass closer)."""
     for setting in settings:
-        if type(setting) not in _SCALAR_TYPES and not is_plain(setting):
+        if type(setting) not in PLAIN_SCALARS and not is_plain(setting):  # inlined: speed
             return None
     key: list[object] = [_registry.state(), _selected.get(), *settings]
     only_numpy = True

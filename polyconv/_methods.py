@@ -57,6 +57,11 @@ def numpy_tile_width(spec: CorrSpec) -> int:
     return max(2, NUMPY_TILE_COLUMNS // (spec.w_shape[0] // spec.groups))
 
 
+def numpy_tile_length(spec: CorrSpec, t: int) -> int:
+    """Inputs that ``t`` consecutive outputs along the last axis read (``L``)."""
+    return (t - 1) * spec.stride[-1] + (spec.kernel_shape[-1] - 1) * spec.dilation[-1] + 1
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Seconds per unit of counted work, for one backend (see the module docstring)."""
@@ -135,7 +140,7 @@ def direct_cost(spec: CorrSpec, backend: str | None = None) -> float:
         if numpy_uses_tiles(spec):
             t = numpy_tile_width(spec)
             width = spec.out_shape[-1]
-            length = (t - 1) * spec.stride[-1] + (spec.kernel_shape[-1] - 1) * spec.dilation[-1] + 1
+            length = numpy_tile_length(spec, t)
             tiled_macs = n * c_out * (outputs // width) * (-(-width // t) * t) * lead_taps * length
             passes = n * c_out * outputs * (lead_taps + 1)
             return model.direct_call + tiled_macs * model.gemm + passes * model.direct_element

@@ -197,10 +197,14 @@ def _freeze(value: object) -> object:
     return value
 
 
+# Exact types (``type(x) in``, so never bool): True == 1 and 1.0 == 1 as keys, not as arguments.
+PLAIN_SCALARS = (int, str, type(None))
+
+
 def is_plain(value: object) -> bool:
     """Whether ``value`` is None, a str, an int (not a bool) or a tuple of plain values: an
     argument that equals another as a cache key only when it means the same."""
-    if value is None or type(value) in (int, str):
+    if type(value) in PLAIN_SCALARS:
         return True
     return type(value) is tuple and all(map(is_plain, value))
 

@@ -22,24 +22,14 @@ the correlation of the stride-dilated, fully padded ``grad_y`` with the flipped 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._methods import numpy_tile_width
+from .._methods import numpy_tile_length, numpy_tile_width
 from .._methods import numpy_uses_tiles as uses_tiles
 from .._spec import CorrSpec, normalize
-from ._numpy_parallel import (
-    PARALLEL_MIN_WORK,
-    ordered_map,
-    single_threaded_blas,
-    split,
-    thread_count,
-)
-
-R = TypeVar("R")
+from ._numpy_parallel import PARALLEL_MIN_WORK, run_blocks, split, thread_count
 
 # Bytes of the per-block working set (accumulator or window matrix): well inside one core's L2.
 _TILE_BLOCK_BYTES = 256 * 1024
@@ -127,8 +117,8 @@ class _TileGeometry:
         the leading axes; a copy (BLAS needs it) when there are no leading axes."""
         spec, s = self.spec, self.padded_strides
         t, count, col0 = group
-        kw, dw, sw = spec.kernel_shape[-1], spec.dilation[-1], spec.stride[-1]
-        length = (t - 1) * sw + (kw - 1) * dw + 1
+        sw = spec.stride[-1]
+        length = numpy_tile_length(spec, t)
         offset = col0 * sw * s[-1]
         for axis, a in enumerate(lead_offset):
             start = rows[0] if axis == 0 else 0
@@ -144,9 +134,8 @@ class _TileGeometry:
 
     @property
     def length(self) -> int:
-        """Inputs read by one tile of ``t`` outputs along the last axis (``L``)."""
-        spec = self.spec
-        return (self.t - 1) * spec.stride[-1] + (spec.kernel_shape[-1] - 1) * spec.dilation[-1] + 1
+        """Inputs read by one full tile (``L``)."""
+        return numpy_tile_length(self.spec, self.t)
 
     @property
     def stacked(self) -> bool:
@@ -158,10 +147,9 @@ class _TileGeometry:
         reads its input window for every kernel offset along the leading axes."""
         spec, s = self.spec, self.padded_strides
         t, count, col0 = group
-        kw, dw, sw = spec.kernel_shape[-1], spec.dilation[-1], spec.stride[-1]
-        length = (t - 1) * sw + (kw - 1) * dw + 1
+        sw = spec.stride[-1]
         m = len(self.lead)
-        shape = (self.g, *self.lead, count, *spec.kernel_shape[:-1], length)
+        shape = (self.g, *self.lead, count, *spec.kernel_shape[:-1], numpy_tile_length(spec, t))
         strides = (
             self.plane,
             *(spec.stride[axis] * s[axis] for axis in range(m)),
@@ -276,7 +264,7 @@ def _tiles_stacked(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec
         for n in range(xg.shape[0])
         for rows in geometry.blocks(xg.shape[0], xg.itemsize, stacked=True)
     ]
-    _run_units(run, units, geometry.parallel)
+    run_blocks(run, units, geometry.parallel)
 
 
 def _tiles_by_kernel_row(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
@@ -319,7 +307,7 @@ def _tiles_by_kernel_row(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: Co
     units = [
         (n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)
     ]
-    _run_units(run, units, geometry.parallel)
+    run_blocks(run, units, geometry.parallel)
 
 
 def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndarray:
@@ -355,7 +343,7 @@ def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndar
         (n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)
     ]
     totals: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
-    for partial in _run_units(run, units, geometry.parallel):
+    for partial in run_blocks(run, units, geometry.parallel):
         for key, value in partial.items():
             totals[key] = totals[key] + value if key in totals else value
 
@@ -443,22 +431,13 @@ def _im2col_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrS
         cols = geometry.columns(x_flat[n], rows)
         np.matmul(kernels, cols, out=geometry.output_block(y[n], rows))
 
-    _run_units(run, units, parallel)
+    run_blocks(run, units, parallel)
 
 
 def _worth_splitting(spec: CorrSpec) -> bool:
     """Whether the work pays for handing blocks to the thread pool."""
     work = spec.out_shape[0] * math.prod(spec.out_shape[1:])
     return work * spec.w_shape[1] * math.prod(spec.kernel_shape) >= PARALLEL_MIN_WORK
-
-
-def _run_units(run: Callable[[Any], R], units: list[Any], parallel: bool) -> list[R]:
-    """``run`` on every unit, in order; on the pool with OpenBLAS on one thread when
-    ``parallel`` (see :mod:`._numpy_parallel`)."""
-    if not parallel:
-        return [run(unit) for unit in units]
-    with single_threaded_blas():
-        return list(ordered_map(run, units))
 
 
 def _im2col_vjp(

@@ -119,3 +119,12 @@ def single_threaded_blas() -> Iterator[None]:
             _blas_holders -= 1
             if _blas_holders == 0:
                 set_(_blas_saved)
+
+
+def run_blocks(fn: Callable[[T], R], items: list[T], parallel: bool) -> list[R]:
+    """``fn`` on every item, in order, for work made of matrix products: on the pool with
+    OpenBLAS on one thread when ``parallel``, else on the calling thread."""
+    if not parallel:
+        return [fn(item) for item in items]
+    with single_threaded_blas():
+        return list(ordered_map(fn, items))

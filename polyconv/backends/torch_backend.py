@@ -180,13 +180,10 @@ def _native_padding(spec: CorrSpec) -> tuple[int, ...] | int | None:
     return None
 
 
-def _pad(
-    x: Tensor, spec: CorrSpec, defer_zeros: bool = True
-) -> tuple[Tensor, tuple[int, ...] | int]:
-    """``x`` padded as far as needed, and the ``padding=`` left for the convolution; with
-    ``defer_zeros`` off, ``x`` padded all the way (the padding left is 0)."""
+def _pad(x: Tensor, spec: CorrSpec) -> tuple[Tensor, tuple[int, ...] | int]:
+    """``x`` padded as far as needed, and the ``padding=`` left for the convolution."""
     native = _native_padding(spec)
-    if native == 0 or (defer_zeros and native is not None):
+    if native is not None:
         return x, native
     if spec.padding_mode == "zeros":
         # F.pad lists (lo, hi) from the last axis backwards.
