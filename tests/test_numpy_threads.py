@@ -1,9 +1,12 @@
-"""The NumPy backend's threads: OpenBLAS is held to one thread while the pool runs matrix
-products, and given back its own count afterwards, however many calls overlap."""
+"""The NumPy backend's threads: work is shared by the pool and the calling thread and comes
+back in order; OpenBLAS is held to one thread while the pool runs matrix products, and given
+back its own count afterwards, however many calls overlap; scratch buffers are kept per
+thread."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -11,7 +14,15 @@ import pytest
 
 import polyconv as pc
 from polyconv.backends import _numpy_parallel
-from polyconv.backends._numpy_parallel import single_threaded_blas
+from polyconv.backends._numpy_parallel import (
+    SCRATCH_MAX_BYTES,
+    ordered_map,
+    scratch,
+    single_threaded_blas,
+    thread_count,
+)
+
+needs_two_threads = pytest.mark.skipif(thread_count() < 2, reason="the pool has one thread")
 
 OPENBLAS = _numpy_parallel._openblas()
 
@@ -67,3 +78,87 @@ def test_a_layer_split_over_the_pool_equals_the_reference() -> None:
         rtol=1e-10,
         atol=1e-10,
     )
+
+
+def test_ordered_map_returns_results_in_item_order() -> None:
+    assert ordered_map(lambda i: i * i, range(50)) == [i * i for i in range(50)]
+
+
+@needs_two_threads
+def test_ordered_map_runs_items_on_the_calling_thread_and_the_pool() -> None:
+    both_running = threading.Barrier(2, timeout=10)
+
+    def item(i: int) -> str:
+        if i < 2:  # the first two items can only finish if two threads run them at once
+            both_running.wait()
+        return threading.current_thread().name
+
+    names = set(ordered_map(item, range(8)))
+    assert threading.current_thread().name in names and len(names) == 2
+
+
+def test_ordered_map_raises_an_items_error_once_no_item_is_running() -> None:
+    running = 0
+    lock = threading.Lock()
+
+    def item(i: int) -> int:
+        nonlocal running
+        with lock:
+            running += 1
+        try:
+            time.sleep(0.005)
+            if i == 1:
+                raise KeyError(i)
+            return i
+        finally:
+            with lock:
+                running -= 1
+
+    with pytest.raises(KeyError):
+        ordered_map(item, range(6))
+    assert running == 0
+
+
+@needs_two_threads
+def test_nested_ordered_map_on_every_pool_thread_completes() -> None:
+    # Every pool thread runs an item that maps again: helpers queued behind busy threads must
+    # be cancelled, not awaited, or this deadlocks.
+    def outer(i: int) -> list[int]:
+        return ordered_map(lambda j: i * 10 + j, range(4))
+
+    assert ordered_map(outer, range(2 * thread_count())) == [
+        [i * 10 + j for j in range(4)] for i in range(2 * thread_count())
+    ]
+
+
+def test_scratch_reuses_one_buffer_per_name_and_thread() -> None:
+    first = scratch("test.a", (4, 8), np.float32)
+    again = scratch("test.a", (2, 3), np.float64)  # smaller: the same memory
+    other = scratch("test.b", (4, 8), np.float32)
+    assert np.shares_memory(first, again) and not np.shares_memory(first, other)
+    assert again.shape == (2, 3) and again.dtype == np.float64
+
+
+def test_scratch_grows_for_a_larger_request() -> None:
+    small = scratch("test.grow", (4,), np.float32)
+    large = scratch("test.grow", (1 << 16,), np.float32)
+    assert large.shape == (1 << 16,) and not np.shares_memory(small, large)
+    assert np.shares_memory(large, scratch("test.grow", (1 << 16,), np.float32))
+
+
+def test_scratch_keeps_no_buffer_above_its_limit() -> None:
+    size = SCRATCH_MAX_BYTES // 8 + 1
+    assert not np.shares_memory(
+        scratch("test.huge", (size,), np.float64), scratch("test.huge", (size,), np.float64)
+    )
+
+
+def test_scratch_buffers_of_different_threads_are_distinct() -> None:
+    here = scratch("test.thread", (16,), np.float32)
+    there: list[np.ndarray] = []
+    worker = threading.Thread(
+        target=lambda: there.append(scratch("test.thread", (16,), np.float32))
+    )
+    worker.start()
+    worker.join()
+    assert not np.shares_memory(here, there[0])

@@ -21,15 +21,15 @@ the correlation of the stride-dilated, fully padded ``grad_y`` with the flipped 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from .._methods import numpy_tile_length, numpy_tile_width
 from .._methods import numpy_uses_tiles as uses_tiles
 from .._spec import CorrSpec, normalize
-from ._numpy_parallel import PARALLEL_MIN_WORK, run_blocks, split, thread_count
+from ._numpy_parallel import PARALLEL_MIN_WORK, run_blocks, scratch, split, thread_count
 
 # Bytes of the per-block working set (accumulator or window matrix): well inside one core's L2.
 _TILE_BLOCK_BYTES = 256 * 1024
@@ -45,10 +45,11 @@ _IM2COL_BLOCK_BYTES = 2 * 1024 * 1024
 def _view(
     base: np.ndarray, offset: int, shape: tuple[int, ...], strides: tuple[int, ...]
 ) -> np.ndarray:
-    """A view of C-contiguous ``base`` at element ``offset`` with element ``strides``."""
-    flat = base.reshape(-1)[offset:]
+    """A view of C-contiguous ``base`` at element ``offset`` with element ``strides`` (checked
+    to lie inside ``base``; writeable when ``base`` is). ``np.ndarray`` over the base's buffer
+    costs well under a microsecond, ``as_strided`` about 5."""
     item = base.itemsize
-    return as_strided(flat, shape=shape, strides=tuple(s * item for s in strides), writeable=True)
+    return np.ndarray(shape, base.dtype, base, offset * item, tuple(s * item for s in strides))
 
 
 def _element_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -79,16 +80,31 @@ def _tile_groups(width: int, t: int) -> list[tuple[int, int, int]]:
     return groups
 
 
-def _toeplitz(w_last: np.ndarray, t: int, stride: int, dilation: int) -> np.ndarray:
-    """``(G, L, Og * t)``: column ``(o, j)`` holds kernel row ``w_last[g, o]`` at rows
-    ``j * stride + b * dilation``, so that ``window @ T`` correlates ``t`` outputs at once."""
-    g, og, kw = w_last.shape
-    length = (t - 1) * stride + (kw - 1) * dilation + 1
-    toeplitz = np.zeros((g, length, og, t), dtype=w_last.dtype)
-    j = np.arange(t)[:, None]
-    b = np.arange(kw)[None, :]
-    toeplitz[:, j * stride + b * dilation, :, j] = w_last.transpose(2, 0, 1)[None]
-    return toeplitz.reshape(g, length, og * t)
+@functools.lru_cache(maxsize=256)
+def _toeplitz_scatter(spec: CorrSpec, t: int) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """Where the kernel's taps go in the Toeplitz matrices of tile width ``t``: their shape
+    ``(G, offsets, L, Og, t)`` (kernel offsets along the leading axes), and the flat positions
+    in those matrices and in the kernel ``(G, Og, 1, *K)`` of every tap's copies."""
+    g, og = spec.groups, spec.w_shape[0] // spec.groups
+    kernel = spec.kernel_shape
+    offsets, kw = math.prod(kernel[:-1]), kernel[-1]
+    length = numpy_tile_length(spec, t)
+    gi, oi, off, j, b = np.ix_(range(g), range(og), range(offsets), range(t), range(kw))
+    rows = j * spec.stride[-1] + b * spec.dilation[-1]
+    shape = (g, offsets, length, og, t)
+    target = np.ravel_multi_index(np.broadcast_arrays(gi, off, rows, oi, j), shape)
+    source = np.ravel_multi_index(np.broadcast_arrays(gi, oi, off, b), (g, og, offsets, kw))
+    return shape, target.reshape(-1), np.broadcast_to(source, target.shape).reshape(-1)
+
+
+def _toeplitz(wg: np.ndarray, spec: CorrSpec, t: int) -> np.ndarray:
+    """``(G, offsets, L, Og * t)``: for each kernel offset along the leading axes, column
+    ``(o, j)`` holds that kernel row of output channel ``o`` at rows ``j * stride + b *
+    dilation``, so that ``window @ T`` correlates ``t`` outputs at once."""
+    shape, target, source = _toeplitz_scatter(spec, t)
+    toeplitz = np.zeros(math.prod(shape), dtype=wg.dtype)
+    toeplitz[target] = wg.reshape(-1)[source]
+    return toeplitz.reshape(*shape[:3], -1)
 
 
 class _TileGeometry:
@@ -202,13 +218,16 @@ class _TileGeometry:
         return _row_blocks(self.out[0], row_bytes, target, wanted)
 
 
+_tile_geometry = functools.lru_cache(maxsize=256)(_TileGeometry)
+
+
 def _lead_offsets(spec: CorrSpec) -> list[tuple[int, ...]]:
     return list(np.ndindex(*spec.kernel_shape[:-1]))
 
 
 def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
     """``y`` ``(N, O, *out)`` from padded ``xg`` ``(N, G, 1, *P)`` and ``wg`` ``(G, Og, 1, *K)``."""
-    if _TileGeometry(spec).stacked:
+    if _tile_geometry(spec).stacked:
         _tiles_stacked(xg, wg, y, spec)
     else:
         _tiles_by_kernel_row(xg, wg, y, spec)
@@ -217,47 +236,29 @@ def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSp
 def _tiles_stacked(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
     """Small kernels: per block of rows, the windows of every kernel offset along the leading
     axes are copied side by side, and one matrix product with the Toeplitz matrices of those
-    offsets, stacked, gives the block's outputs (no accumulator passes)."""
-    geometry = _TileGeometry(spec)
-    w_rows = wg[:, :, 0]  # (G, Og, *K)
+    offsets, stacked, gives the block's outputs (no accumulator passes). The copy and the
+    product go to the thread's scratch buffers."""
+    geometry = _tile_geometry(spec)
+    g = geometry.g
     stacked = {
-        t: np.concatenate(
-            [
-                _toeplitz(
-                    w_rows[(slice(None), slice(None), *offset)],  # type: ignore[arg-type]
-                    t,
-                    spec.stride[-1],
-                    spec.dilation[-1],
-                )
-                for offset in _lead_offsets(spec)
-            ],
-            axis=1,
-        )  # (G, offsets * L, Og * t)
-        for t, _, _ in geometry.groups
-    }
-    m = len(geometry.lead)
-
-    # Views of whole images, made once: a block only slices them (little Python per block).
-    whole = (0, geometry.out[0]) if geometry.lead else (0, 1)
-    views = {
-        (n, group): (
-            geometry.stacked_view(xg[n, :, 0], group),
-            np.moveaxis(geometry.output_view(y[n], whole, group), 1, -2),  # Og next to t
-        )
-        for n in range(xg.shape[0])
-        for group in geometry.groups
+        t: _toeplitz(wg, spec, t).reshape(g, -1, geometry.og * t) for t, _, _ in geometry.groups
     }
 
     def run(unit: tuple[int, tuple[int, int]]) -> None:
         n, rows = unit
         block = (slice(None), slice(*rows)) if geometry.lead else (slice(None),)
         for group in geometry.groups:
-            windows, target = views[n, group]
-            copied = np.ascontiguousarray(windows[block])
-            matrices = copied.reshape(geometry.g, -1, math.prod(copied.shape[2 + m :]))
-            outputs = target[block]  # (G, *lead_block, nt, Og, t)
-            for g in range(geometry.g):
-                outputs[g] = (matrices[g] @ stacked[group[0]][g]).reshape(outputs.shape[1:])
+            toeplitz = stacked[group[0]]
+            windows = geometry.stacked_view(xg[n, :, 0], group)[block]
+            copied = scratch("tiles.windows", windows.shape, xg.dtype)
+            np.copyto(copied, windows)
+            matrices = copied.reshape(g, -1, toeplitz.shape[1])
+            product = scratch("tiles.product", (g, matrices.shape[1], toeplitz.shape[2]), xg.dtype)
+            np.matmul(matrices, toeplitz, out=product)
+            outputs = geometry.output_view(y[n], rows, group)  # (G, Og, *lead_block, nt, t)
+            ndim = outputs.ndim
+            in_product_order = outputs.transpose(0, *range(2, ndim - 1), 1, ndim - 1)
+            in_product_order[...] = product.reshape(in_product_order.shape)
 
     units = [
         (n, rows)
@@ -270,18 +271,11 @@ def _tiles_stacked(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec
 def _tiles_by_kernel_row(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
     """Larger kernels: one batched product per kernel offset along the leading axes, straight
     from a strided view of the input (no copy), summed in an accumulator."""
-    geometry = _TileGeometry(spec)
+    geometry = _tile_geometry(spec)
     offsets = _lead_offsets(spec)
-    w_rows = wg[:, :, 0]  # (G, Og, *K)
+    by_width = {t: _toeplitz(wg, spec, t) for t, _, _ in geometry.groups}
     toeplitz = {
-        (group[0], offset): _toeplitz(
-            w_rows[(slice(None), slice(None), *offset)],  # type: ignore[arg-type]
-            group[0],
-            spec.stride[-1],
-            spec.dilation[-1],
-        )
-        for group in geometry.groups
-        for offset in offsets
+        (t, offset): by_width[t][:, i] for t in by_width for i, offset in enumerate(offsets)
     }
     batch_dims = len(geometry.lead) + 1  # matmul broadcasts T over (lead[:-1]..., nt)
 
@@ -289,18 +283,19 @@ def _tiles_by_kernel_row(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: Co
         n, rows = unit
         x_n = xg[n, :, 0]
         for group in geometry.groups:
-            acc = tmp = None
+            acc = term = None
             for offset in offsets:
                 windows = geometry.window_view(x_n, offset, rows, group)
                 t_matrix = toeplitz[group[0], offset]
                 t_matrix = t_matrix.reshape(
                     t_matrix.shape[0], *[1] * (batch_dims - 1), *t_matrix.shape[1:]
                 )
+                shape = (*windows.shape[:-1], t_matrix.shape[-1])
                 if acc is None:
-                    acc = np.matmul(windows, t_matrix)
+                    acc = np.matmul(windows, t_matrix, out=scratch("tiles.acc", shape, x_n.dtype))
                 else:
-                    tmp = np.matmul(windows, t_matrix, out=tmp)
-                    acc += tmp
+                    term = scratch("tiles.term", shape, x_n.dtype)
+                    acc += np.matmul(windows, t_matrix, out=term)
             assert acc is not None
             geometry.output_view(y[n], rows, group)[...] = geometry.to_output_order(acc, group[0])
 
@@ -314,7 +309,7 @@ def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndar
     """``grad_w`` ``(G, Og, 1, *K)`` for the tiles scheme: for each tile, ``grad_y``'s tile
     (``t`` outputs) times the tile's input windows gives a ``(t, L)`` matrix whose diagonals
     ``[j, j * stride + b * dilation]`` sum to the kernel row's gradient."""
-    geometry = _TileGeometry(spec)
+    geometry = _tile_geometry(spec)
     offsets = _lead_offsets(spec)
     g, og = geometry.g, geometry.og
     m = len(geometry.lead)
@@ -361,7 +356,8 @@ def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndar
 
 
 class _Im2col:
-    """Window matrices of one padded image ``x_n`` ``(G, Cg, *P)`` for a block of output rows."""
+    """Window matrices of a block of output rows, read from a padded image ``(G, Cg, *P)`` or
+    from a slab of its rows (:meth:`slab`)."""
 
     def __init__(self, spec: CorrSpec, itemsize: int) -> None:
         self.spec = spec
@@ -370,8 +366,6 @@ class _Im2col:
         self.og = spec.w_shape[0] // spec.groups
         self.out = spec.out_shape[2:]
         self.taps = math.prod(spec.kernel_shape)
-        self.padded_strides = _element_strides(spec.padded_shape)
-        self.plane = math.prod(spec.padded_shape)
         row_bytes = self.g * self.cg * self.taps * math.prod(self.out[1:]) * itemsize
         self.row_bytes = row_bytes
 
@@ -379,30 +373,56 @@ class _Im2col:
         return _row_blocks(self.out[0], self.row_bytes, _IM2COL_BLOCK_BYTES, units_wanted)
 
     def windows(
-        self, x_n: np.ndarray, rows: tuple[int, int], tap: tuple[int, ...] | None = None
+        self,
+        image: np.ndarray,
+        rows: tuple[int, int],
+        tap: tuple[int, ...] | None = None,
+        first_row: int = 0,
     ) -> np.ndarray:
-        """``(G, Cg, *K, *out_block)`` view (or ``(G, Cg, *out_block)`` for one ``tap``)."""
-        spec, s = self.spec, self.padded_strides
+        """``(G, Cg, *K, *out_block)`` view (or ``(G, Cg, *out_block)`` for one ``tap``) of
+        ``image`` ``(G, Cg, *padded)``, whose first row is padded row ``first_row``."""
+        spec = self.spec
+        s = _element_strides(image.shape[2:])
+        plane = math.prod(image.shape[2:])
         sizes = (rows[1] - rows[0], *self.out[1:])
-        offset = rows[0] * spec.stride[0] * s[0]
+        offset = (rows[0] * spec.stride[0] - first_row) * s[0]
         tap_strides = tuple(d * si for d, si in zip(spec.dilation, s, strict=True))
         out_strides = tuple(st * si for st, si in zip(spec.stride, s, strict=True))
         if tap is not None:
             offset += sum(k * ts for k, ts in zip(tap, tap_strides, strict=True))
             return _view(
-                x_n,
-                offset,
-                (self.g, self.cg, *sizes),
-                (self.cg * self.plane, self.plane, *out_strides),
+                image, offset, (self.g, self.cg, *sizes), (self.cg * plane, plane, *out_strides)
             )
         shape = (self.g, self.cg, *spec.kernel_shape, *sizes)
-        strides = (self.cg * self.plane, self.plane, *tap_strides, *out_strides)
-        return _view(x_n, offset, shape, strides)
+        strides = (self.cg * plane, plane, *tap_strides, *out_strides)
+        return _view(image, offset, shape, strides)
 
-    def columns(self, x_n: np.ndarray, rows: tuple[int, int]) -> np.ndarray:
-        """The block's window matrix ``(G, Cg * taps, positions)``, copied contiguous."""
-        windows = self.windows(x_n, rows)
-        cols = np.empty(windows.shape, dtype=x_n.dtype)
+    def slab(self, x_n: np.ndarray, rows: tuple[int, int]) -> tuple[np.ndarray, int]:
+        """The padded rows that output ``rows`` read, zero-padded from the unpadded image
+        ``x_n`` ``(G, Cg, *spatial)`` into the thread's scratch, and the first one's index:
+        the padding is made per block, in cache, instead of as a padded copy of the input."""
+        spec = self.spec
+        extent = (spec.kernel_shape[0] - 1) * spec.dilation[0] + 1
+        first, stop = rows[0] * spec.stride[0], (rows[1] - 1) * spec.stride[0] + extent
+        slab = scratch(
+            "im2col.slab", (*x_n.shape[:2], stop - first, *spec.padded_shape[1:]), x_n.dtype
+        )
+        slab.fill(0)
+        lo = spec.padding[0][0]
+        read = (max(first - lo, 0), min(stop - lo, x_n.shape[2]))
+        inside = (
+            slice(None),
+            slice(None),
+            slice(read[0] + lo - first, read[1] + lo - first),
+            *(slice(p, p + n) for (p, _), n in zip(spec.padding[1:], x_n.shape[3:], strict=True)),
+        )
+        slab[inside] = x_n[:, :, read[0] : read[1]]
+        return slab, first
+
+    def columns(self, windows: np.ndarray) -> np.ndarray:
+        """The window matrix ``(G, Cg * taps, positions)`` of ``windows``, copied contiguous
+        into the thread's scratch."""
+        cols = scratch("im2col.columns", windows.shape, windows.dtype)
         np.copyto(cols, windows)
         return cols.reshape(self.g, self.cg * self.taps, -1)
 
@@ -414,21 +434,24 @@ class _Im2col:
         return _view(y_n, rows[0] * rest, shape, (self.og * plane, plane, 1))
 
 
-def _im2col_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
+def _im2col_correlate(
+    xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec, padded: bool = True
+) -> None:
     """Each block (image, rows) copies its windows and multiplies them by the kernels, on the
     pool's threads, each product on one BLAS thread: the copies then run in parallel too
     (measured here on the benchmark layers: 15 to 30% faster than one block at a time with
-    OpenBLAS threading each product)."""
+    OpenBLAS threading each product). With ``padded`` false, ``xg`` is the unpadded input and
+    each block zero-pads the rows it reads (:meth:`_Im2col.slab`)."""
     geometry = _Im2col(spec, xg.itemsize)
     kernels = wg.reshape(geometry.g, geometry.og, -1)
-    x_flat = xg.reshape(xg.shape[0], geometry.g, geometry.cg, *spec.padded_shape)
     parallel = _worth_splitting(spec)
     wanted = -(-2 * thread_count() // xg.shape[0]) if parallel else 1
     units = [(n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(wanted)]
 
     def run(unit: tuple[int, tuple[int, int]]) -> None:
         n, rows = unit
-        cols = geometry.columns(x_flat[n], rows)
+        image, first = (xg[n], 0) if padded else geometry.slab(xg[n], rows)
+        cols = geometry.columns(geometry.windows(image, rows, first_row=first))
         np.matmul(kernels, cols, out=geometry.output_block(y[n], rows))
 
     run_blocks(run, units, parallel)
@@ -451,7 +474,7 @@ def _im2col_vjp(
     block_shape = (geometry.g, geometry.cg, *spec.kernel_shape)
     for n in range(xg.shape[0]):
         for rows in geometry.blocks(1):
-            cols = geometry.columns(xg[n], rows)
+            cols = geometry.columns(geometry.windows(xg[n], rows))
             gy = geometry.output_block(grad_y[n], rows)
             grad_w += np.matmul(gy, cols.transpose(0, 2, 1))
             grad_cols = np.matmul(kernels_t, gy).reshape(*block_shape, -1)
@@ -466,17 +489,30 @@ def _im2col_vjp(
 # --- entry points ----------------------------------------------------------------------------
 
 
-def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec, *, exact: bool = False) -> np.ndarray:
+def correlate(
+    xg: np.ndarray, wg: np.ndarray, spec: CorrSpec, *, exact: bool = False, padded: bool = True
+) -> np.ndarray:
     """``y`` ``(N, O, *out)`` from padded, contiguous ``xg`` ``(N, G, Cg, *P)`` and ``wg``
     ``(G, Og, Cg, *K)``, both in the compute dtype. ``exact`` forces im2col, whose every
     product is a term of the defining sum (non-finite values reach exactly the outputs that
-    read them)."""
+    read them). With ``padded`` false (im2col only, zero padding), ``xg`` is the unpadded
+    input ``(N, G, Cg, *spatial)``."""
     y = np.empty(spec.out_shape, dtype=xg.dtype)
     if uses_tiles(spec) and not exact:
         _tiles_correlate(xg, wg, y, spec)
     else:
-        _im2col_correlate(xg, wg, y, spec)
+        _im2col_correlate(xg, wg, y, spec, padded)
     return y
+
+
+def pads_per_block(spec: CorrSpec) -> bool:
+    """Whether :func:`correlate` takes this problem's input unpadded (``padded=False``): im2col
+    with zero padding pads each block's rows in cache, so no padded copy of the input is made."""
+    return (
+        spec.padding_mode == "zeros"
+        and any(lo or hi for lo, hi in spec.padding)
+        and not uses_tiles(spec)
+    )
 
 
 def _transposed_problem(

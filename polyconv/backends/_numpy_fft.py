@@ -23,13 +23,18 @@ from numpy.lib.stride_tricks import as_strided
 
 from .._fft_plan import AxisPlan, fft_plan
 from .._spec import CorrSpec
-from ._numpy_parallel import ordered_map, split, thread_count
+from ._numpy_parallel import ordered_map, scratch, split, thread_count
 
 # Spectra held at once by one piece of work (bytes): bounds the memory, and keeps a piece
 # large enough that the per-call overhead of numpy.fft does not dominate.
 _UNIT_BYTES = 2 * 1024 * 1024
 # Transforms of at least this many samples are themselves split over the threads.
 _PARALLEL_TRANSFORM_SAMPLES = 1 << 17
+
+
+def _array(shape: tuple[int, ...], dtype: np.dtype | type, buffer: str | None) -> np.ndarray:
+    """A new array, or the thread's scratch array named ``buffer``."""
+    return np.empty(shape, dtype=dtype) if buffer is None else scratch(buffer, shape, dtype)
 
 
 def _pieces(size: int, parallel: bool, samples: int) -> list[tuple[int, int]]:
@@ -45,7 +50,9 @@ def _along(axis: int, ndim: int, piece: tuple[int, int]) -> tuple[slice, ...]:
     return tuple(index)
 
 
-def _rfftn(a: np.ndarray, lengths: tuple[int, ...], parallel: bool) -> np.ndarray:
+def _rfftn(
+    a: np.ndarray, lengths: tuple[int, ...], parallel: bool, buffer: str | None = None
+) -> np.ndarray:
     """The float64 real transform of the last ``len(lengths)`` axes at ``lengths`` (zero-extended
     or cut), one axis at a time into one buffer: the last axis line by line, then every other
     axis in place, each axis cut into pieces for the threads when large and ``parallel``.
@@ -53,10 +60,11 @@ def _rfftn(a: np.ndarray, lengths: tuple[int, ...], parallel: bool) -> np.ndarra
     One buffer, because a fresh large array costs its page faults on every call (``np.fft.rfftn``
     allocates one per axis: measured here 8 ms against 2 ms for a 512x512 transform). float64,
     because NumPy's float64 transforms are faster than its float32 ones, and exact enough that
-    the FFT's rounding error is negligible next to the float32 result's."""
+    the FFT's rounding error is negligible next to the float32 result's. With ``buffer``, the
+    result is the thread's scratch array of that name (:func:`scratch`)."""
     r = len(lengths)
     kept = tuple(min(n, length) for n, length in zip(a.shape[-r:-1], lengths[:-1], strict=True))
-    out = np.empty((*a.shape[:-r], *lengths[:-1], lengths[-1] // 2 + 1), dtype=np.complex128)
+    out = _array((*a.shape[:-r], *lengths[:-1], lengths[-1] // 2 + 1), np.complex128, buffer)
     rows: tuple[Any, ...] = (..., *(slice(0, n) for n in kept), slice(None))
     source, target = a[rows], out[rows]
     for axis, n in enumerate(kept, start=-r):  # the extension of the other axes is zeros
@@ -86,11 +94,12 @@ def _irfftn(
     keep: tuple[int, ...],
     parallel: bool,
     dtype: np.dtype | type = np.float64,
+    buffer: str | None = None,
 ) -> np.ndarray:
     """The inverse of :func:`_rfftn`, keeping the first ``keep`` samples of every axis, rounded
     once to ``dtype`` (the transforms run in float64); it transforms ``spectra`` in place
     (callers pass a temporary). Each axis is cut to ``keep`` as soon as it is transformed, so
-    later axes transform fewer lines."""
+    later axes transform fewer lines. ``buffer`` as in :func:`_rfftn`."""
     r = len(lengths)
     current = spectra.reshape(-1, *spectra.shape[-r:], copy=False)  # see _rfftn
     for axis in range(-r, -1):
@@ -101,7 +110,7 @@ def _irfftn(
 
         list(ordered_map(other_axis, _pieces(current.shape[-1], parallel, spectra.size)))
         current = current[_along(axis, current.ndim, (0, keep[axis]))]
-    out = np.empty((*current.shape[:-1], lengths[-1]), dtype=dtype)
+    out = _array((*current.shape[:-1], lengths[-1]), dtype, buffer)
 
     def last_axis(piece: tuple[int, int]) -> None:
         index = _along(-2, current.ndim, piece) if r > 1 else (...,)
@@ -123,13 +132,21 @@ def _dilated_kernel(wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
 
 
 def _extended(xg: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
-    """``xg`` zero-extended at the end of every multi-tile axis, so the last tile fits."""
+    """``xg`` zero-extended at the end of every multi-tile axis, so the last tile fits: in the
+    calling thread's scratch, which the call holds until it returns."""
     extra = [
         max(p.span - n, 0) if p.blocks > 1 else 0 for p, n in zip(plans, xg.shape[3:], strict=True)
     ]
     if not any(extra):
         return xg
-    return np.pad(xg, [(0, 0)] * 3 + [(0, e) for e in extra])
+    shape = (*xg.shape[:3], *(n + e for n, e in zip(xg.shape[3:], extra, strict=True)))
+    extended = scratch("fft.extended", shape, xg.dtype)
+    inside: tuple[Any, ...] = (..., *(slice(0, n) for n in xg.shape[3:]))
+    extended[inside] = xg
+    for axis, (n, e) in enumerate(zip(xg.shape[3:], extra, strict=True), start=3):
+        if e:
+            extended[(slice(None),) * axis + (slice(n, None),)] = 0
+    return extended
 
 
 def _tiles(xe: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
@@ -197,10 +214,10 @@ class _Layout:
         for axis in range(r):
             order += [2 + axis, 2 + r + axis]
         merged = tiles.transpose(order)
-        return merged.reshape(
-            *tiles.shape[:2],
-            *(b * p.block for b, p in zip(tiles.shape[2 : 2 + r], self.plans, strict=True)),
-        )
+        sizes = [b * p.block for b, p in zip(tiles.shape[2 : 2 + r], self.plans, strict=True)]
+        assembled = scratch("fft.assembled", (*tiles.shape[:2], *sizes), tiles.dtype)
+        np.copyto(assembled.reshape(merged.shape), merged)
+        return assembled
 
 
 def _sum_channels(
@@ -241,10 +258,10 @@ def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
 
     def run(unit: tuple[tuple[int, int], tuple[int, int]]) -> None:
         (n0, n1), (b0, b1) = unit
-        spectra = _rfftn(tiles[n0:n1, :, :, b0:b1], layout.lengths, split_transforms)
+        spectra = _rfftn(tiles[n0:n1, :, :, b0:b1], layout.lengths, split_transforms, "fft.in")
         # spectra (n, G, Cg, *blocks, *freq); kernel (G, Og, Cg, *1, *freq)
         products = _sum_channels(spectra, kernel, left_axis=2, right_axis=2, out_axis=2)
-        outputs = _irfftn(products, layout.lengths, blocks, split_transforms, y.dtype)
+        outputs = _irfftn(products, layout.lengths, blocks, split_transforms, y.dtype, "fft.out")
         full = layout.assemble(outputs.reshape(n1 - n0, -1, *outputs.shape[3:]))
         # Keep the stride-1 outputs at multiples of the stride, within this piece's rows.
         s0 = spec.stride[0]

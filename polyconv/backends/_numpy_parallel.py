@@ -16,11 +16,14 @@ import contextlib
 import ctypes
 import functools
 import itertools
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,13 +55,60 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=thread_count(), thread_name_prefix="polyconv")
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True) -> Iterator[R]:
-    """``map(fn, items)``, run on the thread pool when ``parallel`` and there is more than one
-    item and thread; results come back in order, so callers can reduce them deterministically."""
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True) -> list[R]:
+    """``[fn(item) for item in items]``, on the pool's threads and the calling thread together
+    when ``parallel`` and there is more than one item and thread. Each thread claims the next
+    unclaimed item until none is left, so there is one hand-off per helping thread rather than
+    per item (a hand-off costs tens of microseconds here), and the caller works instead of
+    waiting. Results come back in item order, so callers reduce them deterministically.
+
+    A helper that has not started when the caller runs out of items is cancelled rather than
+    awaited: a pool thread that calls this (nested work) never waits on a job queued behind
+    itself."""
     items = list(items)
-    if not parallel or len(items) < 2 or thread_count() < 2:
-        return map(fn, items)
-    return _pool().map(fn, items)
+    helpers = min(thread_count(), len(items)) - 1 if parallel else 0
+    if helpers < 1:
+        return [fn(item) for item in items]
+    results: list[R] = [None] * len(items)  # type: ignore[list-item]
+    claims = itertools.count()  # next() on a count is atomic under the GIL
+
+    def drain() -> None:
+        for i in iter(claims.__next__, None):
+            if i >= len(items):
+                return
+            results[i] = fn(items[i])
+
+    started = [_pool().submit(drain) for _ in range(helpers)]
+    try:
+        drain()
+    finally:
+        for helper in started:
+            if not helper.cancel():
+                helper.result()
+    return results
+
+
+_local = threading.local()
+# Scratch requests above this many bytes get a fresh array instead of a kept buffer.
+SCRATCH_MAX_BYTES = 64 << 20
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """An uninitialised array for temporary work on the calling thread, in a buffer the thread
+    keeps for the next request under the same ``name`` (grown when too small; requests above
+    ``SCRATCH_MAX_BYTES`` are not kept). Fresh memory costs its page faults on every call,
+    about 3.6 us per 4 KiB page measured here (1.5 ms of a 2 ms 512x512 correlation), while
+    a kept buffer is faulted in once. The caller must be done with the array before it asks
+    for ``name`` again on the same thread, and must never return it."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > SCRATCH_MAX_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buffers: dict[str, np.ndarray] = _local.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(name)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = buffers[name] = np.empty(nbytes, dtype=np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
 
 
 def split(total: int, pieces: int) -> list[tuple[int, int]]:
@@ -127,4 +177,4 @@ def run_blocks(fn: Callable[[T], R], items: list[T], parallel: bool) -> list[R]:
     if not parallel:
         return [fn(item) for item in items]
     with single_threaded_blas():
-        return list(ordered_map(fn, items))
+        return ordered_map(fn, items)

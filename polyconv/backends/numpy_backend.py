@@ -94,6 +94,13 @@ def _all_finite(*arrays: np.ndarray) -> bool:
 # term of the defining sum: checking the result costs one pass over it, and only a non-finite
 # result pays for the second computation.
 def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndarray:
+    if spec.method != "fft" and _numpy_direct.pads_per_block(spec):  # im2col: exact already
+        dtype = _compute_dtype(x.dtype)
+        xg, wg = _grouped(
+            np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(w, dtype=dtype), spec
+        )
+        y = _numpy_direct.correlate(xg, wg, spec, padded=False)
+        return _add_bias(y, bias, spec).astype(x.dtype, copy=False)
     xg, wg = _prepared(x, w, spec)
     method = _numpy_fft if spec.method == "fft" else _numpy_direct
     y = method.correlate(xg, wg, spec)
