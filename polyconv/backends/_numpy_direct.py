@@ -6,10 +6,10 @@ stay in cache, each block an independent piece of work for the thread pool:
 - **Toeplitz tiles** (one input channel per group: single-channel images, depthwise layers).
   Along the last axis, ``t`` consecutive outputs read ``L = (t - 1) * stride + extent`` inputs,
   and their correlation with one kernel row is a product with a banded ``(L, t)`` matrix ``T``.
-  The input windows of all tiles and rows are one strided view of the padded input, so each
-  kernel row (each offset of the other kernel axes) is a single batched ``matmul`` with no copy,
-  summed over kernel rows in a cache-resident accumulator. ``T`` wastes ``L / kernel`` of the
-  multiply-adds, which BLAS more than repays against one whole-image pass per kernel tap.
+  A block copies the windows of every kernel row (every offset of the other kernel axes) side
+  by side, and one product with the kernel rows' matrices stacked gives its outputs. ``T``
+  wastes ``L / kernel`` of the multiply-adds, which BLAS more than repays against one
+  whole-image pass per kernel tap.
 - **im2col** (several input channels per group: CNN layers). The block's windows are copied
   into a ``(C_in/G * prod(kernel), positions)`` matrix and multiplied by the kernel matrix,
   one BLAS ``gemm`` that writes straight into the output.
@@ -31,14 +31,10 @@ from .._methods import numpy_uses_tiles as uses_tiles
 from .._spec import CorrSpec, normalize
 from ._numpy_parallel import PARALLEL_MIN_WORK, run_blocks, scratch, split, thread_count
 
-# Bytes of the per-block working set (accumulator or window matrix): well inside one core's L2.
+# Bytes of a block's working set: the gradient's per-block products (tiles), well inside one
+# core's L2; the copied windows of the forward's tiles and of im2col.
 _TILE_BLOCK_BYTES = 256 * 1024
-# Stacked windows per block (the copy the stacked Toeplitz product reads), and the widest row
-# of it per tile (kernel offsets along the leading axes times L) for which copying them beats
-# one product per kernel row: measured here, 512x512 with 3x3 and 5x5 ran 2.5x faster
-# stacked, 11x11 (198 per tile of 8) slower.
 _STACKED_BLOCK_BYTES = 1024 * 1024
-_STACKED_MAX_ROW = 64
 _IM2COL_BLOCK_BYTES = 2 * 1024 * 1024
 
 
@@ -153,11 +149,6 @@ class _TileGeometry:
         """Inputs read by one full tile (``L``)."""
         return numpy_tile_length(self.spec, self.t)
 
-    @property
-    def stacked(self) -> bool:
-        """Whether the stacked scheme runs (see :func:`_tiles_stacked`)."""
-        return math.prod(self.spec.kernel_shape[:-1]) * self.length <= _STACKED_MAX_ROW
-
     def stacked_view(self, x_n: np.ndarray, group: tuple[int, int, int]) -> np.ndarray:
         """``(G, *lead, nt, *K_lead, L)`` view of every output row's tiles: tile ``(*lead, j)``
         reads its input window for every kernel offset along the leading axes."""
@@ -188,23 +179,13 @@ class _TileGeometry:
         strides = (self.og * plane, plane, *s[:-1], t, 1)
         return _view(y_n, offset, shape, strides)
 
-    def to_output_order(self, acc: np.ndarray, t: int) -> np.ndarray:
-        """The accumulator ``(G, *lead[:-1], nt, lead[-1], Og * t)`` in output order
-        ``(G, Og, *lead, nt, t)``."""
-        m = len(self.lead)
-        acc = acc.reshape(*acc.shape[:-1], self.og, t)
-        if m == 0:  # (G, nt, Og, t)
-            return acc.transpose(0, 2, 1, 3)
-        # dims: 0 G | 1..m-1 lead[:-1] | m nt | m+1 lead[-1] | m+2 Og | m+3 t
-        return acc.transpose(0, m + 2, *range(1, m), m + 1, m, m + 3)
-
     @property
     def parallel(self) -> bool:
         return _worth_splitting(self.spec)
 
     def blocks(self, n: int, itemsize: int, stacked: bool = False) -> list[tuple[int, int]]:
-        """Blocks of output rows: their accumulator, or with ``stacked`` their stacked windows,
-        about a block's target size."""
+        """Blocks of output rows: their gradient products, or with ``stacked`` their stacked
+        windows, about a block's target size."""
         if not self.lead:
             return [(0, 1)]
         if stacked:
@@ -226,18 +207,10 @@ def _lead_offsets(spec: CorrSpec) -> list[tuple[int, ...]]:
 
 
 def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
-    """``y`` ``(N, O, *out)`` from padded ``xg`` ``(N, G, 1, *P)`` and ``wg`` ``(G, Og, 1, *K)``."""
-    if _tile_geometry(spec).stacked:
-        _tiles_stacked(xg, wg, y, spec)
-    else:
-        _tiles_by_kernel_row(xg, wg, y, spec)
-
-
-def _tiles_stacked(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
-    """Small kernels: per block of rows, the windows of every kernel offset along the leading
-    axes are copied side by side, and one matrix product with the Toeplitz matrices of those
-    offsets, stacked, gives the block's outputs (no accumulator passes). The copy and the
-    product go to the thread's scratch buffers."""
+    """``y`` ``(N, O, *out)`` from padded ``xg`` ``(N, G, 1, *P)`` and ``wg`` ``(G, Og, 1, *K)``:
+    per block of rows, the windows of every kernel offset along the leading axes are copied
+    side by side, and one matrix product with the Toeplitz matrices of those offsets, stacked,
+    gives the block's outputs. The copy and the product go to the thread's scratch buffers."""
     geometry = _tile_geometry(spec)
     g = geometry.g
     stacked = {
@@ -264,43 +237,6 @@ def _tiles_stacked(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec
         (n, rows)
         for n in range(xg.shape[0])
         for rows in geometry.blocks(xg.shape[0], xg.itemsize, stacked=True)
-    ]
-    run_blocks(run, units, geometry.parallel)
-
-
-def _tiles_by_kernel_row(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
-    """Larger kernels: one batched product per kernel offset along the leading axes, straight
-    from a strided view of the input (no copy), summed in an accumulator."""
-    geometry = _tile_geometry(spec)
-    offsets = _lead_offsets(spec)
-    by_width = {t: _toeplitz(wg, spec, t) for t, _, _ in geometry.groups}
-    toeplitz = {
-        (t, offset): by_width[t][:, i] for t in by_width for i, offset in enumerate(offsets)
-    }
-    batch_dims = len(geometry.lead) + 1  # matmul broadcasts T over (lead[:-1]..., nt)
-
-    def run(unit: tuple[int, tuple[int, int]]) -> None:
-        n, rows = unit
-        x_n = xg[n, :, 0]
-        for group in geometry.groups:
-            acc = term = None
-            for offset in offsets:
-                windows = geometry.window_view(x_n, offset, rows, group)
-                t_matrix = toeplitz[group[0], offset]
-                t_matrix = t_matrix.reshape(
-                    t_matrix.shape[0], *[1] * (batch_dims - 1), *t_matrix.shape[1:]
-                )
-                shape = (*windows.shape[:-1], t_matrix.shape[-1])
-                if acc is None:
-                    acc = np.matmul(windows, t_matrix, out=scratch("tiles.acc", shape, x_n.dtype))
-                else:
-                    term = scratch("tiles.term", shape, x_n.dtype)
-                    acc += np.matmul(windows, t_matrix, out=term)
-            assert acc is not None
-            geometry.output_view(y[n], rows, group)[...] = geometry.to_output_order(acc, group[0])
-
-    units = [
-        (n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(xg.shape[0], xg.itemsize)
     ]
     run_blocks(run, units, geometry.parallel)
 

@@ -199,7 +199,7 @@ class _Layout:
         """``(G, Og, Cg, *freq)``, the transform of the dilated kernel at the tile length (or
         its conjugate, in place)."""
         kernel = _dilated_kernel(wg, self.spec)
-        spectrum = _rfftn(kernel, self.lengths, parallel=False)
+        spectrum = _rfftn(kernel, self.lengths, parallel=True)
         return np.conjugate(spectrum, out=spectrum) if conjugate else spectrum
 
     def broadcast_kernel(self, spectrum: np.ndarray) -> np.ndarray:
@@ -215,6 +215,8 @@ class _Layout:
             order += [2 + axis, 2 + r + axis]
         merged = tiles.transpose(order)
         sizes = [b * p.block for b, p in zip(tiles.shape[2 : 2 + r], self.plans, strict=True)]
+        if all(b == 1 for b in tiles.shape[2 : 2 + r]):  # one tile: a view
+            return merged.reshape(*tiles.shape[:2], *sizes)
         assembled = scratch("fft.assembled", (*tiles.shape[:2], *sizes), tiles.dtype)
         np.copyto(assembled.reshape(merged.shape), merged)
         return assembled
