@@ -62,7 +62,8 @@ NOTES = {
     "memory": (
         "Peak of tracemalloc's traced memory during one forward call (after a warm-up call), "
         "tracing started after the inputs were built; the ratio is peak / (input + output "
-        "bytes), target <= 2. NumPy reports its array buffers to tracemalloc; scratch memory "
+        "bytes), target <= 2. The backend's kept scratch buffers are released before the call, "
+        "so they count. NumPy reports its array buffers to tracemalloc; scratch memory "
         "inside BLAS and pocketfft is not traced."
     ),
 }

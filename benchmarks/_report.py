@@ -7,6 +7,8 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from polyconv.backends._numpy_parallel import release_scratch
+
 from ._bench import Bench, Case, Target
 from ._cases import NOTES, SECTIONS
 from ._timer import block, measure_all
@@ -40,8 +42,10 @@ class Verdict:
 
 def _peak_bytes(fn: Callable[[], object]) -> int:
     """Peak traced bytes allocated during ``fn()``; warmed up first, so caches (FFT plans,
-    normalised specs) built on the first call are not counted."""
+    normalised specs) built on the first call are not counted, but the scratch buffers that
+    the NumPy backend's threads keep between calls are released first, so they are."""
     block(fn())
+    release_scratch()
     gc.collect()
     tracemalloc.start()
     try:

@@ -95,15 +95,15 @@ class CostModel:
 # backend on the benchmark cases.
 MODELS: dict[str, CostModel] = {
     "numpy": CostModel(
-        gemm=3.7e-11,
-        narrow=4.4e-12,
-        contraction_knee=0.0,
-        direct_element=1.8e-09,
-        direct_call=0.00026,
-        fft=0.0,
-        spectral=5.4e-09,
-        fft_element=6.3e-09,
-        fft_call=0.0007,
+        gemm=2e-11,
+        narrow=4.9e-12,
+        contraction_knee=3e-11,
+        direct_element=6.2e-10,
+        direct_call=0.00017,
+        fft=9.1e-11,
+        spectral=3.1e-09,
+        fft_element=4.4e-09,
+        fft_call=0.00076,
     ),
     "torch": CostModel(
         gemm=5.9e-11,

@@ -89,8 +89,13 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True)
 
 
 _local = threading.local()
-# Scratch requests above this many bytes get a fresh array instead of a kept buffer.
-SCRATCH_MAX_BYTES = 64 << 20
+_every_thread_buffers: list[dict[str, np.ndarray]] = []
+_registry_lock = threading.Lock()
+# Scratch requests above this many bytes get a fresh array instead of a kept buffer: the
+# blocks of work are made to need less (1-2 MB), so only whole-image buffers of large images
+# go unkept, whose page faults are small next to their work. A thread keeps at most one buffer
+# per name (a handful), so at most a few MB each in practice.
+SCRATCH_MAX_BYTES = 4 << 20
 
 
 def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
@@ -104,11 +109,23 @@ def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.nda
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > SCRATCH_MAX_BYTES:
         return np.empty(shape, dtype=dtype)
-    buffers: dict[str, np.ndarray] = _local.__dict__.setdefault("buffers", {})
+    buffers: dict[str, np.ndarray] | None = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+        with _registry_lock:
+            _every_thread_buffers.append(buffers)
     buffer = buffers.get(name)
     if buffer is None or buffer.nbytes < nbytes:
         buffer = buffers[name] = np.empty(nbytes, dtype=np.uint8)
     return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+def release_scratch() -> None:
+    """Drop every thread's scratch buffers (the next requests allocate afresh). Not while a
+    call of the backend runs."""
+    with _registry_lock:
+        for buffers in _every_thread_buffers:
+            buffers.clear()
 
 
 def split(total: int, pieces: int) -> list[tuple[int, int]]:
