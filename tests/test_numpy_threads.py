@@ -80,6 +80,20 @@ def test_a_layer_split_over_the_pool_equals_the_reference() -> None:
     )
 
 
+@pytest.mark.parametrize("padding", [((1, 60), (1, 1)), ((60, 1), (2, 0)), ((3, 3), (30, 30))])
+def test_a_layer_whose_blocks_read_only_padding_equals_the_reference(padding) -> None:
+    # Large enough to be split into blocks of rows, each padding its own rows.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 16, 8, 64))
+    w = rng.standard_normal((32, 16, 3, 3))
+    np.testing.assert_allclose(
+        pc.correlate(x, w, padding=padding, method="direct"),
+        pc.reference.correlate(x, w, padding=padding),
+        rtol=1e-10,
+        atol=1e-10,
+    )
+
+
 def test_ordered_map_returns_results_in_item_order() -> None:
     assert ordered_map(lambda i: i * i, range(50)) == [i * i for i in range(50)]
 

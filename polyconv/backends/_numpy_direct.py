@@ -352,7 +352,8 @@ class _Im2col:
             slice(read[0] + lo - first, read[1] + lo - first),
             *(slice(p, p + n) for (p, _), n in zip(spec.padding[1:], x_n.shape[3:], strict=True)),
         )
-        slab[inside] = x_n[:, :, read[0] : read[1]]
+        if read[1] > read[0]:  # else the block reads only padding
+            slab[inside] = x_n[:, :, read[0] : read[1]]
         return slab, first
 
     def columns(self, windows: np.ndarray) -> np.ndarray:

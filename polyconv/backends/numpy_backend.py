@@ -71,10 +71,14 @@ def _grouped(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, 
     return xg, wg
 
 
-def _prepared(x: np.ndarray, w: np.ndarray, spec: CorrSpec) -> tuple[np.ndarray, np.ndarray]:
-    """The padded input and the kernel, contiguous, grouped and in the compute dtype."""
+def _prepared(
+    x: np.ndarray, w: np.ndarray, spec: CorrSpec, padded: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The input (padded unless ``padded`` is false) and the kernel, contiguous, grouped and
+    in the compute dtype."""
     dtype = _compute_dtype(x.dtype)
-    xp = np.ascontiguousarray(pad(x.astype(dtype, copy=False), spec))
+    x = x.astype(dtype, copy=False)
+    xp = np.ascontiguousarray(pad(x, spec) if padded else x)
     return _grouped(xp, np.ascontiguousarray(w, dtype=dtype), spec)
 
 
@@ -94,18 +98,16 @@ def _all_finite(*arrays: np.ndarray) -> bool:
 # term of the defining sum: checking the result costs one pass over it, and only a non-finite
 # result pays for the second computation.
 def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndarray:
-    if spec.method != "fft" and _numpy_direct.pads_per_block(spec):  # im2col: exact already
-        dtype = _compute_dtype(x.dtype)
-        xg, wg = _grouped(
-            np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(w, dtype=dtype), spec
-        )
+    if spec.method != "fft" and _numpy_direct.pads_per_block(spec):
+        # im2col, padding each block's rows itself; exact, so nothing to recheck
+        xg, wg = _prepared(x, w, spec, padded=False)
         y = _numpy_direct.correlate(xg, wg, spec, padded=False)
-        return _add_bias(y, bias, spec).astype(x.dtype, copy=False)
-    xg, wg = _prepared(x, w, spec)
-    method = _numpy_fft if spec.method == "fft" else _numpy_direct
-    y = method.correlate(xg, wg, spec)
-    if not _all_finite(y):
-        y = _numpy_direct.correlate(xg, wg, spec, exact=True)
+    else:
+        xg, wg = _prepared(x, w, spec)
+        method = _numpy_fft if spec.method == "fft" else _numpy_direct
+        y = method.correlate(xg, wg, spec)
+        if not _all_finite(y):
+            y = _numpy_direct.correlate(xg, wg, spec, exact=True)
     return _add_bias(y, bias, spec).astype(x.dtype, copy=False)
 
 
