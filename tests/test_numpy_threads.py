@@ -94,6 +94,23 @@ def test_a_layer_whose_blocks_read_only_padding_equals_the_reference(padding) ->
     )
 
 
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize(
+    ("size", "k"), [((1, 2, 600, 601), 3), ((1, 2, 300, 301), 11), ((2, 1, 40, 41, 42), 5)]
+)
+def test_an_image_split_over_the_pool_equals_the_reference(method, size, k) -> None:
+    # Large enough for blocks of rows on every thread (tiles with a remainder tile; FFT pieces).
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(size)
+    w = rng.standard_normal((size[1], 1, *[k] * (len(size) - 2)))
+    np.testing.assert_allclose(
+        pc.correlate(x, w, groups=size[1], method=method),
+        pc.reference.correlate(x, w, groups=size[1]),
+        rtol=1e-9,
+        atol=1e-9,
+    )
+
+
 def test_ordered_map_returns_results_in_item_order() -> None:
     assert ordered_map(lambda i: i * i, range(50)) == [i * i for i in range(50)]
 
