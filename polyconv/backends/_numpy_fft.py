@@ -197,9 +197,10 @@ class _Layout:
 
     def kernel_spectrum(self, wg: np.ndarray, conjugate: bool = False) -> np.ndarray:
         """``(G, Og, Cg, *freq)``, the transform of the dilated kernel at the tile length (or
-        its conjugate, in place)."""
+        its conjugate, in place), in the calling thread's scratch: the call holds it until
+        it returns (its items, on any thread, only read it)."""
         kernel = _dilated_kernel(wg, self.spec)
-        spectrum = _rfftn(kernel, self.lengths, parallel=True)
+        spectrum = _rfftn(kernel, self.lengths, parallel=True, buffer="fft.kernel")
         return np.conjugate(spectrum, out=spectrum) if conjugate else spectrum
 
     def broadcast_kernel(self, spectrum: np.ndarray) -> np.ndarray:
