@@ -5,6 +5,7 @@ thread."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from polyconv.backends import _numpy_parallel
 from polyconv.backends._numpy_parallel import (
     SCRATCH_MAX_BYTES,
     ordered_map,
+    release_scratch,
     scratch,
     single_threaded_blas,
     thread_count,
@@ -193,3 +195,17 @@ def test_scratch_buffers_of_different_threads_are_distinct() -> None:
     worker.start()
     worker.join()
     assert not np.shares_memory(here, there[0])
+
+
+def test_a_finished_threads_scratch_buffers_are_freed() -> None:
+    worker = threading.Thread(target=lambda: scratch("test.gone", (1024,), np.float32))
+    worker.start()
+    worker.join()
+    gc.collect()
+    assert not any("test.gone" in kept.by_name for kept in _numpy_parallel._every_thread_buffers)
+
+
+def test_release_scratch_drops_the_kept_buffers() -> None:
+    kept = scratch("test.release", (64,), np.float32)
+    release_scratch()
+    assert not np.shares_memory(kept, scratch("test.release", (64,), np.float32))
