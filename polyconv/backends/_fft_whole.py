@@ -26,6 +26,7 @@ class WholeImageFFT:
     """Shapes and index expressions of one spec's whole-image FFT (see the module docstring)."""
 
     extents: tuple[int, ...]  # dilated kernel extent per axis
+    full: tuple[int, ...]  # stride-1 outputs per axis: (out - 1) * stride + 1
     need: tuple[int, ...]  # padded input samples read per axis: full + extent - 1
     lengths: tuple[int, ...]  # FFT length per axis (the last one is the real-transform axis)
 
@@ -54,16 +55,17 @@ class WholeImageFFT:
 
 @functools.lru_cache(maxsize=1024)
 def whole_image_fft(spec: CorrSpec) -> WholeImageFFT:
-    extents, need, lengths = [], [], []
+    extents, fulls, need, lengths = [], [], [], []
     for axis, (k, d, s, out) in enumerate(
         zip(spec.kernel_shape, spec.dilation, spec.stride, spec.out_shape[2:], strict=True)
     ):
         extent = (k - 1) * d + 1
         full = (out - 1) * s + 1
         extents.append(extent)
+        fulls.append(full)
         need.append(full + extent - 1)
         lengths.append(next_fast_length(full + extent - 1, real=axis == spec.rank - 1))
-    return WholeImageFFT(tuple(extents), tuple(need), tuple(lengths))
+    return WholeImageFFT(tuple(extents), tuple(fulls), tuple(need), tuple(lengths))
 
 
 def output_window(spec: CorrSpec) -> Index:

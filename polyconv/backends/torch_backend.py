@@ -307,14 +307,10 @@ def _fft_unchecked(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) ->
     products = _contract_channels(spectra, kernel_spectra)
     # irfftn one axis at a time, each cut to the outputs kept once transformed, so the next
     # axes transform fewer lines (2048x2048 with 11x11: 36 ms against 54 ms, measured here).
-    for axis, length, out, stride in zip(
-        plan.axes[:-1], plan.lengths[:-1], spec.out_shape[2:-1], spec.stride[:-1], strict=True
-    ):
-        products = torch.fft.ifft(products, n=length, dim=axis).narrow(
-            axis, 0, (out - 1) * stride + 1
-        )
-    full = torch.fft.irfft(products, n=plan.lengths[-1], dim=plan.axes[-1])
-    y = full[output_window(spec)]  # (N, G, O/G, *out): cast before reshaping, one copy
+    for axis, length, full in zip(plan.axes[:-1], plan.lengths[:-1], plan.full[:-1], strict=True):
+        products = torch.fft.ifft(products, n=length, dim=axis).narrow(axis, 0, full)
+    circular = torch.fft.irfft(products, n=plan.lengths[-1], dim=plan.axes[-1])
+    y = circular[output_window(spec)]  # (N, G, O/G, *out): cast before reshaping, one copy
     if bias is not None:
         y = y + bias.to(torch.float64).reshape(g, c_out // g, *(1,) * spec.rank)
     return y.to(x.dtype).reshape(spec.out_shape)
