@@ -7,7 +7,8 @@ implemented, so the model sees what makes each one fast or slow:
 
 - Direct, NumPy: with one input channel per group, Toeplitz tiles (``t`` outputs against
   ``L = (t - 1) * stride + extent`` inputs per kernel row, ``L / kernel`` times the defining
-  multiply-adds, at matrix-product speed), plus the copy of every tile's windows; otherwise
+  multiply-adds, at matrix-product speed), plus the copy of every input row's tile windows and
+  the sum of the kernel rows' products; otherwise
   im2col (one copy of every window, then a matrix product of the defining multiply-adds).
 - Direct, PyTorch and JAX: the native convolution, whose speed depends on how much the channels
   feed the matrix units: a problem with one input and one output channel runs far below the
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from ._fft_plan import fft_plan
 from ._spec import CorrSpec
 from .backends._fft_whole import whole_image_fft
+from .backends._numpy_parallel import thread_count
 
 # The NumPy direct method's scheme, defined here so that its cost and its code agree. A tile's
 # product has ``t * Og`` columns: from 8, and up to 16 for wider kernels, whose longer windows
@@ -152,8 +154,15 @@ def direct_cost(spec: CorrSpec, backend: str | None = None) -> float:
             length = numpy_tile_length(spec, t)
             tiles = n * c_out * (outputs // width) * -(-width // t)
             tiled_macs = tiles * t * lead_taps * length
+            # Each input row's windows are copied once, not once per kernel row; the kernel
+            # rows' products are summed into the output.
+            kernel_rows = spec.kernel_shape[0] if spec.rank > 1 else 1
             copies = n * c_in * (outputs // width) * -(-width // t) * lead_taps * length
-            return model.direct_call + tiled_macs * model.gemm + copies * model.direct_element
+            copies //= kernel_rows
+            sums = tiles * t * (kernel_rows - 1)
+            return (
+                model.direct_call + tiled_macs * model.gemm + (copies + sums) * model.direct_element
+            )
         copies = n * c_in * taps * outputs
         return model.direct_call + macs * model.gemm + copies * model.direct_element
     # A native convolution: the rate climbs from ``narrow`` towards ``gemm`` as the contraction
@@ -172,7 +181,7 @@ def fft_cost(spec: CorrSpec, backend: str | None = None) -> float:
     if backend in ("torch", "jax"):  # one whole-image transform per channel
         lengths, tiles = whole_image_fft(spec).lengths, 1
     else:  # NumPy's overlap-save tiles
-        plans = fft_plan(spec)
+        plans = fft_plan(spec, threads=thread_count())
         lengths, tiles = tuple(p.length for p in plans), math.prod(p.blocks for p in plans)
     length = math.prod(lengths)
     bins = length // lengths[-1] * (lengths[-1] // 2 + 1)  # real transform of the last axis

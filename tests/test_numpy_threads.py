@@ -98,16 +98,40 @@ def test_a_layer_whose_blocks_read_only_padding_equals_the_reference(padding) ->
 
 @pytest.mark.parametrize("method", ["direct", "fft"])
 @pytest.mark.parametrize(
-    ("size", "k"), [((1, 2, 600, 601), 3), ((1, 2, 300, 301), 11), ((2, 1, 40, 41, 42), 5)]
+    ("size", "k"),
+    [
+        ((1, 2, 600, 601), 3),
+        ((1, 2, 300, 301), 11),
+        ((2, 1, 40, 41, 42), 5),
+        ((1, 1, 400, 401), 31),
+    ],
 )
 def test_an_image_split_over_the_pool_equals_the_reference(method, size, k) -> None:
-    # Large enough for blocks of rows on every thread (tiles with a remainder tile; FFT pieces).
+    # Large enough for blocks of rows on every thread (tiles with a remainder tile; FFT pieces,
+    # and a single image's FFT cut into row tiles, one per thread).
     rng = np.random.default_rng(2)
     x = rng.standard_normal(size)
     w = rng.standard_normal((size[1], 1, *[k] * (len(size) - 2)))
     np.testing.assert_allclose(
         pc.correlate(x, w, groups=size[1], method=method),
         pc.reference.correlate(x, w, groups=size[1]),
+        rtol=1e-9,
+        atol=1e-9,
+    )
+
+
+@pytest.mark.parametrize(
+    "options", [{"stride": (2, 1)}, {"dilation": (3, 2)}, {"stride": (3, 2), "padding": 4}]
+)
+def test_tiles_split_over_the_pool_with_stride_and_dilation_equal_the_reference(options) -> None:
+    # Two outputs per group (two Toeplitz column groups per tile); the kernel rows' input rows
+    # are strided or spread within each block's copy.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 700, 301))
+    w = rng.standard_normal((4, 1, 5, 5))
+    np.testing.assert_allclose(
+        pc.correlate(x, w, groups=2, method="direct", **options),
+        pc.reference.correlate(x, w, groups=2, **options),
         rtol=1e-9,
         atol=1e-9,
     )

@@ -6,10 +6,11 @@ stay in cache, each block an independent piece of work for the thread pool:
 - **Toeplitz tiles** (one input channel per group: single-channel images, depthwise layers).
   Along the last axis, ``t`` consecutive outputs read ``L = (t - 1) * stride + extent`` inputs,
   and their correlation with one kernel row is a product with a banded ``(L, t)`` matrix ``T``.
-  A block copies the windows of every kernel row (every offset of the other kernel axes) side
-  by side, and one product with the kernel rows' matrices stacked gives its outputs. ``T``
-  wastes ``L / kernel`` of the multiply-adds, which BLAS more than repays against one
-  whole-image pass per kernel tap.
+  A block copies the tile windows of the input rows it reads once; each kernel row (along the
+  first axis) is then one product of a slice of those rows with its ``T`` (stacked over the
+  offsets of any other leading axes), and the products are summed. ``T`` wastes
+  ``L / kernel`` of the multiply-adds, which BLAS more than repays against one whole-image
+  pass per kernel tap.
 - **im2col** (several input channels per group: CNN layers). The block's windows are copied
   into a ``(C_in/G * prod(kernel), positions)`` matrix and multiplied by the kernel matrix,
   one BLAS ``gemm`` that writes straight into the output.
@@ -33,10 +34,10 @@ from ._numpy_parallel import PARALLEL_MIN_WORK, run_blocks, scratch, split, thre
 
 # Bytes of a block's working set: the gradient's per-block products (tiles), well inside one
 # core's L2; the copied windows of the forward's tiles and of im2col, larger, because fewer,
-# larger blocks measured faster here (tiles, 2 MB against 1 MB: 512x512 with 11x11 0.89x the
-# time, 2048x2048 with 11x11 0.78x; 3x3 level; 256 KB blocks 1.2 to 2.2x slower).
+# larger blocks measured faster here (tiles' shared rows, interleaved: 1 MB level with 2 MB,
+# 256 KB 1.2 to 1.4x slower on 512x512 and 2048x2048 images with 3x3 and 11x11).
 _TILE_BLOCK_BYTES = 256 * 1024
-_STACKED_BLOCK_BYTES = 2 * 1024 * 1024
+_SHARED_BLOCK_BYTES = 1024 * 1024
 _IM2COL_BLOCK_BYTES = 2 * 1024 * 1024
 
 
@@ -151,22 +152,41 @@ class _TileGeometry:
         """Inputs read by one full tile (``L``)."""
         return numpy_tile_length(self.spec, self.t)
 
-    def stacked_view(self, x_n: np.ndarray, group: tuple[int, int, int]) -> np.ndarray:
-        """``(G, *lead, nt, *K_lead, L)`` view of every output row's tiles: tile ``(*lead, j)``
-        reads its input window for every kernel offset along the leading axes."""
+    def shared_view(
+        self, x_n: np.ndarray, rows: tuple[int, int], group: tuple[int, int, int]
+    ) -> np.ndarray:
+        """``(G, rows_in, *lead[1:], nt, *K_lead[1:], L)`` view of the input windows that the
+        block ``rows`` (of the first output axis) reads: every input row its kernel rows
+        reach, once, with each tile's window for every kernel offset along the other leading
+        axes. Kernel row ``a`` of output row ``i`` reads row ``i * stride + a * dilation``."""
         spec, s = self.spec, self.padded_strides
         t, count, col0 = group
         sw = spec.stride[-1]
         m = len(self.lead)
-        shape = (self.g, *self.lead, count, *spec.kernel_shape[:-1], numpy_tile_length(spec, t))
+        rows_in = (rows[1] - rows[0] - 1) * spec.stride[0] + self.extent0
+        shape = (
+            self.g,
+            rows_in,
+            *self.lead[1:],
+            count,
+            *spec.kernel_shape[1:-1],
+            numpy_tile_length(spec, t),
+        )
         strides = (
             self.plane,
-            *(spec.stride[axis] * s[axis] for axis in range(m)),
+            s[0],
+            *(spec.stride[axis] * s[axis] for axis in range(1, m)),
             t * sw * s[-1],
-            *(spec.dilation[axis] * s[axis] for axis in range(m)),
+            *(spec.dilation[axis] * s[axis] for axis in range(1, m)),
             s[-1],
         )
-        return _view(x_n, col0 * sw * s[-1], shape, strides)
+        offset = rows[0] * spec.stride[0] * s[0] + col0 * sw * s[-1]
+        return _view(x_n, offset, shape, strides)
+
+    @property
+    def extent0(self) -> int:
+        """Input rows one output row reads along the first axis (the dilated kernel extent)."""
+        return (self.spec.kernel_shape[0] - 1) * self.spec.dilation[0] + 1
 
     def output_view(
         self, y_n: np.ndarray, rows: tuple[int, int], group: tuple[int, int, int]
@@ -185,20 +205,20 @@ class _TileGeometry:
     def parallel(self) -> bool:
         return _worth_splitting(self.spec)
 
-    def blocks(self, n: int, itemsize: int, stacked: bool = False) -> list[tuple[int, int]]:
-        """Blocks of output rows: their gradient products, or with ``stacked`` their stacked
-        windows, about a block's target size."""
+    def blocks(self, n: int, itemsize: int, shared: bool = False) -> list[tuple[int, int]]:
+        """Blocks of output rows: their gradient products, or with ``shared`` their copied
+        windows (:meth:`shared_view`), about a block's target size."""
         if not self.lead:
             return [(0, 1)]
-        if stacked:
+        if shared:
             tiles = -(-self.out[-1] // self.t) * math.prod(self.out[1:-1])
-            width = math.prod(self.spec.kernel_shape[:-1]) * self.length
-            row_bytes, target = self.g * tiles * width * itemsize, _STACKED_BLOCK_BYTES
+            width = math.prod(self.spec.kernel_shape[1:-1]) * self.length
+            row_bytes = self.g * tiles * width * self.spec.stride[0] * itemsize
+            target, wanted = _SHARED_BLOCK_BYTES, -(-thread_count() // n)
         else:
             row_bytes = self.g * self.og * math.prod(self.out[1:]) * itemsize
-            target = _TILE_BLOCK_BYTES
-        wanted = 2 * thread_count() // n if self.parallel else 1
-        return _row_blocks(self.out[0], row_bytes, target, wanted)
+            target, wanted = _TILE_BLOCK_BYTES, 2 * thread_count() // n
+        return _row_blocks(self.out[0], row_bytes, target, wanted if self.parallel else 1)
 
 
 _tile_geometry = functools.lru_cache(maxsize=256)(_TileGeometry)
@@ -209,36 +229,60 @@ def _lead_offsets(spec: CorrSpec) -> list[tuple[int, ...]]:
 
 
 def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec) -> None:
-    """``y`` ``(N, O, *out)`` from padded ``xg`` ``(N, G, 1, *P)`` and ``wg`` ``(G, Og, 1, *K)``:
-    per block of rows, the windows of every kernel offset along the leading axes are copied
-    side by side, and one matrix product with the Toeplitz matrices of those offsets, stacked,
-    gives the block's outputs. The copy and the product go to the thread's scratch buffers."""
+    """``y`` ``(N, O, *out)`` from padded ``xg`` ``(N, G, 1, *P)`` and ``wg`` ``(G, Og, 1, *K)``.
+    Per block of rows, the input rows it reads are copied once (:meth:`_TileGeometry.shared_view`)
+    and each kernel row ``a`` (along the first axis) is one matrix product of the rows it reads,
+    a slice of that copy, with its Toeplitz matrices; the products are summed into the output.
+    Against copying every kernel row's windows side by side for one product, this copies
+    ``kernel[0]`` times less and spends more, smaller products (512x512 images, interleaved:
+    3x3 0.76x the time, 11x11 0.88x). With a stride along the first axis, each kernel row's
+    rows are copied out of the block's copy for their product. Temporaries are scratch."""
     geometry = _tile_geometry(spec)
-    g = geometry.g
-    stacked = {
-        t: _toeplitz(wg, spec, t).reshape(g, -1, geometry.og * t) for t, _, _ in geometry.groups
+    g, og, lead = geometry.g, geometry.og, geometry.lead
+    kernel_rows = spec.kernel_shape[0] if lead else 1
+    matrices = {  # (G, kernel rows, K, Og * t): K the other leading offsets times L
+        t: _toeplitz(wg, spec, t).reshape(g, kernel_rows, -1, og * t) for t, _, _ in geometry.groups
     }
 
     def run(unit: tuple[int, tuple[int, int]]) -> None:
         n, rows = unit
-        block = (slice(None), slice(*rows)) if geometry.lead else (slice(None),)
+        x_n = xg[n, :, 0]
         for group in geometry.groups:
-            toeplitz = stacked[group[0]]
-            windows = geometry.stacked_view(xg[n, :, 0], group)[block]
-            copied = scratch("tiles.windows", windows.shape, xg.dtype)
-            np.copyto(copied, windows)
-            matrices = copied.reshape(g, -1, toeplitz.shape[1])
-            product = scratch("tiles.product", (g, matrices.shape[1], toeplitz.shape[2]), xg.dtype)
-            np.matmul(matrices, toeplitz, out=product)
+            toeplitz = matrices[group[0]]
             outputs = geometry.output_view(y[n], rows, group)  # (G, Og, *lead_block, nt, t)
             ndim = outputs.ndim
             in_product_order = outputs.transpose(0, *range(2, ndim - 1), 1, ndim - 1)
-            in_product_order[...] = product.reshape(in_product_order.shape)
+            if lead:
+                windows = geometry.shared_view(x_n, rows, group)
+                copied = scratch("tiles.windows", windows.shape, xg.dtype)
+                np.copyto(copied, windows)
+            else:
+                copied = geometry.window_view(x_n, (), rows, group)  # a copy already
+            count, step = rows[1] - rows[0], spec.stride[0]
+            positions = math.prod(in_product_order.shape[1:-2])  # tiles of the block
+            total = scratch("tiles.sum", (g, positions, og * group[0]), xg.dtype)
+            term = scratch("tiles.term", total.shape, xg.dtype)
+            for a in range(kernel_rows):
+                first = a * spec.dilation[0]
+                read = copied[:, first : first + (count - 1) * step + 1 : step] if lead else copied
+                # A view for stride 1; else reshape copies this kernel row's rows.
+                matrices_a = read.reshape(g, positions, toeplitz.shape[2])
+                np.matmul(matrices_a, toeplitz[:, a], out=term if a else total)
+                if a == kernel_rows - 1 and a:  # the last sum goes straight to the output
+                    np.add(
+                        total.reshape(in_product_order.shape),
+                        term.reshape(in_product_order.shape),
+                        out=in_product_order,
+                    )
+                elif a:
+                    total += term
+            if kernel_rows == 1:
+                in_product_order[...] = total.reshape(in_product_order.shape)
 
     units = [
         (n, rows)
         for n in range(xg.shape[0])
-        for rows in geometry.blocks(xg.shape[0], xg.itemsize, stacked=True)
+        for rows in geometry.blocks(xg.shape[0], xg.itemsize, shared=True)
     ]
     run_blocks(run, units, geometry.parallel)
 

@@ -21,15 +21,13 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._fft_plan import AxisPlan, fft_plan
+from .._fft_plan import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
 from .._spec import CorrSpec
 from ._numpy_parallel import ordered_map, scratch, split, thread_count
 
 # Spectra held at once by one piece of work (bytes): bounds the memory, and keeps a piece
 # large enough that the per-call overhead of numpy.fft does not dominate.
 _UNIT_BYTES = 2 * 1024 * 1024
-# Transforms of at least this many samples are themselves split over the threads.
-_PARALLEL_TRANSFORM_SAMPLES = 1 << 17
 
 
 def _array(shape: tuple[int, ...], dtype: np.dtype | type, buffer: str | None) -> np.ndarray:
@@ -39,7 +37,7 @@ def _array(shape: tuple[int, ...], dtype: np.dtype | type, buffer: str | None) -
 
 def _pieces(size: int, parallel: bool, samples: int) -> list[tuple[int, int]]:
     """``range(size)`` cut for the threads when ``parallel`` and the transform is large."""
-    large = parallel and samples >= _PARALLEL_TRANSFORM_SAMPLES
+    large = parallel and samples >= PARALLEL_TRANSFORM_SAMPLES
     return split(size, thread_count() if large else 1)
 
 
@@ -172,7 +170,7 @@ class _Layout:
 
     def __init__(self, spec: CorrSpec, itemsize: int) -> None:
         self.spec = spec
-        self.plans = fft_plan(spec)
+        self.plans = fft_plan(spec, threads=thread_count())
         self.rank = spec.rank
         self.lengths = tuple(p.length for p in self.plans)
         self.axes = tuple(range(-self.rank, 0))
