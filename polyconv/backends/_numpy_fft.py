@@ -15,6 +15,7 @@ overlapping tiles (overlap-add).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -129,11 +130,13 @@ def _dilated_kernel(wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
     return spread
 
 
-def _extended(xg: np.ndarray, plans: tuple[AxisPlan, ...]) -> np.ndarray:
-    """``xg`` zero-extended at the end of every multi-tile axis, so the last tile fits: in the
-    calling thread's scratch, which the call holds until it returns."""
+def _extended(xg: np.ndarray, plans: tuple[AxisPlan, ...], first_axis: bool = True) -> np.ndarray:
+    """``xg`` zero-extended at the end of every multi-tile axis (but the first unless
+    ``first_axis``), so the last tile fits: in the calling thread's scratch, which the call
+    holds until it returns."""
     extra = [
-        max(p.span - n, 0) if p.blocks > 1 else 0 for p, n in zip(plans, xg.shape[3:], strict=True)
+        max(p.span - n, 0) if p.blocks > 1 and (axis or first_axis) else 0
+        for axis, (p, n) in enumerate(zip(plans, xg.shape[3:], strict=True))
     ]
     if not any(extra):
         return xg
@@ -248,18 +251,28 @@ def correlate(xg: np.ndarray, wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
     """``y`` ``(N, O, *out)`` from padded ``xg`` ``(N, G, Cg, *P)`` and ``wg`` ``(G, Og, Cg, *K)``."""
     layout = _Layout(spec, xg.itemsize)
     plans = layout.plans
-    tiles = _tiles(_extended(xg, plans), plans)
+    first = plans[0]
+    units = layout.units(xg.shape[0])
+    # Pieces of one tile row each read their rows of the input, the last cut at its end (the
+    # transform zero-extends it): no extended copy of the input along the first axis.
+    row_by_row = all(b1 - b0 == 1 for _, (b0, b1) in units)
+    xe = _extended(xg, plans, first_axis=not row_by_row)
+    tiles = None if row_by_row else _tiles(xe, plans)
+    one_row = (dataclasses.replace(first, blocks=1), *plans[1:])
     # (G, Og, Cg, *1, *freq) -> per input channel c: (G, Og, *1, *freq)
     kernel = layout.broadcast_kernel(layout.kernel_spectrum(wg, conjugate=True))
     y = np.empty(spec.out_shape, dtype=xg.dtype)
-    first = plans[0]
-    units = layout.units(xg.shape[0])
     split_transforms = len(units) < thread_count()
     blocks = tuple(p.block for p in plans)
 
     def run(unit: tuple[tuple[int, int], tuple[int, int]]) -> None:
         (n0, n1), (b0, b1) = unit
-        spectra = _rfftn(tiles[n0:n1, :, :, b0:b1], layout.lengths, split_transforms, "fft.in")
+        if tiles is None:
+            rows = xe[n0:n1, :, :, b0 * first.block : b0 * first.block + first.length]
+            unit_tiles = _tiles(rows, one_row)
+        else:
+            unit_tiles = tiles[n0:n1, :, :, b0:b1]
+        spectra = _rfftn(unit_tiles, layout.lengths, split_transforms, "fft.in")
         # spectra (n, G, Cg, *blocks, *freq); kernel (G, Og, Cg, *1, *freq)
         products = _sum_channels(spectra, kernel, left_axis=2, right_axis=2, out_axis=2)
         outputs = _irfftn(products, layout.lengths, blocks, split_transforms, y.dtype, "fft.out")
