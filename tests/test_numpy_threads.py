@@ -104,11 +104,13 @@ def test_a_layer_whose_blocks_read_only_padding_equals_the_reference(padding) ->
         ((1, 2, 300, 301), 11),
         ((2, 1, 40, 41, 42), 5),
         ((1, 1, 400, 401), 31),
+        ((2, 1, 200, 2000), 15),
     ],
 )
 def test_an_image_split_over_the_pool_equals_the_reference(method, size, k) -> None:
     # Large enough for blocks of rows on every thread (tiles with a remainder tile; FFT pieces,
-    # and a single image's FFT cut into row tiles, one per thread).
+    # a single image's FFT cut into row tiles, one per thread, and pieces of one tile row each,
+    # whose last tile row reads past the input's end while the other axis is extended).
     rng = np.random.default_rng(2)
     x = rng.standard_normal(size)
     w = rng.standard_normal((size[1], 1, *[k] * (len(size) - 2)))
