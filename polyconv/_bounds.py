@@ -96,7 +96,7 @@ def fft_error(
     kwargs = _spec_keywords(spec_kwargs)
     abs_x, abs_w = np.abs(to_numpy(x)), np.abs(to_numpy(w))
     spec = normalize(abs_x.shape, abs_w.shape, **kwargs)
-    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
+    extents = spec.extents
     length = math.prod(2 * (p + e) for p, e in zip(spec.padded_shape, extents, strict=True))
     x_max, w_sum = float(abs_x.max(initial=0.0)), float(abs_w.sum())
     magnitude = x_max * w_sum

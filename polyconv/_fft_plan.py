@@ -119,12 +119,7 @@ def fft_plan(
     than on one; 512x512 with 31x31 as two tiles of 288 rows took 0.93 to 0.96x the time of
     one 512x512 transform, interleaved).
     """
-    axes = [
-        ((k - 1) * d + 1, (out - 1) * s + 1)  # (extent, full)
-        for k, d, s, out in zip(
-            spec.kernel_shape, spec.dilation, spec.stride, spec.out_shape[2:], strict=True
-        )
-    ]
+    axes = list(zip(spec.extents, spec.unstrided_out, strict=True))  # (extent, full)
     samples = math.prod(full + extent - 1 for extent, full in axes)
     split_rows = spec.x_shape[0] == 1 and spec.rank > 1 and samples >= PARALLEL_TRANSFORM_SAMPLES
     return tuple(

@@ -66,6 +66,17 @@ class CorrSpec:
         return self.w_shape[2:]
 
     @property
+    def extents(self) -> tuple[int, ...]:
+        """The dilated kernel's extent per spatial axis: ``(kernel - 1) * dilation + 1``."""
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_shape, self.dilation, strict=True))
+
+    @property
+    def unstrided_out(self) -> tuple[int, ...]:
+        """Stride-1 outputs per spatial axis from the first kept output to the last:
+        ``(out - 1) * stride + 1`` (what an FFT computes before keeping every stride-th)."""
+        return tuple((o - 1) * s + 1 for o, s in zip(self.out_shape[2:], self.stride, strict=True))
+
+    @property
     def padded_shape(self) -> tuple[int, ...]:
         """Spatial shape of the input after padding."""
         return tuple(

@@ -184,7 +184,7 @@ def _numpy(spec: CorrSpec) -> NativeCall:
     n, c_in = spec.x_shape[:2]
     c_out, groups = spec.w_shape[0], spec.groups
     out_spatial = spec.out_shape[2:]
-    extents = tuple((k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True))
+    extents = spec.extents
     lines = ["import numpy as np", "from numpy.lib.stride_tricks import sliding_window_view"]
     source = "x"
     if not spec.batched:

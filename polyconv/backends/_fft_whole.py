@@ -55,27 +55,16 @@ class WholeImageFFT:
 
 @functools.lru_cache(maxsize=1024)
 def whole_image_fft(spec: CorrSpec) -> WholeImageFFT:
-    extents, fulls, need, lengths = [], [], [], []
-    for axis, (k, d, s, out) in enumerate(
-        zip(spec.kernel_shape, spec.dilation, spec.stride, spec.out_shape[2:], strict=True)
-    ):
-        extent = (k - 1) * d + 1
-        full = (out - 1) * s + 1
-        extents.append(extent)
-        fulls.append(full)
-        need.append(full + extent - 1)
-        lengths.append(next_fast_length(full + extent - 1, real=axis == spec.rank - 1))
-    return WholeImageFFT(tuple(extents), tuple(fulls), tuple(need), tuple(lengths))
+    need = tuple(f + e - 1 for e, f in zip(spec.extents, spec.unstrided_out, strict=True))
+    lengths = tuple(next_fast_length(n, real=axis == spec.rank - 1) for axis, n in enumerate(need))
+    return WholeImageFFT(spec.extents, spec.unstrided_out, need, lengths)
 
 
 def output_window(spec: CorrSpec) -> Index:
     """Index of the strided outputs in the circular correlation's ``(..., *lengths)`` result."""
     return (
         Ellipsis,
-        *(
-            slice(0, (out - 1) * s + 1, s)
-            for out, s in zip(spec.out_shape[2:], spec.stride, strict=True)
-        ),
+        *(slice(0, full, s) for full, s in zip(spec.unstrided_out, spec.stride, strict=True)),
     )
 
 

@@ -163,7 +163,7 @@ class _TileGeometry:
         t, count, col0 = group
         sw = spec.stride[-1]
         m = len(self.lead)
-        rows_in = (rows[1] - rows[0] - 1) * spec.stride[0] + self.extent0
+        rows_in = (rows[1] - rows[0] - 1) * spec.stride[0] + spec.extents[0]
         shape = (
             self.g,
             rows_in,
@@ -182,11 +182,6 @@ class _TileGeometry:
         )
         offset = rows[0] * spec.stride[0] * s[0] + col0 * sw * s[-1]
         return _view(x_n, offset, shape, strides)
-
-    @property
-    def extent0(self) -> int:
-        """Input rows one output row reads along the first axis (the dilated kernel extent)."""
-        return (self.spec.kernel_shape[0] - 1) * self.spec.dilation[0] + 1
 
     def output_view(
         self, y_n: np.ndarray, rows: tuple[int, int], group: tuple[int, int, int]
@@ -384,8 +379,7 @@ class _Im2col:
         ``x_n`` ``(G, Cg, *spatial)`` into the thread's scratch, and the first one's index:
         the padding is made per block, in cache, instead of as a padded copy of the input."""
         spec = self.spec
-        extent = (spec.kernel_shape[0] - 1) * spec.dilation[0] + 1
-        first, stop = rows[0] * spec.stride[0], (rows[1] - 1) * spec.stride[0] + extent
+        first, stop = rows[0] * spec.stride[0], (rows[1] - 1) * spec.stride[0] + spec.extents[0]
         slab = scratch(
             "im2col.slab", (*x_n.shape[:2], stop - first, *spec.padded_shape[1:]), x_n.dtype
         )
@@ -506,12 +500,12 @@ def _transposed_problem(
     channel axes swapped (``grad_xp[p] = sum_k grad_y_up[p - k * d] * w[k]``)."""
     g, og, cg = wg.shape[:3]
     n = grad_y.shape[0]
-    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
+    extents = spec.extents
     length = [p + e - 1 for p, e in zip(spec.padded_shape, extents, strict=True)]
     spread = np.zeros((n, g * og, *length), dtype=grad_y.dtype)
     placed = tuple(
-        slice(e - 1, e - 1 + (o - 1) * s + 1, s)
-        for e, o, s in zip(extents, spec.out_shape[2:], spec.stride, strict=True)
+        slice(e - 1, e - 1 + full, s)
+        for e, full, s in zip(extents, spec.unstrided_out, spec.stride, strict=True)
     )
     spread[(slice(None), slice(None), *placed)] = grad_y
     flipped = np.flip(wg, axis=tuple(range(3, wg.ndim)))

@@ -123,8 +123,7 @@ def _dilated_kernel(wg: np.ndarray, spec: CorrSpec) -> np.ndarray:
     """``wg`` ``(G, Og, Cg, *K)`` with ``dilation - 1`` zeros between taps."""
     if all(d == 1 for d in spec.dilation):
         return wg
-    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
-    spread = np.zeros((*wg.shape[:3], *extents), dtype=wg.dtype)
+    spread = np.zeros((*wg.shape[:3], *spec.extents), dtype=wg.dtype)
     taps: tuple[Any, ...] = (..., *(slice(None, None, d) for d in spec.dilation))
     spread[taps] = wg
     return spread
@@ -358,10 +357,9 @@ def correlate_vjp(
     assert kernel_spectrum is not None
 
     lags = np.fft.irfftn(kernel_spectrum, s=layout.lengths, axes=layout.axes)
-    extents = [(k - 1) * d + 1 for k, d in zip(spec.kernel_shape, spec.dilation, strict=True)]
     taps: tuple[Any, ...] = (
         ...,
-        *(slice(0, e, d) for e, d in zip(extents, spec.dilation, strict=True)),
+        *(slice(0, e, d) for e, d in zip(spec.extents, spec.dilation, strict=True)),
     )
     grad_w = lags[taps]
     grad_xp = grad_ext[(slice(None), slice(None), *(slice(0, n) for n in spec.padded_shape))]
