@@ -3,21 +3,45 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from ._dispatch import Input, as_input, call_signature, convert_inputs, select_backend
+from ._dispatch import (
+    Input,
+    as_input,
+    call_facts,
+    call_route,
+    call_signature,
+    convert_inputs,
+    select_backend,
+)
 from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
 from .backends import Array, Backend
 
 # A call whose arrays have the types, dtypes, shapes and devices of an earlier call's, with the
 # same arguments and backend choice, gets that call's backend and spec, when that call needed no
 # conversion: a small problem then costs little more than the native call. (A backend owns
-# arrays by type, and its ``convert`` returns an array of its own dtype unchanged.) For
-# ``correlate``, the most called, the key leads straight to the backend's prepared function.
+# arrays by type, and its ``convert`` returns an array of its own dtype unchanged.)
 _REPEATS: dict[tuple[object, ...], tuple[Backend, CorrSpec]] = {}
-_CORRELATORS: dict[tuple[object, ...], Callable[[Any, Any, Any], Array]] = {}
 _REPEATS_MAX = 512
+
+
+@dataclass(slots=True)
+class _Route:
+    """What ``correlate``, the most called, keeps for one route (arguments and array types):
+    the backend's prepared function per dtypes, shapes and devices, or, on a backend whose
+    framework keeps its own cache of compiled calls by argument signature (JAX), the whole
+    call, compiled."""
+
+    dispatch: Callable[[Any, Any, Any], Array] | None = None
+    correlators: dict[tuple[object, ...], Callable[[Any, Any, Any], Array]] = field(
+        default_factory=dict
+    )
+
+
+_ROUTES: dict[tuple[object, ...], _Route] = {}
 
 
 def _lookup(cache: dict[tuple[object, ...], Any], key: tuple[object, ...] | None) -> Any:
@@ -39,10 +63,10 @@ def _remember(
 
 
 def _prepare(
-    arrays: dict[str, object], settings: tuple[object, ...]
+    arrays: dict[str, object], settings: tuple[object, ...], key: tuple[object, ...] | None
 ) -> tuple[Backend, dict[str, Array], CorrSpec]:
-    """Inspect, validate and convert; the arrays come back batched and of one dtype."""
-    key = call_signature(tuple(arrays.values()), settings)
+    """Inspect, validate and convert; the arrays come back batched and of one dtype. ``key`` is
+    the call's :func:`call_signature`."""
     repeat = _lookup(_REPEATS, key)
     if repeat is not None:
         chosen, spec = repeat
@@ -115,14 +139,44 @@ def correlate(
     See ``docs/spec.md`` for padding forms and modes, dtypes and backend selection.
     """
     settings = (backend, stride, padding, dilation, groups, padding_mode, method)
-    key = call_signature((x, w, bias), settings)
-    run = _lookup(_CORRELATORS, key)
-    if run is not None:
-        return run(x, w, bias)
-    chosen, a, spec = _prepare({"x": x, "w": w, "bias": bias}, settings)
+    arrays = (x, w, bias)
+    route = call_route(arrays, settings)
+    known = _ROUTES.get(route)  # type: ignore[arg-type]  # (None is never a key)
+    if known is not None:
+        if known.dispatch is not None:
+            try:
+                return known.dispatch(x, w, bias)
+            except Exception:
+                pass  # the validated call says what is wrong, outside the framework's traceback
+        else:
+            run = _lookup(known.correlators, call_facts(arrays))
+            if run is not None:
+                return run(x, w, bias)
+    return _correlate(x, w, bias, settings, route)
+
+
+def _correlate(
+    x: object,
+    w: object,
+    bias: object,
+    settings: tuple[object, ...],
+    route: tuple[object, ...] | None = None,
+) -> Array:
+    """The validated call, which keeps what repeated calls need (with no ``route``: nothing)."""
+    facts = None if route is None else call_facts((x, w, bias))
+    key = None if facts is None else (route, facts)
+    chosen, a, spec = _prepare({"x": x, "w": w, "bias": bias}, settings, key)
     run = chosen.correlator(spec, a["x"])
     if _lookup(_REPEATS, key) is not None:  # a call that needs no conversion
-        _remember(_CORRELATORS, key, run if spec.batched else _unbatched(run))
+        known = _ROUTES.get(route)  # type: ignore[arg-type]  # (route is not None here)
+        if known is None:
+            known = _Route()
+            _remember(_ROUTES, route, known)
+        dispatch = chosen.dispatcher(functools.partial(_correlate, settings=settings))
+        if dispatch is not None:
+            known.dispatch = dispatch
+            return dispatch(x, w, bias)
+        _remember(known.correlators, facts, run if spec.batched else _unbatched(run))
     y = run(a["x"], a["w"], a["bias"])
     return y if spec.batched else y[0, ...]
 
@@ -146,7 +200,8 @@ def convolve(
 ) -> Array:
     """True convolution: :func:`correlate` with the kernel flipped along its spatial axes."""
     settings = (backend, stride, padding, dilation, groups, padding_mode, method)
-    chosen, a, spec = _prepare({"x": x, "w": w, "bias": bias}, settings)
+    arrays = {"x": x, "w": w, "bias": bias}
+    chosen, a, spec = _prepare(arrays, settings, call_signature(tuple(arrays.values()), settings))
     flipped = chosen.flip(a["w"], tuple(range(2, 2 + spec.rank)))
     y = chosen.correlate(a["x"], flipped, a["bias"], spec)
     return y if spec.batched else y[0, ...]
@@ -171,7 +226,8 @@ def correlate_vjp(
     ``grad_bias`` is ``None`` when ``bias`` is ``None``.
     """
     settings = (backend, stride, padding, dilation, groups, padding_mode, method)
-    chosen, a, spec = _prepare({"x": x, "w": w, "bias": bias, "grad_y": grad_y}, settings)
+    arrays = {"x": x, "w": w, "bias": bias, "grad_y": grad_y}
+    chosen, a, spec = _prepare(arrays, settings, call_signature(tuple(arrays.values()), settings))
     grad_x, grad_w, grad_bias = chosen.correlate_vjp(a["x"], a["w"], a["bias"], a["grad_y"], spec)
     return (grad_x if spec.batched else grad_x[0, ...]), grad_w, grad_bias
 

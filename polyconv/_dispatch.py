@@ -112,7 +112,7 @@ def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], 
     return arrays, dtype
 
 
-# Array type -> the attribute that says where its arrays live, read by call_signature.
+# Array type -> the attribute that says where its arrays live, read by call_facts.
 _PLACEMENT: dict[type, str] = {}
 
 
@@ -122,33 +122,49 @@ def _placement_attribute(cls: type) -> str:
     return "sharding" if hasattr(cls, "sharding") else "device"
 
 
-def call_signature(
+def call_route(
     arrays: tuple[object, ...], settings: tuple[object, ...]
 ) -> tuple[object, ...] | None:
-    """Everything that decides which backend runs a call on ``arrays`` with ``settings`` (its
-    other arguments), and how its inputs convert: hashable unless a setting is not; None for
-    inputs that are not arrays with a dtype, shape and device (lists, scalars, JAX tracers), and
-    for settings that are not plain (a bool or float equals an int as a key, but not as an
-    argument: validation must see it). Built on every call, so written for speed and with few
-    allocations (each one brings the garbage collector's next pass closer)."""
+    """What decides a call's backend apart from the arrays' dtypes, shapes and devices: the
+    registry's state, the selected backend, the call's ``settings`` (its other arguments) and the
+    arrays' types. None for settings that are not plain (a bool or float equals an int as a key,
+    but not as an argument: validation must see it). Built on every call, so written for speed."""
     for setting in settings:
         if type(setting) not in PLAIN_SCALARS and not is_plain(setting):  # inlined: speed
             return None
-    key: list[object] = [_registry.state(), _selected.get(), *settings]
+    return (_registry.state(), _selected.get(), settings, tuple(map(type, arrays)))
+
+
+def call_facts(arrays: tuple[object, ...]) -> tuple[object, ...] | None:
+    """The dtype, shape and device of each array that, with the call's :func:`call_route`,
+    decide which backend runs a call and how its inputs convert; None for inputs that are not
+    arrays with a dtype, shape and device (lists, scalars, JAX tracers). Built on every call,
+    so written for speed and with few allocations (each one brings the garbage collector's next
+    pass closer)."""
+    facts: list[object] = []
     only_numpy = True
     for obj in arrays:
-        cls = type(obj)
-        key.append(cls)
         if obj is None:
             continue
+        cls = type(obj)
         placement = _PLACEMENT.get(cls) or _PLACEMENT.setdefault(cls, _placement_attribute(cls))
         try:
-            key.append(obj.dtype)  # type: ignore[attr-defined]
-            key.append(obj.shape)  # type: ignore[attr-defined]
-            key.append(getattr(obj, placement))
+            facts.append(obj.dtype)  # type: ignore[attr-defined]
+            facts.append(obj.shape)  # type: ignore[attr-defined]
+            facts.append(getattr(obj, placement))
         except AttributeError:
             return None
         only_numpy = only_numpy and isinstance(obj, (np.ndarray, np.generic))
     if only_numpy:  # no framework's array to pick the backend: the environment variable does
-        key.append(os.environ.get(ENV_VAR))
-    return tuple(key)
+        facts.append(os.environ.get(ENV_VAR))
+    return tuple(facts)
+
+
+def call_signature(
+    arrays: tuple[object, ...], settings: tuple[object, ...]
+) -> tuple[object, ...] | None:
+    """Everything that decides which backend runs a call on ``arrays`` with ``settings``, and
+    how its inputs convert: its route and facts; None where either is."""
+    route = call_route(arrays, settings)
+    facts = None if route is None else call_facts(arrays)
+    return None if facts is None else (route, facts)

@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import traceback
 
 import numpy as np
 import pytest
 
 import polyconv as pc
+from polyconv import _api as pc_api
 from polyconv import reference
 
 jax = pytest.importorskip("jax")
@@ -94,10 +96,7 @@ def test_a_spec_is_compiled_once(caplog: pytest.LogCaptureFixture) -> None:
     x, other_x, w = jnp.ones((1, 1, 13, 11)), jnp.zeros((1, 1, 13, 11)), jnp.ones((1, 1, 2, 5))
 
     def compilations() -> int:
-        return sum(
-            "Finished XLA compilation of jit(_correlate_traced)" in r.getMessage()
-            for r in caplog.records
-        )
+        return sum("Finished XLA compilation of" in r.getMessage() for r in caplog.records)
 
     with jax.log_compiles(True), caplog.at_level(logging.WARNING):
         pc.correlate(x, w, padding=(3, 1))
@@ -105,6 +104,76 @@ def test_a_spec_is_compiled_once(caplog: pytest.LogCaptureFixture) -> None:
         assert compilations() == 1
         pc.correlate(x, w, padding=(1, 3))  # another spec
         assert compilations() == 2
+        with jax_backend.precision("default"):  # another precision
+            pc.correlate(x, w, padding=(1, 3))
+        assert compilations() == 3
+
+
+@pytest.fixture
+def fresh_call_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cache in ("_ROUTES", "_REPEATS"):
+        monkeypatch.setattr(pc_api, cache, {})
+
+
+@pytest.mark.usefixtures("fresh_call_caches")
+def test_repeated_calls_on_other_shapes_and_dtypes_equal_the_reference() -> None:
+    """After one call, calls with the same arguments on JAX arrays of any shape and dtype skip
+    polyconv's per-call checks (JAX's jit dispatches them); their results stay the spec's."""
+    pc.correlate(jnp.asarray(X), jnp.asarray(W), **SPEC)
+    for x_dtype, w_dtype in (("float32", "float32"), ("float16", "float32"), ("int32", "float64")):
+        x = RNG.standard_normal((3, 4, 8, 11)).astype(x_dtype)
+        w = RNG.standard_normal((4, 2, 2, 3)).astype(w_dtype)
+        y = pc.correlate(jnp.asarray(x), jnp.asarray(w), **SPEC)
+        assert y.dtype == np.result_type(x_dtype, w_dtype, "float16")
+        np.testing.assert_allclose(y, reference.correlate(x, w, **SPEC), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.usefixtures("fresh_call_caches")
+def test_an_error_in_a_repeated_call_is_the_first_calls_error() -> None:
+    """A call that fails inside JAX's compiled dispatch is redone by the validated path, so its
+    error is the spec's, with nothing of JAX's attached (such as its note on traceback frames)."""
+    x, w = jnp.asarray(X), jnp.asarray(W)
+    too_wide = jnp.ones((6, 2, 3, 30))
+
+    def error_of_bad_call() -> ValueError:
+        with pytest.raises(ValueError, match="kernel") as raised:
+            pc.correlate(x, too_wide, **{**SPEC, "padding": "valid"})
+        return raised.value
+
+    first = error_of_bad_call()
+    pc.correlate(x, w, **{**SPEC, "padding": "valid"})  # the arguments' dispatch is compiled
+    assert any(route.dispatch for route in pc_api._ROUTES.values())
+    repeated = error_of_bad_call()
+    assert traceback.format_exception_only(repeated) == traceback.format_exception_only(first)
+    assert repeated.__cause__ is None and repeated.__context__ is None
+
+
+def test_devices_follow_jax_rules_on_first_and_repeated_calls() -> None:
+    """With two (host) devices: committed inputs on different devices are refused by the spec,
+    an uncommitted input joins a committed one, as in JAX, and results stay on the inputs'
+    device, whether or not the call's dispatch is compiled yet."""
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np, polyconv as pc
+        first, second = jax.devices()
+        on = lambda device, shape: jax.device_put(jnp.ones(shape), device)
+        for attempt in ("first", "repeated"):
+            x, w = on(second, (1, 1, 6, 8)), on(second, (1, 1, 2, 2))
+            assert pc.correlate(x, w).devices() == {second}
+            assert pc.correlate(x, jnp.ones((1, 1, 2, 2))).devices() == {second}
+            try:
+                pc.correlate(x, on(first, (1, 1, 2, 2)))
+            except ValueError as error:
+                print(attempt, error)
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    refusals = result.stdout.splitlines()
+    assert [line.split()[0] for line in refusals] == ["first", "repeated"], result.stdout
+    assert all("w is on device cpu:0 but x is on cpu:1" in line for line in refusals)
 
 
 def test_float64_with_x64_off_is_refused_with_how_to_enable_it() -> None:

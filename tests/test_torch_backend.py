@@ -271,7 +271,7 @@ def as_if_on_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[object]
     """Take the CUDA path on CPU tensors, recording the TF32 flags each convolution saw."""
     seen: list[list[object]] = []
     monkeypatch.setattr(torch_backend, "_has_tf32", lambda device_type: True)
-    monkeypatch.setattr(pc_api, "_CORRELATORS", {})  # runners prepared for the CPU path
+    monkeypatch.setattr(pc_api, "_ROUTES", {})  # runners prepared for the CPU path
     conv2d = torch.nn.functional.conv2d
 
     def recording_conv2d(*args: Any, **kwargs: Any) -> Any:

@@ -72,6 +72,18 @@ class Backend(abc.ABC):
         a native call's arguments, compiling)."""
         return lambda x, w, bias: self.correlate(x, w, bias, spec)
 
+    def dispatcher(
+        self, call: Callable[[Array, Array, Array | None], Array]
+    ) -> Callable[[Array, Array, Array | None], Array] | None:
+        """``call`` (polyconv's whole ``correlate`` for fixed settings: validation, conversion,
+        computation) compiled by a framework that caches compiled functions by their arguments'
+        shapes, dtypes and devices (JAX's ``jit``), so that a repeated call skips polyconv's
+        per-call checks; ``None`` (the default) for a framework without such a cache. The result
+        must retrace ``call`` whenever anything ``call`` reads may have changed. polyconv uses
+        it for this backend's arrays only, and when it raises, calls ``call`` itself, so that
+        an error comes from the spec, outside the framework."""
+        return None
+
     def correlate_with_vjp(
         self, x: Array, w: Array, bias: Array | None, spec: CorrSpec, *, with_grad_x: bool = True
     ) -> tuple[Array, Callable[[Array], tuple[Array | None, Array, Array | None]]]:

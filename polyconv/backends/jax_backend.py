@@ -5,6 +5,10 @@ The correlation and its VJP are each one jitted function with the :class:`~polyc
 and precision and caches the executable; nothing inside leaves the device. Called on tracers
 (inside the user's ``jax.jit``, ``jax.grad`` or ``jax.vmap``) the same function is traced into
 the user's computation. ``correlate_vjp`` is ``jax.vjp`` of the correlation.
+``polyconv.correlate`` on JAX arrays of one dtype runs polyconv's whole call, validation
+included, jitted (``dispatcher``), and later calls with the same arguments go straight to it:
+JAX's own dispatch picks the compiled function by shapes, dtypes and devices, so that a call
+costs about what the native jitted call does.
 
 Padding: zeros goes to the convolution's ``padding=`` as ``(lo, hi)`` pairs; the other modes
 gather with the index maps of :func:`polyconv._padding.pad_indices` (``jnp.take`` per axis, the
@@ -254,22 +258,31 @@ def _vjp_traced(
     return jax.lax.cond(finite, lambda: grads, lambda: vjp(_direct_traced))
 
 
-@functools.lru_cache(maxsize=512)
-def _correlator(spec: CorrSpec) -> Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]:
-    """``correlate`` for one spec: a jitted function of the arrays alone per precision setting
-    (read per call), so that a call costs what a call of the user's own jitted function does
-    (static keyword arguments would be hashed and compared on every call)."""
+def _jit_per_precision(
+    traced: Callable[[str], Callable[..., JaxArray]],
+) -> Callable[..., JaxArray]:
+    """A function of arrays that runs ``jax.jit(traced(precision))`` for the precision setting
+    of each call (read per call): static keyword arguments would be hashed and compared on every
+    call, and a precision read only while tracing would stay baked into the compiled function."""
     compiled: dict[str, Callable[..., JaxArray]] = {}
 
-    def run(x: JaxArray, w: JaxArray, bias: JaxArray | None) -> JaxArray:
+    def run(*arrays: JaxArray) -> JaxArray:
         precision = _precision.get()
         fn = compiled.get(precision)
         if fn is None:
-            bound = functools.partial(_correlate_traced, spec=spec, precision=precision)
-            fn = compiled[precision] = _jax().jit(bound)
-        return fn(x, w, bias)
+            fn = compiled[precision] = _jax().jit(traced(precision))
+        return fn(*arrays)
 
     return run
+
+
+@functools.lru_cache(maxsize=512)
+def _correlator(spec: CorrSpec) -> Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]:
+    """``correlate`` for one spec: jitted functions of the arrays alone, so that a call costs
+    what a call of the user's own jitted function does."""
+    return _jit_per_precision(
+        lambda precision: functools.partial(_correlate_traced, spec=spec, precision=precision)
+    )
 
 
 @functools.cache
@@ -328,6 +341,8 @@ class JaxBackend(Backend):
     def device(self, a: JaxArray) -> str | None:
         if _is_tracer(a):
             return None  # placed by the enclosing transformation, not known while tracing
+        if not a.committed:
+            return None  # JAX moves an uncommitted array to its committed co-inputs' device
         devices = a.devices()
         return str(next(iter(devices))) if len(devices) == 1 else str(a.sharding)
 
@@ -346,6 +361,20 @@ class JaxBackend(Backend):
         self, spec: CorrSpec, like: JaxArray
     ) -> Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]:
         return _correlator(spec)
+
+    def dispatcher(
+        self, call: Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]
+    ) -> Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]:
+        # jit retraces for new shapes, dtypes, devices and JAX configuration (64-bit mode,
+        # default matmul precision); polyconv's precision, read per call, is one function each.
+        def traced(precision: str) -> Callable[..., JaxArray]:
+            def whole_call(x: JaxArray, w: JaxArray, bias: JaxArray | None) -> JaxArray:
+                with _precision.scoped(precision):
+                    return call(x, w, bias)
+
+            return whole_call
+
+        return _jit_per_precision(traced)
 
     def correlate_vjp(
         self,
