@@ -139,6 +139,41 @@ def test_tiles_split_over_the_pool_with_stride_and_dilation_equal_the_reference(
     )
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "kernel", "options"),
+    [
+        ((2, 1, 1100, 1001), (3, 3), {"stride": (2, 3), "padding": (1, 4)}),
+        ((1, 1, 900, 1201), (2, 4), {"dilation": (3, 2), "padding_mode": "reflect", "padding": 2}),
+        ((1, 1, 130, 129, 128), (2, 2, 2), {"dilation": (1, 2, 3)}),
+    ],
+)
+def test_taps_split_over_the_pool_equal_the_reference(x_shape, kernel, options) -> None:
+    # One input and one output channel and at most 9 taps: the tap-by-tap scheme, blocks of
+    # rows (of the only axis, in 1-D) on every thread, windows strided and dilated.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal((1, 1, *kernel))
+    np.testing.assert_allclose(
+        pc.correlate(x, w, method="direct", **options),
+        pc.reference.correlate(x, w, **options),
+        rtol=1e-9,
+        atol=1e-9,
+    )
+
+
+def test_a_long_signal_split_over_the_pool_equals_numpy_correlate() -> None:
+    # The tap-by-tap scheme in 1-D: blocks of the only axis on every thread (the reference
+    # would build a matrix of the signal's length squared).
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(600_001), rng.standard_normal(9)
+    np.testing.assert_allclose(
+        pc.correlate(x[None, None], w[None, None], stride=2, method="direct")[0, 0],
+        np.correlate(x, w, mode="valid")[::2],
+        rtol=1e-9,
+        atol=1e-9,
+    )
+
+
 def test_ordered_map_returns_results_in_item_order() -> None:
     assert ordered_map(lambda i: i * i, range(50)) == [i * i for i in range(50)]
 

@@ -94,20 +94,23 @@ def _all_finite(*arrays: np.ndarray) -> bool:
 
 # The fast schemes (Toeplitz tiles, FFT) multiply values that an output does not read (the
 # band's zeros, the whole tile), so one NaN or inf input would spread past the outputs that
-# read it. A non-finite result is therefore recomputed by im2col, whose every product is a
+# read it. Their non-finite result is therefore recomputed by im2col, whose every product is a
 # term of the defining sum: checking the result costs one pass over it, and only a non-finite
-# result pays for the second computation.
+# result pays for the second computation. The exact schemes (taps, im2col) skip the check.
 def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndarray:
-    if spec.method != "fft" and _numpy_direct.pads_per_block(spec):
-        # im2col, padding each block's rows itself; exact, so nothing to recheck
-        xg, wg = _prepared(x, w, spec, padded=False)
-        y = _numpy_direct.correlate(xg, wg, spec, padded=False)
-    else:
+    if spec.method == "fft":
         xg, wg = _prepared(x, w, spec)
-        method = _numpy_fft if spec.method == "fft" else _numpy_direct
-        y = method.correlate(xg, wg, spec)
-        if not _all_finite(y):
-            y = _numpy_direct.correlate(xg, wg, spec, exact=True)
+        y, exact = _numpy_fft.correlate(xg, wg, spec), False
+    else:
+        # im2col with zero padding pads each block's rows itself, from the unpadded input
+        padded = not _numpy_direct.pads_per_block(spec)
+        xg, wg = _prepared(x, w, spec, padded=padded)
+        y, exact = (
+            _numpy_direct.correlate(xg, wg, spec, padded=padded),
+            _numpy_direct.is_exact(spec),
+        )
+    if not exact and not _all_finite(y):
+        y = _numpy_direct.correlate(xg, wg, spec, exact=True)
     return _add_bias(y, bias, spec).astype(x.dtype, copy=False)
 
 
