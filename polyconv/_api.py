@@ -139,8 +139,7 @@ def correlate(
     See ``docs/spec.md`` for padding forms and modes, dtypes and backend selection.
     """
     settings = (backend, stride, padding, dilation, groups, padding_mode, method)
-    arrays = (x, w, bias)
-    route = call_route(arrays, settings)
+    route = call_route(settings, x, w, bias)
     known = _ROUTES.get(route)  # type: ignore[arg-type]  # (None is never a key)
     if known is not None:
         if known.dispatch is not None:
@@ -149,7 +148,7 @@ def correlate(
             except Exception:
                 pass  # the validated call says what is wrong, outside the framework's traceback
         else:
-            run = _lookup(known.correlators, call_facts(arrays))
+            run = _lookup(known.correlators, call_facts((x, w, bias)))
             if run is not None:
                 return run(x, w, bias)
     return _correlate(x, w, bias, settings, route)
