@@ -171,11 +171,12 @@ def _correlate(
         if known is None:
             known = _Route()
             _remember(_ROUTES, route, known)
-        dispatch = chosen.dispatcher(functools.partial(_correlate, settings=settings))
-        if dispatch is not None:
-            known.dispatch = dispatch
-            return dispatch(x, w, bias)
-        _remember(known.correlators, facts, run if spec.batched else _unbatched(run))
+        if known.dispatch is None:  # (else it raised on a call this one validates)
+            dispatch = chosen.dispatcher(functools.partial(_correlate, settings=settings))
+            if dispatch is not None:
+                known.dispatch = dispatch
+                return dispatch(x, w, bias)
+            _remember(known.correlators, facts, run if spec.batched else _unbatched(run))
     y = run(a["x"], a["w"], a["bias"])
     return y if spec.batched else y[0, ...]
 

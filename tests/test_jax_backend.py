@@ -148,6 +148,24 @@ def test_an_error_in_a_repeated_call_is_the_first_calls_error() -> None:
     assert repeated.__cause__ is None and repeated.__context__ is None
 
 
+@pytest.mark.usefixtures("fresh_call_caches")
+def test_a_call_the_compiled_dispatch_fails_and_the_spec_accepts_is_computed() -> None:
+    """Whatever makes JAX's compiled dispatch raise on a valid call, the validated path computes
+    it, and the compiled dispatch stays for the next calls (no recompilation)."""
+    x, w = jnp.asarray(X), jnp.asarray(W)
+    pc.correlate(x, w, **SPEC)
+    (route,) = pc_api._ROUTES.values()
+
+    def failing(*arrays: object) -> object:
+        raise RuntimeError("a failure inside the framework")
+
+    route.dispatch = failing
+    np.testing.assert_allclose(
+        pc.correlate(x, w, **SPEC), reference.correlate(X, W, **SPEC), rtol=1e-10, atol=1e-12
+    )
+    assert route.dispatch is failing
+
+
 def test_devices_follow_jax_rules_on_first_and_repeated_calls() -> None:
     """With two (host) devices: committed inputs on different devices are refused by the spec,
     an uncommitted input joins a committed one, as in JAX, and results stay on the inputs'
