@@ -46,8 +46,9 @@ _TILE_BLOCK_BYTES = 256 * 1024
 _SHARED_BLOCK_BYTES = 1024 * 1024
 _IM2COL_BLOCK_BYTES = 2 * 1024 * 1024
 # Output bytes of a block of the taps scheme: measured here, interleaved, on 512x512 and
-# 2048x2048 images with 3x3: 1 MB (or half the image per thread) fastest, 0.5 MB 1.1x slower,
-# 128 KB 1.7 to 2.5x slower (each of its elementwise passes is a NumPy call).
+# 2048x2048 images with 3x3: 1 MB (or half the image per thread) fastest; 0.5 MB 1.1x slower
+# (2048x2048); 128 KB 1.4x (512x512, 64 rows) to 2.5x (2048x2048, 16 rows) slower: each of a
+# block's elementwise passes is a NumPy call, and the two threads hand the GIL back and forth.
 _TAPS_BLOCK_BYTES = 1024 * 1024
 
 
