@@ -1,4 +1,4 @@
-"""The NumPy backend's direct method: the defining sum, evaluated as blocked matrix products.
+"""The NumPy backend's direct method: the defining sum, evaluated block by block.
 
 Three schemes, all working on blocks of output rows (of the first spatial axis), each block an
 independent piece of work for the thread pool:

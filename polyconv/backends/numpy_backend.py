@@ -100,15 +100,13 @@ def _all_finite(*arrays: np.ndarray) -> bool:
 def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndarray:
     if spec.method == "fft":
         xg, wg = _prepared(x, w, spec)
-        y, exact = _numpy_fft.correlate(xg, wg, spec), False
+        y = _numpy_fft.correlate(xg, wg, spec)
     else:
         # im2col with zero padding pads each block's rows itself, from the unpadded input
         padded = not _numpy_direct.pads_per_block(spec)
         xg, wg = _prepared(x, w, spec, padded=padded)
-        y, exact = (
-            _numpy_direct.correlate(xg, wg, spec, padded=padded),
-            _numpy_direct.is_exact(spec),
-        )
+        y = _numpy_direct.correlate(xg, wg, spec, padded=padded)
+    exact = spec.method != "fft" and _numpy_direct.is_exact(spec)
     if not exact and not _all_finite(y):
         y = _numpy_direct.correlate(xg, wg, spec, exact=True)
     return _add_bias(y, bias, spec).astype(x.dtype, copy=False)
