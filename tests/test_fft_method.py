@@ -13,6 +13,7 @@ still fail, in every dtype.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import (
     PAIR_C,
     check_nonfinite_gradients,
@@ -27,7 +28,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import polyconv as pc
+from polyconv._fft_plan import WHOLE_AXIS_MAX, fft_plan, next_fast_length
 from polyconv.backends import Array, Backend
+from polyconv.backends._numpy_fft import _Layout
 from polyconv.testing import (
     DEFAULT_C,
     Problem,
@@ -201,3 +204,43 @@ def test_fft_nonfinite_input_reaches_exactly_the_gradients_that_read_it(backend:
         check_nonfinite_gradients(backend, problem, data, method="fft")
 
     check()
+
+
+# --- the NumPy plan ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "options"),
+    [
+        ((1, 1, 512, 512), (1, 1, 31, 31), {}),
+        ((2, 4, 40, 50), (6, 2, 3, 5), {"groups": 2, "dilation": (2, 3)}),
+        ((1, 2, 30, 20, 25), (3, 2, 3, 2, 4), {"dilation": (1, 2, 3)}),
+        ((1, 1, 300), (1, 1, 7), {"dilation": 4}),
+    ],
+)
+@pytest.mark.parametrize("conjugate", [False, True])
+def test_numpy_kernel_spectrum_is_the_transform_of_the_dilated_zero_extended_kernel(
+    x_shape, w_shape, options, conjugate
+) -> None:
+    spec = pc.normalize(x_shape, w_shape, **options)
+    layout = _Layout(spec, 8)
+    g, r = spec.groups, spec.rank
+    wg = np.random.default_rng(8).standard_normal(w_shape).reshape(g, -1, *w_shape[1:])
+    dilated = np.zeros((*wg.shape[:3], *spec.extents))
+    dilated[(..., *(slice(None, None, d) for d in spec.dilation))] = wg
+    expected = np.fft.rfftn(dilated, s=layout.lengths, axes=tuple(range(-r, 0)))
+    np.testing.assert_allclose(
+        layout.kernel_spectrum(wg, conjugate=conjugate),
+        np.conj(expected) if conjugate else expected,
+        rtol=0,
+        atol=1e-12 * np.abs(wg).sum(),
+    )
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fft_plan_transforms_short_axes_whole_and_cuts_the_first_for_the_threads(threads) -> None:
+    plans = fft_plan(pc.normalize((1, 1, 512, 512), (1, 1, 11, 11)), threads=threads)
+    assert [p.blocks for p in plans] == [threads, 1]
+    assert plans[1].length == next_fast_length(512, real=True) <= WHOLE_AXIS_MAX
+    long_rows = fft_plan(pc.normalize((1, 1, 64, 2048), (1, 1, 11, 11)), threads=threads)
+    assert long_rows[1].blocks > 1
