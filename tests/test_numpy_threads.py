@@ -82,6 +82,48 @@ def test_a_layer_split_over_the_pool_equals_the_reference() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"padding": 1},
+        {"padding": 2, "dilation": 2},
+        {"padding": (1, 2), "padding_mode": "reflect", "groups": 2},
+        {"padding": 1, "stride": 2},
+    ],
+)
+def test_a_layer_vjp_split_over_the_pool_equals_the_reference(options) -> None:
+    # One image per piece of work: grad_w summed over them, grad_x a correlation of grad_y
+    # with the flipped kernel (stride 1) or scattered from each block (stride 2).
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 8, 40, 40))
+    w = rng.standard_normal((16, 8 // options.get("groups", 1), 3, 3))
+    grad_y = rng.standard_normal(pc.output_shape(x.shape, w.shape, **options))
+    got = pc.correlate_vjp(x, w, None, grad_y, method="direct", **options)
+    want = pc.reference.correlate_vjp(x, w, None, grad_y, **options)
+    for actual, expected in zip(got[:2], want[:2], strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_a_layer_vjp_with_an_infinite_weight_reaches_exactly_the_gradients_that_read_it() -> None:
+    # The correlation of the zero-padded grad_y would also multiply the weight by the padding's
+    # zeros (NaN along the border); the exact scatter keeps only the defining sum's terms.
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 8, 40, 40))
+    w = rng.standard_normal((16, 8, 3, 3))
+    grad_y = rng.standard_normal((4, 16, 40, 40))
+    infinite = np.zeros_like(w)
+    infinite[3, 2, 0, 2] = 1.0
+    reads, _, _ = pc.reference.correlate_vjp(x, infinite, None, np.ones_like(grad_y), padding=1)
+    expected, _, _ = pc.reference.correlate_vjp(x, w * (1 - infinite), None, grad_y, padding=1)
+    grad_x, _, _ = pc.correlate_vjp(
+        x, np.where(infinite > 0, np.inf, w), None, grad_y, padding=1, method="direct"
+    )
+    np.testing.assert_array_equal(~np.isfinite(grad_x), reads > 0)
+    kept = reads == 0
+    np.testing.assert_allclose(grad_x[kept], expected[kept], rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("padding", [((1, 60), (1, 1)), ((60, 1), (2, 0)), ((3, 3), (30, 30))])
 def test_a_layer_whose_blocks_read_only_padding_equals_the_reference(padding) -> None:
     # Large enough to be split into blocks of rows, each padding its own rows.
