@@ -7,8 +7,8 @@ that a burst of load lasting seconds slows all of them a little rather than one 
 entirely, and the machine's slower and faster phases fall on all of them alike. Each round of an
 implementation starts with one untimed call, because the first call after another
 implementation's work runs slower: torch's threads keep spinning after a call, and the NumPy
-backend's layer right after ``F.conv2d`` measured 1.16 to 1.2x slower here than the same call
-after itself.
+backend's layer right after ``F.conv2d`` measured 1.15 to 1.21x slower here than the same call
+right after another NumPy call.
 """
 
 from __future__ import annotations
