@@ -2,8 +2,8 @@
 
 Medians rather than means or minima: on a shared machine a neighbour's burst lands in a few runs,
 and the median ignores those without rewarding a lucky outlier the way the minimum does. The
-implementations of one case are sampled in interleaved rounds (A B C, B C A, C A B, ...), so
-that a burst of load lasting seconds slows all of them a little rather than one of them
+implementations of one case are sampled in interleaved rounds (A B C, A C B, C A B, C B A,
+...), so that a burst of load lasting seconds slows all of them a little rather than one of them
 entirely, and the machine's slower and faster phases fall on all of them alike. Each round of an
 implementation starts with one untimed call, because the first call after another
 implementation's work runs slower: torch's threads keep spinning after a call, and the NumPy
@@ -102,9 +102,11 @@ def measure_all(fns: dict[str, Callable[[], object]], max_runs: int) -> dict[str
         sampler.warm_up()
     order = list(samplers.values())
     for round_ in range(ROUNDS):
-        # Each round starts with the next implementation, and takes at most its share of the
+        # Each round starts with the next implementation, every other round in reverse order
+        # (so that each runs after two different ones), and takes at most its share of the
         # runs, so that fast calls too are spread over every round.
-        for sampler in order[round_ % len(order) :] + order[: round_ % len(order)]:
+        rotated = order[round_ % len(order) :] + order[: round_ % len(order)]
+        for sampler in rotated[::-1] if round_ % 2 else rotated:
             sampler.run(BUDGET_S / ROUNDS, max_new_runs=-(-sampler.max_runs // ROUNDS))
     for sampler in samplers.values():  # top up to the minimum run count
         while not sampler.done:
