@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=200,
         metavar="N",
-        help="at most N timed runs per row (default 200; runs stop after ~0.3 s, at least 5)",
+        help="at most N timed runs per row (default 200; runs stop after ~0.6 s, at least 6)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     parser.add_argument(

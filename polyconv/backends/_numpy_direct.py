@@ -636,7 +636,7 @@ def correlate_vjp(
     by the padding's zeros, which makes an infinite weight a NaN). With stride, im2col scatters
     too, since the correlation would spend most of its products on the spread's zeros.
     Otherwise ``grad_x`` is that correlation (:func:`_input_gradient`), which runs on the pool
-    like any forward: on the benchmark layers without stride, interleaved, 0.65 to 0.89x the
+    like any forward: on the benchmark layers without stride, interleaved, 0.62 to 0.89x the
     time of the scatter."""
     if exact or (not uses_tiles(spec) and any(s > 1 for s in spec.stride)):
         grad_xp = np.zeros_like(xg)
