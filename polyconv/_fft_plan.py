@@ -80,7 +80,7 @@ _PER_SAMPLE_OVERHEAD = 8.0
 
 # Axes whose whole transform is at most this long are not tiled (but for the threads): the cost
 # above leaves out what every 1-D transform costs beyond its samples, which many short tiles pay
-# many times (512x512, interleaved: whole-length tiles took 0.76 to 0.82x the time of 112x180
+# many times (512x512, interleaved: whole-length tiles took 0.76 to 0.83x the time of 112x180
 # ones with 11x11; at 2048x2048 tiles of 320 stayed faster than of 540 to 704 with 31x31).
 WHOLE_AXIS_MAX = 1024
 
