@@ -92,9 +92,10 @@ def _axis_plan(
     limit = (
         whole if max_length is None else min(whole, max(max_length, next_fast_length(extent, real)))
     )
-    candidates = _fast_lengths(limit, real) if limit > 16 else (limit,)
     if max_length is None and whole <= WHOLE_AXIS_MAX:
-        candidates = (whole,)  # no tiles along this axis
+        candidates: tuple[int, ...] = (whole,)  # no tiles along this axis
+    else:
+        candidates = _fast_lengths(limit, real) if limit > 16 else (limit,)
     best: tuple[float, int] | None = None
     for length in candidates:
         if length < extent or (length < whole and length - extent + 1 < extent):
