@@ -93,7 +93,7 @@ def test_a_layer_split_over_the_pool_equals_the_reference() -> None:
 )
 def test_a_layer_vjp_split_over_the_pool_equals_the_reference(options) -> None:
     # One image per piece of work: grad_w summed over them, grad_x a correlation of grad_y
-    # with the flipped kernel (stride 1) or scattered from each block (stride 2).
+    # with the flipped kernel (stride 1) or added back into each image's stride phases.
     rng = np.random.default_rng(6)
     x = rng.standard_normal((4, 8, 40, 40))
     w = rng.standard_normal((16, 8 // options.get("groups", 1), 3, 3))
@@ -104,20 +104,51 @@ def test_a_layer_vjp_split_over_the_pool_equals_the_reference(options) -> None:
         np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "options"),
+    [
+        ((3, 4, 29), (6, 4, 5), {"stride": 3, "dilation": 2}),
+        (
+            (2, 4, 9, 11),
+            (6, 2, 3, 2),
+            {"stride": (3, 2), "padding": (2, 1), "dilation": (2, 3), "groups": 2},
+        ),
+        ((2, 4, 17, 16), (5, 4, 3, 3), {"stride": 2, "padding": 1, "padding_mode": "reflect"}),
+        ((2, 3, 15, 15), (4, 3, 1, 1), {"stride": 2}),  # half the input read by no output
+        ((1, 8, 300, 300), (6, 8, 3, 3), {"stride": 2, "padding": 1}),  # several blocks of rows
+        ((2, 2, 7, 8, 9), (3, 2, 2, 3, 2), {"stride": (2, 1, 3), "padding": 1}),
+    ],
+)
+def test_a_strided_vjp_by_stride_phases_equals_the_reference(x_shape, w_shape, options) -> None:
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    grad_y = rng.standard_normal(pc.output_shape(x.shape, w.shape, **options))
+    got = pc.correlate_vjp(x, w, None, grad_y, method="direct", **options)
+    want = pc.reference.correlate_vjp(x, w, None, grad_y, **options)
+    for actual, expected in zip(got[:2], want[:2], strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-def test_a_layer_vjp_with_an_infinite_weight_reaches_exactly_the_gradients_that_read_it() -> None:
-    # The correlation of the zero-padded grad_y would also multiply the weight by the padding's
-    # zeros (NaN along the border); the exact scatter keeps only the defining sum's terms.
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_layer_vjp_with_an_infinite_weight_reaches_exactly_the_gradients_that_read_it(
+    stride,
+) -> None:
+    # The correlation of the zero-padded grad_y (stride 1), like the stride phases' unused
+    # columns (stride 2), would also multiply the weight by zeros (NaN where no output reads
+    # it); the exact scatter keeps only the defining sum's terms.
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 8, 40, 40))
     w = rng.standard_normal((16, 8, 3, 3))
-    grad_y = rng.standard_normal((4, 16, 40, 40))
+    grad_y = rng.standard_normal(pc.output_shape(x.shape, w.shape, padding=1, stride=stride))
     infinite = np.zeros_like(w)
-    infinite[3, 2, 0, 2] = 1.0
-    reads, _, _ = pc.reference.correlate_vjp(x, infinite, None, np.ones_like(grad_y), padding=1)
-    expected, _, _ = pc.reference.correlate_vjp(x, w * (1 - infinite), None, grad_y, padding=1)
+    infinite[3, 2, 1, 0] = 1.0
+    options = {"padding": 1, "stride": stride}
+    ones = np.ones_like(grad_y)
+    reads, _, _ = pc.reference.correlate_vjp(x, infinite, None, ones, **options)
+    expected, _, _ = pc.reference.correlate_vjp(x, w * (1 - infinite), None, grad_y, **options)
     grad_x, _, _ = pc.correlate_vjp(
-        x, np.where(infinite > 0, np.inf, w), None, grad_y, padding=1, method="direct"
+        x, np.where(infinite > 0, np.inf, w), None, grad_y, method="direct", **options
     )
     np.testing.assert_array_equal(~np.isfinite(grad_x), reads > 0)
     kept = reads == 0
