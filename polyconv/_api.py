@@ -15,6 +15,7 @@ from ._dispatch import (
     call_route,
     call_signature,
     convert_inputs,
+    facts_reader,
     select_backend,
 )
 from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
@@ -31,10 +32,11 @@ _REPEATS_MAX = 512
 @dataclass(slots=True)
 class _Route:
     """What ``correlate``, the most called, keeps for one route (arguments and array types):
-    the backend's prepared function per dtypes, shapes and devices, or, on a backend whose
-    framework keeps its own cache of compiled calls by argument signature (JAX), the whole
-    call, compiled."""
+    the backend's prepared function per dtypes, shapes and devices (its key read by
+    ``facts``), or, on a backend whose framework keeps its own cache of compiled calls by
+    argument signature (JAX), the whole call, compiled."""
 
+    facts: Callable[[Any, Any, Any], tuple[object, ...] | None]
     dispatch: Callable[[Any, Any, Any], Array] | None = None
     correlators: dict[tuple[object, ...], Callable[[Any, Any, Any], Array]] = field(
         default_factory=dict
@@ -148,7 +150,7 @@ def correlate(
             except Exception:
                 pass  # the validated call says what is wrong, outside the framework's traceback
         else:
-            run = _lookup(known.correlators, call_facts((x, w, bias)))
+            run = _lookup(known.correlators, known.facts(x, w, bias))
             if run is not None:
                 return run(x, w, bias)
     return _correlate(x, w, bias, settings, route)
@@ -169,7 +171,7 @@ def _correlate(
     if _lookup(_REPEATS, key) is not None:  # a call that needs no conversion
         known = _ROUTES.get(route)  # type: ignore[arg-type]  # (route is not None here)
         if known is None:
-            known = _Route()
+            known = _Route(facts_reader((type(x), type(w), type(bias))))
             _remember(_ROUTES, route, known)
         if known.dispatch is None:  # (else it raised on a call this one validates)
             dispatch = chosen.dispatcher(functools.partial(_correlate, settings=settings))

@@ -227,6 +227,8 @@ def _bare_native(spec: CorrSpec, like: Tensor) -> Callable[[Tensor, Tensor, Any]
     if padding is None:
         return None
     conv, options = _conv(spec.rank), _conv_options(spec, padding)
+    if not options:  # the native function itself: no Python frame between
+        return conv
     return lambda x, w, bias: conv(x, w, bias, *options)
 
 
