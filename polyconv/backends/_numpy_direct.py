@@ -561,8 +561,9 @@ class _Phases:
     positions ``a + stride * j``, so every tap of a strided correlation reads one phase at
     stride 1 (tap ``k`` reads phase ``k * dilation % stride`` from ``k * dilation // stride``
     on). The phases are ``(G, Cg, phases, *L)`` with ``L = ceil(P / stride)`` (the shorter
-    phases zero-filled), and the outputs are laid out with the strides of ``L``: output ``o``
-    at ``sum(o * S)``, the positions past the last output of a row left as unused columns. A
+    phases zero-filled), and the outputs are laid out with the element strides ``S`` of
+    ``L``: output ``o`` at ``sum(o * S)``, the positions past a row's last output left as
+    unused columns. A
     tap's window of a block of output rows is then one contiguous run of each channel's
     phase, so the window matrix is copied, and its gradient added back, in long contiguous
     runs rather than in the strided rows of :class:`_Im2col`, whose copies and additions cost
