@@ -115,6 +115,8 @@ def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], 
 
 
 def _facts_of(cls: type) -> tuple[Callable[[object], tuple[object, ...]], bool]:
+    """How an array of type ``cls`` gives its dtype, shape and placement (in one call), and
+    whether the type is NumPy's."""
     # A JAX array derives its ``device`` from its ``sharding`` (slowly, in Python), and the
     # sharding says as much; other frameworks' arrays have a ``device``.
     placement = "sharding" if hasattr(cls, "sharding") else "device"
@@ -158,7 +160,7 @@ def facts_reader(types: tuple[type, ...]) -> Callable[..., tuple[object, ...] | 
     if not only_numpy and [i for i, _ in reads] == [0, 1]:  # x and w (the most called)
         read_x, read_w = reads[0][1], reads[1][1]
 
-        def read_two(x: object, w: object, *_: object) -> tuple[object, ...] | None:
+        def read_two(x: object, w: object, *_: object) -> tuple[object, ...] | None:  # bias None
             try:
                 return read_x(x) + read_w(w)
             except AttributeError:

@@ -619,7 +619,8 @@ class _Phases:
             yield strided, phases[inside + tuple(map(slice, strided.shape[2:]))]
 
     def split(self, image: np.ndarray) -> np.ndarray:
-        """The phases of ``image``, flattened to ``(G, Cg, count * plane)``, in the thread's scratch."""
+        """The phases of ``image``, flattened to ``(G, Cg, count * plane)``, in the thread's
+        scratch."""
         phases = scratch("phases.x", (self.g, self.cg, self.count, *self.lengths), image.dtype)
         phases.fill(0)
         for strided, place in self._phase_views(image, phases):
@@ -627,7 +628,8 @@ class _Phases:
         return phases.reshape(self.g, self.cg, -1)
 
     def merge(self, flat: np.ndarray, image: np.ndarray) -> None:
-        """Write the flattened phases ``flat`` back into ``image`` ``(G, Cg, *P)``, every position."""
+        """Write the flattened phases ``flat`` back into every position of ``image``
+        ``(G, Cg, *P)``."""
         phases = flat.reshape(self.g, self.cg, self.count, *self.lengths)
         for strided, place in self._phase_views(image, phases):
             strided[...] = place
