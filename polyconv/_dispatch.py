@@ -153,14 +153,14 @@ def facts_reader(types: tuple[type, ...]) -> Callable[..., tuple[object, ...] | 
     a route keeps one, so that a repeated call reads its arrays' facts without finding out,
     per array, how. Called on every call, so written for speed and with few allocations
     (each one brings the garbage collector's next pass closer)."""
-    present = [(i, _facts_of(cls)) for i, cls in enumerate(types) if cls is not type(None)]
-    reads = [(i, read) for i, (read, _) in present]
+    present = [(i, *_facts_of(cls)) for i, cls in enumerate(types) if cls is not type(None)]
+    reads = [(i, read) for i, read, _ in present]
     # No framework's array to pick the backend: the environment variable does.
-    only_numpy = all(is_numpy for _, (_, is_numpy) in present)
-    if not only_numpy and [i for i, _ in reads] == [0, 1]:  # x and w (the most called)
-        read_x, read_w = reads[0][1], reads[1][1]
+    only_numpy = all(is_numpy for *_, is_numpy in present)
+    if not only_numpy and [i for i, _ in reads] == [0, 1]:  # x and w alone (the most called)
+        (_, read_x), (_, read_w) = reads
 
-        def read_two(x: object, w: object, *_: object) -> tuple[object, ...] | None:  # bias None
+        def read_two(x: object, w: object, *_: object) -> tuple[object, ...] | None:
             try:
                 return read_x(x) + read_w(w)
             except AttributeError:

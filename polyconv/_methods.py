@@ -65,8 +65,9 @@ def numpy_uses_taps(spec: CorrSpec) -> bool:
     kernel of at most ``NUMPY_TAPS_MAX`` taps, where two elementwise passes per tap beat the
     tiles' copies and small products (measured here against the tiles, interleaved: 512x512
     with 3x3 0.77 to 0.93x the time, 2048x2048 0.77x, 1-D and 3-D signals 0.37 to 0.71x; with
-    5x5, a prototype: 512x512 0.84x but 2048x2048 1.28x). Depthwise layers stay on the tiles: there each
-    tap's weights broadcast over the channels, and measured from 0.62x to 1.19x the tiles."""
+    5x5, a prototype: 512x512 0.84x but 2048x2048 1.28x). Depthwise layers stay on the tiles:
+    there each tap's weights broadcast over the channels, and measured from 0.62x to 1.19x the
+    tiles."""
     return spec.w_shape[:2] == (1, 1) and math.prod(spec.kernel_shape) <= NUMPY_TAPS_MAX
 
 

@@ -82,6 +82,19 @@ def test_a_layer_split_over_the_pool_equals_the_reference() -> None:
     )
 
 
+def assert_direct_vjp_equals_the_reference(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], options: dict, seed: int
+) -> None:
+    """grad_x and grad_w of the direct method on random float64 arrays, against the reference."""
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    grad_y = rng.standard_normal(pc.output_shape(x.shape, w.shape, **options))
+    got = pc.correlate_vjp(x, w, None, grad_y, method="direct", **options)
+    want = pc.reference.correlate_vjp(x, w, None, grad_y, **options)
+    for actual, expected in zip(got[:2], want[:2], strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -94,14 +107,8 @@ def test_a_layer_split_over_the_pool_equals_the_reference() -> None:
 def test_a_layer_vjp_split_over_the_pool_equals_the_reference(options) -> None:
     # One image per piece of work: grad_w summed over them, grad_x a correlation of grad_y
     # with the flipped kernel (stride 1) or added back into each image's stride phases.
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((4, 8, 40, 40))
-    w = rng.standard_normal((16, 8 // options.get("groups", 1), 3, 3))
-    grad_y = rng.standard_normal(pc.output_shape(x.shape, w.shape, **options))
-    got = pc.correlate_vjp(x, w, None, grad_y, method="direct", **options)
-    want = pc.reference.correlate_vjp(x, w, None, grad_y, **options)
-    for actual, expected in zip(got[:2], want[:2], strict=True):
-        np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10)
+    w_shape = (16, 8 // options.get("groups", 1), 3, 3)
+    assert_direct_vjp_equals_the_reference((4, 8, 40, 40), w_shape, options, seed=6)
 
 
 @pytest.mark.parametrize(
@@ -120,13 +127,7 @@ def test_a_layer_vjp_split_over_the_pool_equals_the_reference(options) -> None:
     ],
 )
 def test_a_strided_vjp_by_stride_phases_equals_the_reference(x_shape, w_shape, options) -> None:
-    rng = np.random.default_rng(8)
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    grad_y = rng.standard_normal(pc.output_shape(x.shape, w.shape, **options))
-    got = pc.correlate_vjp(x, w, None, grad_y, method="direct", **options)
-    want = pc.reference.correlate_vjp(x, w, None, grad_y, **options)
-    for actual, expected in zip(got[:2], want[:2], strict=True):
-        np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10)
+    assert_direct_vjp_equals_the_reference(x_shape, w_shape, options, seed=8)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -520,9 +520,8 @@ def _im2col_vjp(
 
     Per block of rows, ``grad_w`` gains ``grad_y``'s block times its window matrix, and the
     block's windows in ``grad_xp`` gain ``w^T @ grad_y``, scattered back tap by tap. Runs of
-    whole images are the pieces of work, each returning its part of ``grad_w``, summed in
-    order: a fixed number of pieces, so the sum does not depend on the threads. Without
-    ``grad_xp`` the pieces go to the pool; with it they run one after another, OpenBLAS
+    whole images are the pieces of work (:func:`_summed_over_images`). Without ``grad_xp``
+    the pieces go to the pool; with it they run one after another, OpenBLAS
     threading each product, because the scatter's many small additions on two pool threads
     mostly hand the GIL back and forth (stride 2 layer, interleaved: 32.1 ms on the pool
     against 29.0 ms)."""
@@ -548,9 +547,17 @@ def _im2col_vjp(
                 ]
         return grad_w
 
-    pieces = split(xg.shape[0], _VJP_PIECES)
-    parts = run_blocks(run, pieces, grad_xp is None and _worth_splitting(spec))
-    return np.sum(parts, axis=0).reshape(wg.shape)
+    parallel = grad_xp is None and _worth_splitting(spec)
+    return _summed_over_images(run, xg.shape[0], parallel).reshape(wg.shape)
+
+
+def _summed_over_images(
+    run: Callable[[tuple[int, int]], np.ndarray], images: int, parallel: bool
+) -> np.ndarray:
+    """The sum of ``run``'s partial ``grad_w`` over runs of whole images: a fixed number of
+    runs, summed in order, so the sum does not depend on the threads."""
+    parts = run_blocks(run, split(images, _VJP_PIECES), parallel)
+    return np.sum(parts, axis=0)
 
 
 # --- stride phases ---------------------------------------------------------------------------
@@ -563,13 +570,12 @@ class _Phases:
     on). The phases are ``(G, Cg, phases, *L)`` with ``L = ceil(P / stride)`` (the shorter
     phases zero-filled), and the outputs are laid out with the element strides ``S`` of
     ``L``: output ``o`` at ``sum(o * S)``, the positions past a row's last output left as
-    unused columns. A
-    tap's window of a block of output rows is then one contiguous run of each channel's
-    phase, so the window matrix is copied, and its gradient added back, in long contiguous
-    runs rather than in the strided rows of :class:`_Im2col`, whose copies and additions cost
-    most of a strided VJP (runs of 32 elements at stride 2 on the benchmark's stride-2 layer).
-    The unused columns' ``grad_y`` is zero, so they add nothing to either gradient (as long as
-    every product is finite)."""
+    unused columns. A tap's window of a block of output rows is then one contiguous run of
+    each channel's phase, so the window matrix is copied, and its gradient added back, in long
+    contiguous runs rather than in the strided rows of :class:`_Im2col`, whose copies and
+    additions cost most of a strided VJP (runs of 32 elements at stride 2 on the benchmark's
+    stride-2 layer). The unused columns' ``grad_y`` is zero, so they add nothing to either
+    gradient (as long as every product is finite)."""
 
     def __init__(self, spec: CorrSpec, itemsize: int) -> None:
         self.spec = spec
@@ -675,7 +681,7 @@ def _phases_vjp(
     """``(grad_xp, grad_w)`` with stride, by :class:`_Phases`: per block of rows, ``grad_w``
     gains the spread ``grad_y`` times the window matrix, and the windows gain ``w^T`` times
     it, added back into the image's phases, which are then merged into ``grad_xp``. Runs of
-    whole images are the pieces of work on the pool (see :func:`_im2col_vjp`)."""
+    whole images are the pieces of work on the pool (:func:`_summed_over_images`)."""
     geometry = _Phases(spec, xg.itemsize)
     kernels_t = wg.reshape(geometry.g, geometry.og, -1).transpose(0, 2, 1)
     grad_xp = np.empty_like(xg)
@@ -695,8 +701,8 @@ def _phases_vjp(
             geometry.merge(grad_phases, grad_xp[n])
         return grad_w
 
-    parts = run_blocks(run, split(xg.shape[0], _VJP_PIECES), _worth_splitting(spec))
-    return grad_xp, np.sum(parts, axis=0).reshape(wg.shape)
+    grad_w = _summed_over_images(run, xg.shape[0], _worth_splitting(spec))
+    return grad_xp, grad_w.reshape(wg.shape)
 
 
 # --- entry points ----------------------------------------------------------------------------
@@ -792,11 +798,11 @@ def correlate_vjp(
         grad_xp = np.zeros_like(xg)
         grad_w = _im2col_vjp(xg, wg, grad_y, spec, grad_xp)
         return grad_xp.reshape(spec.x_shape[:2] + spec.padded_shape), grad_w
-    if not uses_tiles(spec) and any(s > 1 for s in spec.stride):
-        grad_xp, grad_w = _phases_vjp(xg, wg, grad_y, spec)
-        return grad_xp.reshape(spec.x_shape[:2] + spec.padded_shape), grad_w
     if uses_tiles(spec):
         grad_w = _tiles_grad_w(xg, grad_y, spec)
+    elif any(s > 1 for s in spec.stride):
+        grad_xp, grad_w = _phases_vjp(xg, wg, grad_y, spec)
+        return grad_xp.reshape(spec.x_shape[:2] + spec.padded_shape), grad_w
     else:
         grad_w = _im2col_vjp(xg, wg, grad_y, spec, None)
     return _input_gradient(wg, grad_y, spec), grad_w
