@@ -6,6 +6,9 @@
 3. learning that kernel back from the image and its edge map (lr 3e-2, 10 steps, squared error);
 4. a table showing that the backends' loss curves and learned kernels agree.
 
+``--plot FILE.png`` draws all of it on one page and ``--animate FILE.gif`` the kernel sliding
+over the image (:mod:`polyconv.plots`, matplotlib: the ``plot`` extra).
+
 Every backend runs the same code on its own arrays. The exit status is 0 when every backend
 reproduced the lesson and agreed, 1 when one did not, 2 for a usage error.
 """
@@ -16,11 +19,11 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
-from . import reference
+from . import plots, reference
 from ._api import corr2d
 from .backends import available
 from .backends import get as get_backend
@@ -62,6 +65,7 @@ class BackendRun:
     initial_kernel: np.ndarray
     history: np.ndarray
     kernel: np.ndarray
+    kernel_steps: np.ndarray  # (steps + 1, 2): the kernel before the first step and after each
 
 
 def run_backend(name: str, *, lr: float, steps: int, seed: int) -> BackendRun:
@@ -74,7 +78,15 @@ def run_backend(name: str, *, lr: float, steps: int, seed: int) -> BackendRun:
 
     layer = Conv2D((1, 2), bias=False, backend=name, seed=seed)
     initial = backend.to_numpy(layer.weight)[0, 0]
-    history = fit(layer, image, edges, lr=lr, steps=steps)
+    kernel_steps = [initial.ravel()]
+    history = fit(
+        layer,
+        image,
+        edges,
+        lr=lr,
+        steps=steps,
+        callback=lambda step, loss: kernel_steps.append(backend.to_numpy(layer.weight).ravel()),
+    )
     return BackendRun(
         corr2d_3x3=backend.to_numpy(corr2d(x3, k3, backend=name)),
         edges=backend.to_numpy(edges),
@@ -82,6 +94,7 @@ def run_backend(name: str, *, lr: float, steps: int, seed: int) -> BackendRun:
         initial_kernel=initial,
         history=history,
         kernel=backend.to_numpy(layer.weight)[0, 0],
+        kernel_steps=np.stack(kernel_steps),
     )
 
 
@@ -173,7 +186,7 @@ def report(runs: Mapping[str, BackendRun], *, lr: float, steps: int, out: TextIO
     table = {"step": [str(step + 1) for step in range(steps) if (step + 1) % PRINT_EVERY == 0]}
     for name, run in runs.items():
         table[name] = [
-            f"{run.history[step]:.4f}" for step in range(steps) if (step + 1) % PRINT_EVERY == 0
+            format_loss(run.history[step]) for step in range(steps) if (step + 1) % PRINT_EVERY == 0
         ]
     say(_side_by_side(table, numeric=True))
     say("\n   learned kernel (the target is [[1, -1]]):")
@@ -218,56 +231,13 @@ def report(runs: Mapping[str, BackendRun], *, lr: float, steps: int, out: TextIO
     return all_ok
 
 
+def format_loss(value: float) -> str:
+    """A loss with its significant digits whatever its size: ``2.248e-01``, ``2.254e-08``."""
+    return f"{value:.3e}"
+
+
 def _kernel_text(kernel: np.ndarray) -> str:
     return "[[" + ", ".join(f"{value:+.4f}" for value in kernel.ravel()) + "]]"
-
-
-# --- plotting (shared with the examples) ------------------------------------------------------
-
-
-def plot_loss_curves(
-    path: str, curves: Mapping[str, np.ndarray], *, title: str, log_scale: bool = True
-) -> None:
-    """Save the loss curves (label -> per-step losses) in one figure at ``path``.
-
-    Needs matplotlib (``pip install -e .[plot]``); raises ``ImportError`` saying so otherwise.
-    """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError(
-            "plotting needs matplotlib, which is not installed; install it with "
-            "`pip install matplotlib` or `pip install -e .[plot]` in the polyconv checkout"
-        ) from None
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
-    axes = figure.subplots()
-    markers = "os^Dv<>p"
-    for i, (label, losses) in enumerate(curves.items()):
-        steps = np.arange(1, len(losses) + 1)
-        # Distinct markers and dashes keep identical curves from hiding each other.
-        axes.plot(
-            steps,
-            losses,
-            label=label,
-            marker=markers[i % len(markers)],
-            markersize=4,
-            linestyle=("-", "--", ":", "-.")[i % 4],
-        )
-    if log_scale:
-        axes.set_yscale("log")
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss")
-    axes.set_title(title)
-    axes.legend()
-    figure.savefig(path)
-
-
-def _matplotlib_missing() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return True
-    return False
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -280,7 +250,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"run on this backend only (installed: {', '.join(available())}); default: all",
     )
     parser.add_argument(
-        "--plot", metavar="FILE.png", help="save the loss curves of every backend to this file"
+        "--plot",
+        metavar="FILE.png",
+        help="save the lesson as one figure: X, K, Y, the kernel learned step by step, the loss "
+        "and the backends' differences",
+    )
+    parser.add_argument(
+        "--animate",
+        metavar="FILE.gif",
+        help="save an animation of the kernel sliding over X while Y fills in",
     )
     parser.add_argument(
         "--lr", type=float, default=LEARNING_RATE, help="learning rate (%(default)g)"
@@ -301,13 +279,10 @@ def run(args: argparse.Namespace) -> int:
         names = [args.backend]
     else:
         names = available()
-    if args.plot is not None and _matplotlib_missing():
-        print(
-            "polyconv lesson: --plot needs matplotlib, which is not installed; install it with "
-            "`pip install -e .[plot]` in the polyconv checkout",
-            file=sys.stderr,
-        )
-        return 2
+    for option, path in (("--plot", args.plot), ("--animate", args.animate)):
+        if path is not None and (message := plots.missing_matplotlib(option)) is not None:
+            print(f"polyconv lesson: {message}", file=sys.stderr)
+            return 2
     if args.steps < 1 or not args.lr > 0:
         print("polyconv lesson: --steps must be at least 1 and --lr positive", file=sys.stderr)
         return 2
@@ -327,10 +302,25 @@ def run(args: argparse.Namespace) -> int:
         return 1
     ok = report(runs, lr=args.lr, steps=args.steps, out=sys.stdout)
     if args.plot is not None:
-        plot_loss_curves(
-            args.plot,
-            {name: run.history for name, run in runs.items()},
-            title=f"Learning the edge kernel [[1, -1]] (lr {args.lr:g})",
-        )
-        print(f"\nLoss curves saved to {args.plot}")
+        plots.save(_lesson_figure(runs, lr=args.lr), args.plot)
+        print(f"\nFigure saved to {args.plot}")
+    if args.animate is not None:
+        first = next(iter(runs.values()))
+        frames = plots.save_sliding_animation(args.animate, band_image(), EDGE_KERNEL, first.edges)
+        print(f"\nAnimation ({frames} frames) saved to {args.animate}")
     return 0 if ok and not failed else 1
+
+
+def _lesson_figure(runs: Mapping[str, BackendRun], *, lr: float) -> Any:
+    """The one-page figure, NumPy's run first (the others' losses are drawn against it)."""
+    order = sorted(runs, key=lambda name: name != "numpy")
+    first = runs[order[0]]
+    return plots.lesson_figure(
+        band_image(),
+        EDGE_KERNEL,
+        first.edges,
+        losses={name: runs[name].history for name in order},
+        weights={name: runs[name].kernel_steps for name in order},
+        target=EDGE_KERNEL,
+        lr=lr,
+    )

@@ -19,12 +19,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import _spec_args, reference
+from . import _spec_args, plots, reference
 from ._api import correlate, correlate_vjp
 from ._bounds import DEFAULT_C, assert_within, error_bound, fft_error, to_numpy, vjp_error_bounds
 from ._dtypes import FLOAT_DTYPES, result_dtype
@@ -47,6 +47,8 @@ class Check:
     ``max_rel_error`` is normwise: the largest error over the largest reference magnitude (an
     element-wise ratio explodes where the reference is near zero). ``bound`` is the error bound
     at ``worst_ratio``'s element: the element nearest to (or farthest past) its own bound.
+    ``error_over_bound`` is (result - reference) / bound per element, for pictures
+    (:func:`polyconv.plots.verify_figure`); ``None`` when the shapes differ.
     """
 
     result: str
@@ -56,6 +58,7 @@ class Check:
     worst_ratio: float
     passed: bool
     detail: str = ""
+    error_over_bound: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,7 @@ def _check(
             bound > 0, error / np.where(bound > 0, bound, 1.0), np.where(error > 0, np.inf, 0.0)
         )
         ratios = np.where(np.isnan(ratios), np.inf, ratios)
+        signed = np.copysign(ratios, got - expected)
     worst = np.unravel_index(int(np.argmax(ratios)), ratios.shape) if ratios.size else ()
     max_abs = float(np.max(error)) if error.size else 0.0
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
@@ -250,7 +254,9 @@ def _check(
         detail = str(failure)
     if not detail and got_dtype != dtype:
         detail = f"{result} has dtype {got_dtype}, expected {dtype}"
-    return Check(result, max_abs, max_rel, bound_at_worst, worst_ratio, not detail, detail)
+    return Check(
+        result, max_abs, max_rel, bound_at_worst, worst_ratio, not detail, detail, signed
+    )
 
 
 def _median_seconds(call: Callable[[], Array], backend: Backend, timing: bool) -> float | None:
@@ -465,9 +471,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how every backend computes (default auto: each backend's cost model chooses)",
     )
     parser.add_argument("--no-timing", dest="timing", action="store_false", help="skip the timing")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="save an image per backend of y's error / bound at every output position",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot is not None and (message := plots.missing_matplotlib("--plot")) is not None:
+        print(f"polyconv verify: {message}", file=sys.stderr)
+        return 2
     try:
         if args.random is not None:
             if args.random < 1:
@@ -476,6 +490,7 @@ def run(args: argparse.Namespace) -> int:
                 args.random, dtype=args.dtype, seed=args.seed, backends=args.backends
             )
             print(outcome.summary())
+            _plot(args.plot, outcome.report)
             return 0 if outcome.report.ok else 1
         if args.input is None or args.kernel is None:
             raise ValueError("--input and --kernel are required (or --random N)")
@@ -494,7 +509,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"polyconv verify: {error}", file=sys.stderr)
         return 2
     print(report)
+    _plot(args.plot, report)
     return 0 if report.ok else 1
+
+
+def _plot(path: str | None, report: VerifyReport) -> None:
+    if path is not None:
+        plots.save(plots.verify_figure(report), path)
+        print(f"error / bound images saved to {path}")
 
 
 # --- random problems -----------------------------------------------------------------------
