@@ -11,7 +11,7 @@ This script builds that restricted weight matrix by hand, straight from the two 
 that it is exactly ``pc.as_matrix(K, x.shape)``, the matrix polyconv derives from the correlation,
 and that multiplying by it is the correlation computed by the chosen backend.
 
-    python examples/fully_connected_view.py --backend torch
+    python examples/fully_connected_view.py --backend torch --plot fully_connected.png
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import numpy as np
 
 import polyconv as pc
+from polyconv import plots
 
 
 def restricted_dense_weights(kernel: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -42,12 +43,30 @@ def _show(matrix: np.ndarray) -> None:
         print("   " + " ".join(f"{value:2g}" if value else " ." for value in row))
 
 
+def figure(kernel: np.ndarray, image: np.ndarray, matrix: np.ndarray, output: np.ndarray) -> object:
+    """K, x, the weight matrix M and M @ x reshaped to the output's shape, side by side."""
+    return plots.arrays_figure(
+        {
+            "kernel K": kernel,
+            "image x": image,
+            "M = pc.as_matrix(K, x.shape)\n(rows: output pixels, columns: input pixels)": matrix,
+            "M @ x, reshaped": output,
+        },
+        title="A convolution is a fully connected layer whose matrix repeats K along its rows",
+        height=3.6,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", help="polyconv backend (default: $POLYCONV_BACKEND or numpy)")
     parser.add_argument("--height", type=int, default=4)
     parser.add_argument("--width", type=int, default=5)
+    parser.add_argument("--plot", metavar="FILE.png", help="save K, x, the matrix and M @ x")
     args = parser.parse_args(argv)
+    if args.plot and (message := plots.missing_matplotlib("--plot")) is not None:
+        print(f"{parser.prog}: {message}")
+        return 2
 
     kernel = np.array([[1, 2], [3, 4]], dtype=np.float32)  # no zero tap, so every weight shows
     image = np.random.default_rng(0).integers(0, 10, (args.height, args.width)).astype(np.float32)
@@ -83,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         if same_matrix and agrees
         else "MISMATCH: the two views disagree."
     )
+    if args.plot:
+        plots.save(figure(kernel, image, derived, dense.reshape(out_h, out_w)), args.plot)
+        print(f"Figure saved to {args.plot}")
     return 0 if same_matrix and agrees else 1
 
 

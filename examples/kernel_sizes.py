@@ -5,7 +5,7 @@ The data: random black-and-white images, and their diagonal edge maps made with 
 and right, so all of them see the same windows and give same-sized outputs: a 3x3 kernel can
 represent the 2x2 one (with zeros in its extra row and column), a 1x2 kernel cannot.
 
-    python examples/kernel_sizes.py --backend torch
+    python examples/kernel_sizes.py --backend torch --plot kernel_sizes.png
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 import polyconv as pc
+from polyconv import plots
 
 TRUE_KERNEL = np.array([[1.0, 0.0], [0.0, -1.0]], dtype=np.float32)
 KERNEL_SIZES = ((1, 2), (2, 2), (3, 3))
@@ -35,13 +36,49 @@ def make_data(samples: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarra
     return images, np.asarray(edges)
 
 
+def learn(
+    kernel_size: tuple[int, int],
+    images: np.ndarray,
+    edges: np.ndarray,
+    *,
+    lr: float,
+    steps: int,
+    backend: str | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train a kernel of this size on the data: (loss per step, the learned kernel)."""
+    layer = pc.Conv2D(
+        kernel_size,
+        padding=anchored_padding(kernel_size),
+        bias=False,
+        backend=backend,
+        seed=seed,
+    )
+    history = pc.fit(layer, images, edges, lr=lr, steps=steps, loss="mse")
+    return history, layer.backend.to_numpy(layer.weight)[0, 0]
+
+
+def figure(histories: dict[str, np.ndarray], kernels: dict[str, np.ndarray]) -> object:
+    """The target and the learned kernels on one colour scale, and the loss curves."""
+    return plots.kernels_and_losses_figure(
+        {"target (2x2)": TRUE_KERNEL, **{f"learned {name}": k for name, k in kernels.items()}},
+        histories,
+        title="Which kernel size can learn diagonal edges? (mean squared error)",
+        ylabel="mean squared error",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", help="polyconv backend (default: $POLYCONV_BACKEND or numpy)")
     parser.add_argument("--steps", type=int, default=100, help="gradient steps (%(default)s)")
     parser.add_argument("--lr", type=float, default=0.2, help="learning rate (%(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", metavar="FILE.png", help="save the kernels and loss curves")
     args = parser.parse_args(argv)
+    if args.plot and (message := plots.missing_matplotlib("--plot")) is not None:
+        print(f"{parser.prog}: {message}")
+        return 2
 
     images, edges = make_data(samples=8, size=8, seed=args.seed)
     target_power = float(np.mean(edges**2))
@@ -50,17 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(mean squared error, lr {args.lr:g}, {args.steps} steps):\n")
 
     results = {}
+    histories = {}
     for kernel_size in KERNEL_SIZES:
-        layer = pc.Conv2D(
+        history, kernel = learn(
             kernel_size,
-            padding=anchored_padding(kernel_size),
-            bias=False,
+            images,
+            edges,
+            lr=args.lr,
+            steps=args.steps,
             backend=args.backend,
             seed=args.seed,
         )
-        history = pc.fit(layer, images, edges, lr=args.lr, steps=args.steps, loss="mse")
-        kernel = layer.backend.to_numpy(layer.weight)[0, 0]
         results[kernel_size] = (history[-1] / target_power, kernel)
+        histories["x".join(map(str, kernel_size))] = history
 
     print(f"  {'kernel':<8}{'weights':>8}{'error left':>13}   learned kernel (rounded)")
     for kernel_size, (relative_error, kernel) in results.items():
@@ -86,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             f"Not fitting after {args.steps} steps (error left above {FIT_THRESHOLD:g} of the "
             "target's mean square): " + ", ".join("x".join(map(str, k)) for k in misfits) + "."
         )
+    if args.plot:
+        kernels = {"x".join(map(str, k)): kernel for k, (_, kernel) in results.items()}
+        plots.save(figure(histories, kernels), args.plot)
+        print(f"Figure saved to {args.plot}")
     return 0
 
 

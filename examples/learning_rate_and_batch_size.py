@@ -18,7 +18,8 @@ import itertools
 import numpy as np
 
 import polyconv as pc
-from polyconv.lesson import plot_loss_curves
+from polyconv import plots
+from polyconv.lesson import format_loss
 
 LEARNING_RATES = (0.05, 0.3)
 BATCH_SIZES = (2, 8, 64)
@@ -84,15 +85,36 @@ def _change(before: float, after: float, what: str) -> str:
     )
 
 
+def figure(curves: dict[tuple[float, int], np.ndarray]) -> object:
+    """The second half of the full-data loss curves, where the jitter is measured: one panel per
+    learning rate, one curve per batch size, labelled with its jitter."""
+    panels: dict[str, dict[str, np.ndarray]] = {}
+    steps = min(len(losses) for losses in curves.values())
+    for (lr, batch_size), losses in curves.items():
+        label = f"batch {batch_size}: jitter {jitter(losses):.1e}"
+        panels.setdefault(f"lr {lr:g}", {})[label] = losses[steps // 2 : steps]
+    return plots.loss_curves_figure(
+        panels,
+        title="The full-data loss over the second half of minibatch SGD: "
+        "a larger learning rate jitters more, a larger batch less",
+        ylabel="mean squared error on all the data",
+        log_scale=False,
+        first_step=steps // 2,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", help="polyconv backend (default: $POLYCONV_BACKEND or numpy)")
     parser.add_argument("--steps", type=int, default=200, help="gradient steps (%(default)s)")
     parser.add_argument("--plot", metavar="FILE.png", help="save the loss curves to this file")
     args = parser.parse_args(argv)
+    if args.plot and (message := plots.missing_matplotlib("--plot")) is not None:
+        print(f"{parser.prog}: {message}")
+        return 2
 
     images, targets = make_data(seed=0)
-    curves: dict[str, np.ndarray] = {}
+    curves: dict[tuple[float, int], np.ndarray] = {}
     jitters: dict[tuple[float, int], float] = {}
     print(f"Full-data loss jitter after {args.steps} steps ({SAMPLES} noisy samples):\n")
     print(f"  {'lr':>6}{'batch':>7}{'final loss':>12}{'jitter':>10}")
@@ -100,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         losses = full_data_losses(
             images, targets, lr=lr, batch_size=batch_size, steps=args.steps, backend=args.backend
         )
-        curves[f"lr {lr:g}, batch {batch_size}"] = losses
+        curves[lr, batch_size] = losses
         jitters[lr, batch_size] = jitter(losses)
-        print(f"  {lr:>6g}{batch_size:>7}{losses[-1]:>12.4f}{jitters[lr, batch_size]:>10.2e}")
+        print(
+            f"  {lr:>6g}{batch_size:>7}{format_loss(losses[-1]):>12}{jitters[lr, batch_size]:>10.2e}"
+        )
 
     low, high = min(LEARNING_RATES), max(LEARNING_RATES)
     small, large = min(BATCH_SIZES), max(BATCH_SIZES)
@@ -114,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{by_batch}."
     )
     if args.plot:
-        plot_loss_curves(args.plot, curves, title="Full-data loss during minibatch SGD")
-        print(f"Loss curves saved to {args.plot}")
+        plots.save(figure(curves), args.plot)
+        print(f"Figure saved to {args.plot}")
     return 0
 
 

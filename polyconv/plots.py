@@ -87,6 +87,12 @@ def _as_image(array: object) -> np.ndarray:
     return image
 
 
+def _number(value: float, number_format: str) -> str:
+    """``value`` formatted, without the sign of a value that rounds to 0 (-0.004 -> 0.00)."""
+    text = format(value, number_format)
+    return format(0.0, number_format) if float(text) == 0 else text
+
+
 def show_array(
     axes: Axes,
     array: object,
@@ -107,20 +113,25 @@ def show_array(
     cmap = matplotlib.colormaps[DIVERGING].with_extremes(bad="0.85")
     drawn = axes.imshow(np.ma.masked_invalid(image), cmap=cmap, vmin=-limit, vmax=limit)
     axes.set_title(title)
-    rows, columns = image.shape
-    axes.set_xticks(range(columns) if columns <= 16 else axes.get_xticks()[1:-1])
-    axes.set_yticks(range(rows) if rows <= 16 else axes.get_yticks()[1:-1])
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
+    for axis, count in ((axes.yaxis, image.shape[0]), (axes.xaxis, image.shape[1])):
+        small = count <= 16  # every index labelled; else a few integers
+        axis.set_major_locator(
+            FixedLocator(range(count)) if small else MaxNLocator(nbins=10, integer=True)
+        )
     if annotate and image.size <= MAX_ANNOTATED_CELLS:
         for (i, j), value in np.ndenumerate(image):
             if np.isfinite(value):
                 axes.text(
                     j,
                     i,
-                    format(value + 0.0, number_format),  # + 0.0: -0 shows as 0
+                    _number(value, number_format),
                     ha="center",
                     va="center",
                     fontsize=8,
                     color="white" if abs(value) > 0.6 * limit else "black",
+                    in_layout=False,  # inside the axes anyway; the layout need not measure them
                 )
     if colorbar:
         bar = axes.figure.colorbar(drawn, ax=axes, shrink=0.8)
@@ -138,11 +149,16 @@ def arrays_figure(
     number_format: str = "g",
     height: float = 3.0,
 ) -> Figure:
-    """A row of arrays (title -> 1-D or 2-D array), each with its colour bar; ``same_scale``
-    gives them one colour scale, so equal colours mean equal values across panels."""
+    """A row of arrays (title -> 1-D or 2-D array), each with its colour bar, every cell the
+    same size; ``same_scale`` gives them one colour scale, so equal colours mean equal values
+    across panels. ``height`` is the least height in inches."""
     images = {name: _as_image(array) for name, array in arrays.items()}
     widths = [max(image.shape[1], 2) for image in images.values()]
-    figure = _new_figure(min(2.0 + 0.5 * sum(widths) + 1.2 * len(images), 16.0), height)
+    cell = min(0.5, 13.0 / (sum(widths) + 2.5 * len(images)))  # inches
+    tallest = max(image.shape[0] for image in images.values())
+    figure = _new_figure(
+        cell * sum(widths) + 1.4 * len(images) + 0.5, max(height, cell * tallest + 1.6)
+    )
     grid = figure.add_gridspec(1, len(images), width_ratios=widths)
     limit = _limit(list(images.values())) if same_scale else None
     for k, (name, image) in enumerate(images.items()):
@@ -153,6 +169,7 @@ def arrays_figure(
             limit=limit,
             annotate=annotate,
             number_format=number_format,
+            colorbar=not same_scale or k == len(images) - 1,  # one scale: one colour bar
         )
     if title:
         figure.suptitle(title)
@@ -179,13 +196,14 @@ def loss_curves_figure(
     title: str | None = None,
     log_scale: bool = True,
     ylabel: str = "loss",
+    first_step: int = 0,
 ) -> Figure:
     """One panel per entry of ``panels`` (panel title -> {curve label -> loss per step}), side by
-    side with one shared loss axis."""
+    side with one shared loss axis; ``first_step`` numbers the curves' first values."""
     figure = _new_figure(1.0 + 4.5 * len(panels), 4.0)
     axes_row = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for axes, (name, curves) in zip(axes_row, panels.items(), strict=True):
-        _plot_curves(axes, curves)
+        _plot_curves(axes, curves, first_step=first_step)
         if log_scale:
             axes.set_yscale("log")
         axes.set_xlabel("step")
