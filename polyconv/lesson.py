@@ -112,7 +112,7 @@ def _side_by_side(
     blocks: Mapping[str, list[str]], indent: str = "   ", gap: int = 4, numeric: bool = False
 ) -> str:
     """Blocks of lines in columns, each under its title; ``numeric`` right-aligns a table."""
-    widths = {title: max(len(title), *map(len, lines)) for title, lines in blocks.items()}
+    widths = {title: max([len(title), *map(len, lines)]) for title, lines in blocks.items()}
     height = max(len(lines) for lines in blocks.values())
 
     def cell(text: str, title: str) -> str:
@@ -183,11 +183,10 @@ def report(runs: Mapping[str, BackendRun], *, lr: float, steps: int, out: TextIO
     say(f"   starts from weights drawn uniformly from [0, 1): {_kernel_text(first.initial_kernel)}")
     say("   (the same seed gives the same start on every backend). Gradient descent on the")
     say(f"   squared error sum((conv(X) - Y) ** 2) with lr {lr:g} for {steps} steps:\n")
-    table = {"step": [str(step + 1) for step in range(steps) if (step + 1) % PRINT_EVERY == 0]}
+    shown = [step for step in range(steps) if (step + 1) % PRINT_EVERY == 0 or step == steps - 1]
+    table = {"step": [str(step + 1) for step in shown]}
     for name, run in runs.items():
-        table[name] = [
-            format_loss(run.history[step]) for step in range(steps) if (step + 1) % PRINT_EVERY == 0
-        ]
+        table[name] = [format_loss(run.history[step]) for step in shown]
     say(_side_by_side(table, numeric=True))
     say("\n   learned kernel (the target is [[1, -1]]):")
     width = max(len(name) for name in runs) + 2
@@ -302,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     ok = report(runs, lr=args.lr, steps=args.steps, out=sys.stdout)
     if args.plot is not None:
-        plots.save(_lesson_figure(runs, lr=args.lr), args.plot)
+        plots.save(figure(runs, lr=args.lr), args.plot)
         print(f"\nFigure saved to {args.plot}")
     if args.animate is not None:
         first = next(iter(runs.values()))
@@ -311,8 +310,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok and not failed else 1
 
 
-def _lesson_figure(runs: Mapping[str, BackendRun], *, lr: float) -> Any:
-    """The one-page figure, NumPy's run first (the others' losses are drawn against it)."""
+def figure(runs: Mapping[str, BackendRun], *, lr: float) -> Any:
+    """The lesson on one page (:func:`polyconv.plots.lesson_figure`), NumPy's run first: the
+    other backends' losses are drawn against it."""
     order = sorted(runs, key=lambda name: name != "numpy")
     first = runs[order[0]]
     return plots.lesson_figure(

@@ -254,9 +254,7 @@ def _check(
         detail = str(failure)
     if not detail and got_dtype != dtype:
         detail = f"{result} has dtype {got_dtype}, expected {dtype}"
-    return Check(
-        result, max_abs, max_rel, bound_at_worst, worst_ratio, not detail, detail, signed
-    )
+    return Check(result, max_abs, max_rel, bound_at_worst, worst_ratio, not detail, detail, signed)
 
 
 def _median_seconds(call: Callable[[], Array], backend: Backend, timing: bool) -> float | None:

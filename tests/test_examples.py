@@ -71,7 +71,7 @@ def test_learning_rate_and_batch_size_prints_a_conclusion_from_its_measurements(
         == 0
     )
     out = capsys.readouterr().out
-    rows = re.findall(r"^\s+([\d.]+)\s+(\d+)\s+([\d.]+)\s+([\d.e+-]+)$", out, flags=re.MULTILINE)
+    rows = re.findall(r"^\s+([\d.]+)\s+(\d+)\s+([\d.e+-]+)\s+([\d.e+-]+)$", out, flags=re.MULTILINE)
     assert len(rows) == 6
     jitters = {(float(lr), int(batch)): float(j) for lr, batch, _, j in rows}
     conclusion = re.search(r"Conclusion: .* (multiplies|divides) the jitter by ([\d.e+]+); ", out)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import re
 
 import numpy as np
@@ -30,7 +29,8 @@ def test_lesson_runs_every_installed_backend_and_they_agree(
     assert out.count("[ok]") == 3  # corr2d, edges, no edges on the transposed image
     assert "MISMATCH" not in out
     for step in (2, 4, 6, 8, 10):
-        assert re.search(rf"^\s+{step}(\s+\d+\.\d{{4}}){{{len(names)}}}$", out, flags=re.MULTILINE)
+        loss = r"\s+\d\.\d{3}e[+-]\d\d"  # 2.248e-01: every digit kept, whatever the size
+        assert re.search(rf"^\s+{step}({loss}){{{len(names)}}}$", out, flags=re.MULTILINE)
     kernels = re.findall(r"^   (\w+)\s+\[\[([+-][\d.]+), ([+-][\d.]+)\]\]", out, flags=re.MULTILINE)
     assert [name for name, *_ in kernels] == names
     for _, first, second in kernels:
@@ -53,24 +53,6 @@ def test_unknown_backend_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert "--backend" in err and "tensorflow" in err
 
 
-def test_plot_saves_a_png(capsys: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]) -> None:
-    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
-    path = os.path.join(tmp_path, "lesson.png")
-    status, out, _ = _lesson(capsys, "--backend", "numpy", "--plot", path)
-    assert status == 0 and f"saved to {path}" in out
-    with open(path, "rb") as file:
-        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
-
-
-def test_plot_without_matplotlib_is_a_clear_usage_error(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(lesson, "_matplotlib_missing", lambda: True)
-    status, out, err = _lesson(capsys, "--plot", "x.png")
-    assert status == 2 and out == ""
-    assert "matplotlib" in err and "pip install" in err
-
-
 def test_agreement_table_flags_a_backend_that_disagrees() -> None:
     run = lesson.run_backend("numpy", lr=3e-2, steps=4, seed=0)
     wrong = dataclasses.replace(run, history=run.history * (1 + 1e-3))
@@ -78,3 +60,15 @@ def test_agreement_table_flags_a_backend_that_disagrees() -> None:
     assert lesson.report({"numpy": run, "other": wrong}, lr=3e-2, steps=4, out=out) is False
     assert re.search(r"other\s+\S+\s+\S+\s+NO$", out.getvalue(), flags=re.MULTILINE)
     assert np.array_equal(wrong.kernel, run.kernel)
+
+
+def test_losses_keep_their_significant_digits_when_tiny() -> None:
+    assert lesson.format_loss(2.2537e-08) == "2.254e-08"
+    assert lesson.format_loss(11.1692) == "1.117e+01"
+
+
+def test_the_kernel_is_recorded_before_the_first_step_and_after_each() -> None:
+    run = lesson.run_backend("numpy", lr=3e-2, steps=4, seed=0)
+    assert run.kernel_steps.shape == (5, 2)
+    np.testing.assert_array_equal(run.kernel_steps[0], run.initial_kernel.ravel())
+    np.testing.assert_array_equal(run.kernel_steps[-1], run.kernel.ravel())
