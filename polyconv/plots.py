@@ -303,7 +303,7 @@ def lesson_figure(
             0.01, 0.97, "dotted: ± float32 epsilon", transform=axes.transAxes, va="top", fontsize=8
         )
         axes.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-        axes.legend(fontsize=8, loc="lower right")
+        axes.legend(fontsize=8, loc="best")
     else:
         axes.text(0.5, 0.5, "one backend ran:\nnothing to compare", ha="center", va="center")
     axes.set_xlabel("step")
