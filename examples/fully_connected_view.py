@@ -17,6 +17,7 @@ and that multiplying by it is the correlation computed by the chosen backend.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="FILE.png", help="save K, x, the matrix and M @ x")
     args = parser.parse_args(argv)
     if args.plot and (message := plots.missing_matplotlib("--plot")) is not None:
-        print(f"{parser.prog}: {message}")
+        print(f"{parser.prog}: {message}", file=sys.stderr)
         return 2
 
     kernel = np.array([[1, 2], [3, 4]], dtype=np.float32)  # no zero tap, so every weight shows

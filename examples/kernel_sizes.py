@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="FILE.png", help="save the kernels and loss curves")
     args = parser.parse_args(argv)
     if args.plot and (message := plots.missing_matplotlib("--plot")) is not None:
-        print(f"{parser.prog}: {message}")
+        print(f"{parser.prog}: {message}", file=sys.stderr)
         return 2
 
     images, edges = make_data(samples=8, size=8, seed=args.seed)

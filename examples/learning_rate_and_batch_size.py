@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 
 import numpy as np
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="FILE.png", help="save the loss curves to this file")
     args = parser.parse_args(argv)
     if args.plot and (message := plots.missing_matplotlib("--plot")) is not None:
-        print(f"{parser.prog}: {message}")
+        print(f"{parser.prog}: {message}", file=sys.stderr)
         return 2
 
     images, targets = make_data(seed=0)

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import io
 import runpy
+import sys
 from pathlib import Path
 
 import polyconv as pc
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     message = plots.missing_matplotlib("drawing the figures")
     if message is not None:
-        print(message)
+        print(message, file=sys.stderr)
         return 2
     for path in make_figures(args.out):
         print(f"{path} ({path.stat().st_size // 1024} KB)")

@@ -11,6 +11,7 @@ gradient counts the paths from each input pixel to that output: the receptive fi
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="FILE.png", help="save the receptive fields")
     args = parser.parse_args(argv)
     if args.plot and (message := plots.missing_matplotlib("--plot")) is not None:
-        print(f"{parser.prog}: {message}")
+        print(f"{parser.prog}: {message}", file=sys.stderr)
         return 2
 
     span = args.layers * (args.kernel - 1) * args.dilation + 1
