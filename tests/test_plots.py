@@ -182,3 +182,16 @@ def test_without_matplotlib_plotting_says_how_to_install_it(command: str, tmp_pa
     assert len(message.splitlines()) == 1
     assert "needs matplotlib" in message and "pip install -e '.[plot]'" in message
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.gif").exists()
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "image_shape"),
+    [((2, 5), (1, 2, 3), (1, 3)), ((1, 1, 3, 4, 5), (2, 1, 2, 2, 2), (3, 4))],
+    ids=["1-d unbatched", "3-d"],
+)
+def test_verify_image_of_one_and_three_spatial_axes_is_two_dimensional(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], image_shape: tuple[int, int]
+) -> None:
+    report = verify(x_shape, w_shape, backends=["numpy"], timing=False)
+    (axes,) = _panels(plots.verify_figure(report))
+    assert np.asarray(axes.images[0].get_array()).shape == image_shape
