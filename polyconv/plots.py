@@ -107,14 +107,13 @@ def show_array(
     """Draw a 1-D or 2-D array on ``axes``: colour centred on 0 within ``±limit`` (default: the
     array's largest magnitude), NaN cells grey, the values in the cells when there are few."""
     import matplotlib
+    from matplotlib.ticker import FixedLocator, MaxNLocator
 
     image = _as_image(array)
     limit = _limit([image]) if limit is None else limit
     cmap = matplotlib.colormaps[DIVERGING].with_extremes(bad="0.85")
     drawn = axes.imshow(np.ma.masked_invalid(image), cmap=cmap, vmin=-limit, vmax=limit)
     axes.set_title(title)
-    from matplotlib.ticker import FixedLocator, MaxNLocator
-
     for axis, count in ((axes.yaxis, image.shape[0]), (axes.xaxis, image.shape[1])):
         small = count <= 12  # every index labelled; else a few integers
         axis.set_major_locator(

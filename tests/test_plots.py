@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import runpy
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from polyconv import cli, lesson, plots
-from polyconv.verify import verify
+from polyconv.verify import BackendResult, verify
 
 pytest.importorskip("matplotlib", reason="the pictures need matplotlib (the plot extra)")
 Image = pytest.importorskip("PIL.Image", reason="reading the pictures back needs Pillow")
@@ -195,3 +196,23 @@ def test_verify_image_of_one_and_three_spatial_axes_is_two_dimensional(
     report = verify(x_shape, w_shape, backends=["numpy"], timing=False)
     (axes,) = _panels(plots.verify_figure(report))
     assert np.asarray(axes.images[0].get_array()).shape == image_shape
+
+
+def test_verify_figure_shows_a_failed_backend_and_an_error_where_the_bound_is_zero() -> None:
+    report = verify((1, 1, 3, 4), (1, 1, 2, 2), backends=["numpy"], timing=False)
+    (result,) = report.results
+    y_check = next(c for c in result.checks if c.result == "y")
+    ratios = np.zeros_like(y_check.error_over_bound)
+    ratios[0, 0, 1, 2] = np.inf  # an error where the bound is 0
+    wrong = dataclasses.replace(
+        result,
+        backend="wrong",
+        checks=(dataclasses.replace(y_check, error_over_bound=ratios, passed=False),),
+    )
+    broken = BackendResult("broken", "float32", "cpu", error="raised RuntimeError: boom")
+    figure = plots.verify_figure(dataclasses.replace(report, results=(result, wrong, broken)))
+    _, wrong_axes, broken_axes = _panels(figure)
+    drawn = np.asarray(wrong_axes.images[0].get_array())
+    assert np.unravel_index(np.abs(drawn).argmax(), drawn.shape) == (1, 2)
+    assert "worst inf" in wrong_axes.get_title()
+    assert "boom" in broken_axes.texts[0].get_text()
