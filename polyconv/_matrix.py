@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import reference
-from ._dispatch import as_input
-from ._dtypes import result_dtype
-from ._spec import IntOrTuple, PaddingArg, _as_int, normalize
+from ._core.select import as_input
+from ._spec.dtypes import result_dtype
+from ._spec.spec import IntOrTuple, PaddingArg, _as_int, normalize
 
 
 def as_matrix(

@@ -16,9 +16,9 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import _spec_args
-from ._padding import NUMPY_PAD_MODE
-from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._spec.padding import NUMPY_PAD_MODE
+from ._spec.spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from .cli import spec_args
 
 __all__ = ["NativeCall", "add_arguments", "explain", "native_calls", "run"]
 
@@ -368,12 +368,12 @@ def explain(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _spec_args.add_spec_arguments(parser, bias=False)
+    spec_args.add_spec_arguments(parser, bias=False)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        text = explain(args.input, args.kernel, bias=args.bias, **_spec_args.spec_kwargs(args))
+        text = explain(args.input, args.kernel, bias=args.bias, **spec_args.spec_kwargs(args))
     except (ValueError, TypeError) as error:
         print(f"polyconv explain: {error}", file=sys.stderr)
         return 2

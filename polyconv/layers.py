@@ -28,10 +28,10 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 
-from ._api import _lift, correlate
-from ._dispatch import as_input, select_backend
-from ._dtypes import FLOAT_DTYPES, result_dtype
-from ._spec import (
+from ._core.api import _lift, correlate
+from ._core.select import as_input, select_backend
+from ._spec.dtypes import FLOAT_DTYPES, result_dtype
+from ._spec.spec import (
     METHODS,
     PADDING_STRINGS,
     IntOrTuple,

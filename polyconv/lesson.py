@@ -21,7 +21,7 @@ from typing import TextIO
 import numpy as np
 
 from . import reference
-from ._api import corr2d
+from ._core.api import corr2d
 from .backends import available
 from .backends import get as get_backend
 from .layers import Conv2D

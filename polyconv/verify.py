@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _spec_args, reference
-from ._api import correlate, correlate_vjp
+from . import reference
 from ._bounds import DEFAULT_C, assert_within, error_bound, fft_error, to_numpy, vjp_error_bounds
-from ._dtypes import FLOAT_DTYPES, result_dtype
-from ._spec import METHODS, CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._core.api import correlate, correlate_vjp
+from ._core.select import resolve_method
+from ._spec.dtypes import FLOAT_DTYPES, result_dtype
+from ._spec.spec import METHODS, CorrSpec, IntOrTuple, PaddingArg, normalize
 from .backends import Array, Backend, available, get
+from .cli import spec_args
 
 __all__ = ["BackendResult", "Check", "VerifyReport", "add_arguments", "run", "verify"]
 
@@ -112,14 +114,14 @@ class VerifyReport:
         """The ``polyconv verify`` command that runs this check again (for inputs given as
         arrays it reruns the shapes and keywords, on values drawn from the seed)."""
         x_shape = self.spec.x_shape if self.spec.batched else self.spec.x_shape[1:]
-        flags = _spec_args.spec_flags(
+        flags = spec_args.spec_flags(
             x_shape, self.spec.w_shape, self.spec_kwargs, bias=self.spec.has_bias
         )
         flags += ["--dtype", self.dtype, "--seed", str(self.seed)]
         if self.method != "auto":
             flags += ["--method", self.method]
         flags += ["--backends", ",".join(r.backend for r in self.results)]
-        return _spec_args.command("verify", flags)
+        return spec_args.command("verify", flags)
 
     def __str__(self) -> str:
         return _render(self)
@@ -416,7 +418,7 @@ def verify(
     fft_bounds = tuple(None if b is None else b + fft_term for b in direct_bounds)
     results = []
     for name in names:
-        used = normalize(spec.x_shape, spec.w_shape, **kwargs, method=method, backend=name).method
+        used = resolve_method(get(name), normalize(spec.x_shape, spec.w_shape, **kwargs), method)
         bounds = fft_bounds if used == "fft" else direct_bounds
         inputs = (x64, w64, b64, g64)
         call_kwargs = {**kwargs, "method": method}
@@ -435,7 +437,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each with the float64 reference within the error bound, and print a table; the exit "
         "status is 1 when a backend disagrees (2 for a usage error)."
     )
-    _spec_args.add_spec_arguments(parser, bias=True, shapes_required=False)
+    spec_args.add_spec_arguments(parser, bias=True, shapes_required=False)
     parser.add_argument(
         "--dtype",
         choices=FLOAT_DTYPES,
@@ -488,7 +490,7 @@ def run(args: argparse.Namespace) -> int:
             backends=args.backends,
             timing=args.timing,
             method=args.method,
-            **_spec_args.spec_kwargs(args),
+            **spec_args.spec_kwargs(args),
         )
     except (ValueError, TypeError) as error:
         print(f"polyconv verify: {error}", file=sys.stderr)

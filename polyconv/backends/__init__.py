@@ -21,15 +21,16 @@ import itertools
 import sys
 import warnings
 
-from .._padding import pad_indices
-from .._spec import CorrSpec
-from ._interface import Array, Backend
+from .._spec.padding import pad_indices
+from .._spec.spec import CorrSpec
+from ._interface import Array, Backend, Method
 
 __all__ = [
     "Array",
     "Backend",
     "BackendWarning",
     "CorrSpec",
+    "Method",
     "available",
     "backend_of",
     "get",

@@ -35,10 +35,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .._methods import numpy_tile_length, numpy_tile_width
-from .._methods import numpy_uses_taps as uses_taps
-from .._methods import numpy_uses_tiles as uses_tiles
-from .._spec import CorrSpec, normalize
+from .._spec.spec import CorrSpec
+from ._cost import numpy_tile_length, numpy_tile_width
+from ._cost import numpy_uses_taps as uses_taps
+from ._cost import numpy_uses_tiles as uses_tiles
 from ._numpy_parallel import PARALLEL_MIN_WORK, run_blocks, scratch, split, thread_count
 
 # Bytes of a block's working set: the gradient's per-block products (tiles), well inside one
@@ -748,35 +748,23 @@ def _input_gradient(wg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.nd
     correlated with the flipped kernel with its channel axes swapped
     (``grad_xp[p] = sum_k grad_y_up[p - k * d] * w[k]``). Without stride, im2col pads each
     block's rows itself, so ``grad_y`` is not copied at all."""
-    g, og, cg = wg.shape[:3]
+    g, og = wg.shape[:2]
     n = grad_y.shape[0]
     extents = spec.extents
     flipped = np.flip(wg, axis=tuple(range(3, wg.ndim)))
     w_t = np.ascontiguousarray(flipped.transpose(0, 2, 1, *range(3, wg.ndim)))  # (G, Cg, Og, *K)
-    if all(s == 1 for s in spec.stride):
-        t_spec = normalize(
-            grad_y.shape,
-            (g * cg, og, *spec.kernel_shape),
-            padding=[(e - 1, e - 1) for e in extents],
-            dilation=spec.dilation,
-            groups=g,
-        )
-        if pads_per_block(t_spec):
-            gy = grad_y.reshape(n, g, og, *grad_y.shape[2:])
-            return correlate(gy, w_t, t_spec, padded=False)
-    length = [p + e - 1 for p, e in zip(spec.padded_shape, extents, strict=True)]
+    t_spec = spec.transposed()
+    if all(s == 1 for s in spec.stride) and pads_per_block(t_spec):
+        gy = grad_y.reshape(n, g, og, *grad_y.shape[2:])
+        return correlate(gy, w_t, t_spec, padded=False)
+    # The spread grad_y, padded: the transposed problem's padded input.
+    length = t_spec.padded_shape
     spread = np.zeros((n, g, og, *length), dtype=grad_y.dtype)
     placed = tuple(
         slice(e - 1, e - 1 + full, s)
         for e, full, s in zip(extents, spec.unstrided_out, spec.stride, strict=True)
     )
     spread.reshape(n, g * og, *length)[(slice(None), slice(None), *placed)] = grad_y
-    t_spec = normalize(
-        (n, g * og, *length),
-        (g * cg, og, *spec.kernel_shape),
-        dilation=spec.dilation,
-        groups=g,
-    )
     return correlate(spread, w_t, t_spec)
 
 

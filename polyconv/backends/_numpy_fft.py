@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._fft_plan import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
-from .._spec import CorrSpec
+from .._plan.fft import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
+from .._spec.spec import CorrSpec
 from ._numpy_parallel import ordered_map, scratch, single_threaded_blas, split, thread_count
 
 # Spectra held at once by one piece of work (bytes): bounds the memory, and keeps a piece

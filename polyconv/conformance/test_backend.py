@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import polyconv
-from polyconv._dtypes import FLOAT_DTYPES
+from polyconv._spec.dtypes import FLOAT_DTYPES
 from polyconv.backends import Backend, get, registered
 from polyconv.testing import (
     Problem,

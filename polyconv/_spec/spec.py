@@ -10,7 +10,7 @@ import functools
 import math
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular", "symmetric"]
@@ -52,9 +52,6 @@ class CorrSpec:
     padding_mode: str
     batched: bool
     has_bias: bool
-    #: How backends compute it: ``"direct"`` (the defining sum) or ``"fft"`` (by FFT); never
-    #: ``"auto"``, which :func:`normalize` resolves with the cost model of :mod:`polyconv._methods`.
-    method: str = "direct"
 
     @property
     def rank(self) -> int:
@@ -92,6 +89,30 @@ class CorrSpec:
     def user_out_shape(self) -> tuple[int, ...]:
         """The output shape as the user sees it (unbatched input gives unbatched output)."""
         return self.out_shape if self.batched else self.out_shape[1:]
+
+    def transposed(self) -> CorrSpec:
+        """The transposed problem, whose correlation gives the gradient of the *padded* input.
+
+        Its input is the output's gradient spread to stride 1 (``stride - 1`` zeros between
+        samples): ``(N, C_out, *unstrided_out)``; its kernel is this kernel flipped along the
+        spatial axes with its channel axes swapped per group: ``(C_in, C_out // groups, *k)``;
+        zero padding ``extent - 1`` before and up to the padded length after, stride 1, the
+        same dilation and groups. Its output is ``(N, C_in, *padded_shape)``:
+        ``grad_xp[p] = sum_k grad_y_spread[p - k * d] * w[k]``.
+        """
+        n, c_in = self.x_shape[:2]
+        c_out = self.w_shape[0]
+        padding = tuple(
+            (e - 1, p - u)
+            for e, p, u in zip(self.extents, self.padded_shape, self.unstrided_out, strict=True)
+        )
+        return normalize(
+            (n, c_out, *self.unstrided_out),
+            (c_in, c_out // self.groups, *self.kernel_shape),
+            padding=padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
 
 
 def _as_int(value: object, name: str) -> int:
@@ -231,15 +252,15 @@ def normalize(
     groups: int = 1,
     padding_mode: str = "zeros",
     method: str = "direct",
-    backend: str | None = None,
 ) -> CorrSpec:
     """Validate a problem and reduce it to a :class:`CorrSpec`; cached, so repeat calls are cheap.
 
-    ``method`` is ``"direct"``, ``"fft"`` or ``"auto"``; ``"auto"`` is resolved here by the cost
-    model of the backend named ``backend`` (``None``: the NumPy backend's).
+    ``method`` (``"auto"``, ``"direct"`` or ``"fft"``) is checked here with the other arguments,
+    but the spec is geometry only: how a backend computes it is chosen by that backend
+    (:meth:`polyconv.backends.Backend.choose_method`).
     """
     frozen = map(_freeze, (x_shape, w_shape, bias_shape, stride, padding, dilation))
-    args: tuple[Any, ...] = (*frozen, groups, padding_mode, method, backend)
+    args: tuple[Any, ...] = (*frozen, groups, padding_mode, method)
     # Only plain arguments key the cache: True == 1 and 1.0 == 1 as keys, not as arguments.
     return (_normalize_cached if all(map(is_plain, args)) else _normalize)(*args)
 
@@ -254,7 +275,6 @@ def _normalize(
     groups: object,
     padding_mode: object,
     method: object = "direct",
-    backend: str | None = None,
 ) -> CorrSpec:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -314,7 +334,7 @@ def _normalize(
             )
         out_spatial.append((padded - extent) // s + 1)
 
-    spec = CorrSpec(
+    return CorrSpec(
         x_shape=x_shape,
         w_shape=w_shape,
         out_shape=(x_shape[0], c_out, *out_spatial),
@@ -326,11 +346,11 @@ def _normalize(
         batched=batched,
         has_bias=bias_shape is not None,
     )
-    if method == "auto":
-        from ._methods import choose_method  # the cost model needs the spec's geometry
-
-        method = choose_method(spec, backend)
-    return spec if method == "direct" else replace(spec, method=str(method))
 
 
 _normalize_cached = functools.lru_cache(maxsize=4096)(_normalize)
+
+
+def clear_spec_cache() -> None:
+    """Forget every cached :func:`normalize` result."""
+    _normalize_cached.cache_clear()

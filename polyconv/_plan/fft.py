@@ -16,7 +16,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from ._spec import CorrSpec
+from .._spec.spec import CorrSpec
 
 # Prime factors the FFT libraries (pocketfft in NumPy, SciPy and PyTorch's CPU path, XLA's
 # DUCC) transform fastest. The last axis of a real transform has fewer fast radices.

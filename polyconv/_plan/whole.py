@@ -14,8 +14,8 @@ import functools
 from dataclasses import dataclass
 from types import EllipsisType
 
-from .._fft_plan import next_fast_length
-from .._spec import CorrSpec
+from .._spec.spec import CorrSpec
+from .fft import next_fast_length
 
 # An index expression: ``...`` (the leading axes), then one slice per spatial axis.
 Index = tuple[EllipsisType | slice, ...]

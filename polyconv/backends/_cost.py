@@ -17,8 +17,8 @@ implemented, so the model sees what makes each one fast or slow:
   peak rate (we measured 1-5 GMAC/s single-channel against ~50 GMAC/s for a CNN layer).
   Modelled as a rate rising with the contraction length ``C_in/G * prod(kernel)`` and with the
   output channels per group, plus a memory term per input and output element.
-- FFT: NumPy's overlap-save plan of :mod:`polyconv._fft_plan`, or for PyTorch and JAX one
-  whole-image transform (:mod:`polyconv.backends._fft_whole`): forward transforms of
+- FFT: NumPy's overlap-save plan of :mod:`polyconv._plan.fft`, or for PyTorch and JAX one
+  whole-image transform (:mod:`polyconv._plan.whole`): forward transforms of
   the input tiles (``N * C_in``), inverse transforms of the output tiles (``N * C_out``), each
   ``~ length * log2(length)``, one complex product per (input, output) channel pair and
   frequency, and a per-sample term for tile copies; stride does not shrink any of it (the FFT
@@ -36,10 +36,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._fft_plan import fft_plan
-from ._spec import CorrSpec
-from .backends._fft_whole import whole_image_fft
-from .backends._numpy_parallel import thread_count
+from .._plan.fft import fft_plan
+from .._plan.whole import whole_image_fft
+from .._spec.spec import CorrSpec
+from ._interface import Method
+from ._numpy_parallel import thread_count
 
 # The NumPy direct method's scheme, defined here so that its cost and its code agree. A tile's
 # product has ``t * Og`` columns: from 8, and up to 16 for wider kernels, whose longer windows
@@ -208,7 +209,7 @@ def fft_cost(spec: CorrSpec, backend: str | None = None) -> float:
     return model.fft_call + work
 
 
-def choose_method(spec: CorrSpec, backend: str | None = None) -> str:
+def choose_method(spec: CorrSpec, backend: str | None = None) -> Method:
     """``"fft"`` when its estimated cost on ``backend`` is below the direct method's, else
     ``"direct"``. Kernels of one tap never use the FFT."""
     if math.prod(spec.kernel_shape) == 1:
