@@ -15,15 +15,16 @@ import numpy as np
 
 from .._spec.padding import pad_indices
 from .._spec.spec import CorrSpec
-from . import _numpy_direct, _numpy_fft
 from ._cost import choose_method
 from ._interface import Backend, Method
+from ._numpy import direct as _numpy_direct
+from ._numpy import fft as _numpy_fft
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
     # The input dtype, except float16, which accumulates in float32 and rounds once (NumPy has
     # no fast or accurate half-precision matrix product). The FFT method transforms in float64
-    # whatever this dtype (see _numpy_fft), one piece at a time, so that no float64 copy of
+    # whatever this dtype (see _numpy/fft.py), one piece at a time, so that no float64 copy of
     # the whole input or output is made.
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._plan.fft import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
-from .._spec.spec import CorrSpec
-from ._numpy_parallel import ordered_map, scratch, single_threaded_blas, split, thread_count
+from ..._plan.fft import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
+from ..._spec.spec import CorrSpec
+from .parallel import ordered_map, scratch, single_threaded_blas, split, thread_count
 
 # Spectra held at once by one piece of work (bytes): bounds the memory, and keeps a piece
 # large enough that the per-call overhead of numpy.fft does not dominate.
