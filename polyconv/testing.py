@@ -57,7 +57,8 @@ from ._bounds import (
 )
 from ._core.api import correlate, correlate_vjp
 from ._spec.dtypes import FLOAT_DTYPES
-from ._spec.spec import PADDING_MODES, CorrSpec, normalize
+from ._spec.options import PADDING_MODES
+from ._spec.spec import CorrSpec, normalize
 from .backends import registered
 
 __all__ = [

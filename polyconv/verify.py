@@ -29,7 +29,8 @@ from ._bounds import DEFAULT_C, assert_within, error_bound, fft_error, to_numpy,
 from ._core.api import correlate, correlate_vjp
 from ._core.select import resolve_method
 from ._spec.dtypes import FLOAT_DTYPES, result_dtype
-from ._spec.spec import METHODS, CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._spec.options import METHODS, IntOrTuple, PaddingArg
+from ._spec.spec import CorrSpec, normalize
 from .backends import Array, Backend, available, get
 from .cli import spec_args
 

@@ -5,20 +5,16 @@ computes it, or imports anything above this layer.
 """
 
 from .dtypes import FLOAT_DTYPES, result_dtype
-from .padding import NUMPY_PAD_MODE, pad_indices
-from .spec import (
+from .options import (
     METHODS,
     PADDING_MODES,
     PADDING_STRINGS,
-    PLAIN_SCALARS,
-    CorrSpec,
     IntOrTuple,
     PaddingArg,
     PaddingMode,
-    is_plain,
-    normalize,
-    same_padding,
 )
+from .padding import NUMPY_PAD_MODE, pad_indices
+from .spec import PLAIN_SCALARS, CorrSpec, is_plain, normalize, same_padding
 
 __all__ = [
     "FLOAT_DTYPES",
