@@ -50,7 +50,7 @@ _BUILTINS = {
 
 
 # Counts the registry's rebuilds (tests rebuild it with other plug-ins): anything cached on the
-# registry's decisions (polyconv._api's repeat-call cache) keys on it.
+# registry's decisions (polyconv._core.api's repeat-call cache) keys on it.
 _builds = itertools.count()
 build = next(_builds)
 

@@ -6,14 +6,14 @@ casts, convolution, bias), so ``loss.backward()`` on a result reaches the user's
 
 Padding: zeros goes to the convolution's ``padding=`` when it is the same on both sides of
 every axis, else through ``F.pad``; the other modes gather with the index maps of
-:func:`polyconv._padding.pad_indices` (``index_select`` per axis), which handles any width,
+:func:`polyconv.backends.pad_indices` (``index_select`` per axis), which handles any width,
 every mode including ``symmetric``, and is differentiable on any device.
 
 float16 on CPU computes in float32 and rounds once: PyTorch's CPU half convolution is about a
 hundred times slower than float32 and no more accurate.
 
 ``method="fft"``: one whole-image ``torch.fft.rfftn`` per input channel and per kernel, at the
-next fast length covering the outputs' window (:mod:`polyconv.backends._fft_whole`); the input is
+next fast length covering the outputs' window (:mod:`polyconv._plan.whole`); the input is
 cast, padded and zero-extended in one buffer (every large temporary costs its page faults), the
 kernel is dilated with zeros and transformed without transforming its zero extension, channels
 are contracted per group on the spectra, and the stride-1 result is cropped and strided. It computes

@@ -1,6 +1,6 @@
 """The NumPy backend's FFT method: overlap-save correlation with ``numpy.fft``, and its VJP.
 
-The plan (:func:`polyconv._fft_plan.fft_plan`) cuts the padded input into tiles of FFT length
+The plan (:func:`polyconv._plan.fft.fft_plan`) cuts the padded input into tiles of FFT length
 ``length`` that overlap by ``extent - 1``; each tile gives ``block`` stride-1 outputs of the
 circular correlation ``irfft(rfft(tile) * conj(rfft(kernel)))`` without wrap-around. The
 kernel's transform is summed tap by tap (taps ``dilation`` apart); stride keeps every
