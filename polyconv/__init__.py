@@ -8,6 +8,8 @@ stays light (see ``docs/architecture.md``).
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from . import reference
@@ -51,6 +53,21 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_TOOLS))
+
+
+class _Package(types.ModuleType):
+    """``polyconv`` itself. Importing a submodule binds it on its package, so once
+    ``polyconv.verify`` (the module) is imported, ``pc.verify`` would be the module rather than
+    the function; the functions named like their modules (``verify``, ``explain``) keep the name.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and _TOOLS.get(name) == f".{name}":
+            return  # the module stays in sys.modules; the name is the function's
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -109,3 +109,16 @@ result["names"] = sorted(name for name in pc.__all__ if not hasattr(pc, name))
     assert "polyconv.layers" in result["after pc.Conv2D"]
     assert "argparse" not in result["after pc.Conv2D"]
     assert result["names"] == []  # every public name still resolves
+
+
+def test_a_tool_module_imported_first_does_not_hide_its_function() -> None:
+    result = run_fresh(
+        """
+from polyconv.explain import native_calls
+from polyconv.verify import random_search
+import polyconv as pc
+
+result["types"] = [type(pc.explain).__name__, type(pc.verify).__name__]
+"""
+    )
+    assert result["types"] == ["function", "function"]
