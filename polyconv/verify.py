@@ -13,10 +13,8 @@ and the command that reproduces it.
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,12 +27,12 @@ from ._bounds import DEFAULT_C, assert_within, error_bound, fft_error, to_numpy,
 from ._core.api import correlate, correlate_vjp
 from ._core.select import resolve_method
 from ._spec.dtypes import FLOAT_DTYPES, result_dtype
-from ._spec.options import METHODS, IntOrTuple, PaddingArg
+from ._spec.options import IntOrTuple, PaddingArg
 from ._spec.spec import CorrSpec, normalize
 from .backends import Array, Backend, available, get
-from .cli import spec_args
+from .cli import spec_args  # the reproducing command line of a report
 
-__all__ = ["BackendResult", "Check", "VerifyReport", "add_arguments", "run", "verify"]
+__all__ = ["BackendResult", "Check", "RandomOutcome", "VerifyReport", "random_search", "verify"]
 
 RESULTS = ("y", "grad_x", "grad_w", "grad_bias")
 # Timing: repeat a call until this much time has passed (at least MIN_REPEATS calls, at most
@@ -427,77 +425,6 @@ def verify(
             _run_backend(name, used, inputs, expected, bounds, dtype, call_kwargs, timing)
         )
     return VerifyReport(spec, kwargs, dtype, seed, tuple(results), method=method)
-
-
-# --- the command ---------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Run one correlation problem on every installed backend, forward and backward, compare "
-        "each with the float64 reference within the error bound, and print a table; the exit "
-        "status is 1 when a backend disagrees (2 for a usage error)."
-    )
-    spec_args.add_spec_arguments(parser, bias=True, shapes_required=False)
-    parser.add_argument(
-        "--dtype",
-        choices=FLOAT_DTYPES,
-        default="float32",
-        help="dtype computed in (default float32)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the values (and of --random's search)"
-    )
-    parser.add_argument(
-        "--backends",
-        type=lambda text: [name for name in text.split(",") if name],
-        metavar="A,B",
-        help=f"backends to check (default: all installed: {','.join(available())})",
-    )
-    parser.add_argument(
-        "--random",
-        type=int,
-        metavar="N",
-        help="instead of one problem, check N random problems (polyconv.testing strategies, "
-        "needs Hypothesis) and report the worst, shrunk when a backend disagrees",
-    )
-    parser.add_argument(
-        "--method",
-        choices=METHODS,
-        default="auto",
-        help="how every backend computes (default auto: each backend's cost model chooses)",
-    )
-    parser.add_argument("--no-timing", dest="timing", action="store_false", help="skip the timing")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        if args.random is not None:
-            if args.random < 1:
-                raise ValueError(f"--random must be at least 1, got {args.random}")
-            outcome = random_search(
-                args.random, dtype=args.dtype, seed=args.seed, backends=args.backends
-            )
-            print(outcome.summary())
-            return 0 if outcome.report.ok else 1
-        if args.input is None or args.kernel is None:
-            raise ValueError("--input and --kernel are required (or --random N)")
-        report = verify(
-            args.input,
-            args.kernel,
-            args.bias,
-            dtype=args.dtype,
-            seed=args.seed,
-            backends=args.backends,
-            timing=args.timing,
-            method=args.method,
-            **spec_args.spec_kwargs(args),
-        )
-    except (ValueError, TypeError) as error:
-        print(f"polyconv verify: {error}", file=sys.stderr)
-        return 2
-    print(report)
-    return 0 if report.ok else 1
 
 
 # --- random problems -----------------------------------------------------------------------
