@@ -14,7 +14,7 @@ implemented, so the model sees what makes each one fast or slow:
   im2col (one copy of every window, then a matrix product of the defining multiply-adds).
 - Direct, PyTorch and JAX: the native convolution, whose speed depends on how much the channels
   feed the matrix units: a problem with one input and one output channel runs far below the
-  peak rate (we measured 1-5 GMAC/s single-channel against ~50 GMAC/s for a CNN layer).
+  peak rate (docs/benchmarks.md, "Design measurements", native-rates).
   Modelled as a rate rising with the contraction length ``C_in/G * prod(kernel)`` and with the
   output channels per group, plus a memory term per input and output element.
 - FFT: NumPy's overlap-save plan of :mod:`polyconv._plan.fft`, or for PyTorch and JAX one

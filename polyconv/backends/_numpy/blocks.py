@@ -14,15 +14,13 @@ from .parallel import PARALLEL_MIN_WORK, run_blocks, split
 
 # Bytes of a block's working set: the gradient's per-block products (tiles), well inside one
 # core's L2; the copied windows of the forward's tiles and of im2col, larger, because fewer,
-# larger blocks measured faster here (tiles' shared rows, interleaved: 1 MB level with 2 MB,
-# 256 KB 1.2 to 1.4x slower on 512x512 and 2048x2048 images with 3x3 and 11x11).
+# larger blocks are faster (docs/benchmarks.md, "Design measurements", block-bytes).
 _TILE_BLOCK_BYTES = 256 * 1024
 _SHARED_BLOCK_BYTES = 1024 * 1024
 _IM2COL_BLOCK_BYTES = 2 * 1024 * 1024
-# Output bytes of a block of the taps scheme: measured here, interleaved, on 512x512 and
-# 2048x2048 images with 3x3: 1 MB (or half the image per thread) fastest; 0.5 MB 1.1x slower
-# (2048x2048); 128 KB 1.4x (512x512, 64 rows) to 2.5x (2048x2048, 16 rows) slower: each of a
-# block's elementwise passes is a NumPy call, and the two threads hand the GIL back and forth.
+# Output bytes of a block of the taps scheme: each of a block's elementwise passes is a NumPy
+# call, and the two threads hand the GIL back and forth, so larger blocks are faster
+# (docs/benchmarks.md, "Design measurements", taps-block-bytes).
 _TAPS_BLOCK_BYTES = 1024 * 1024
 # Runs of images that im2col's VJP cuts a batch into, each holding a partial grad_w.
 _VJP_PIECES = 8

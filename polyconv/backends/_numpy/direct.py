@@ -109,10 +109,9 @@ def correlate_vjp(
     by the padding's zeros, which makes an infinite weight a NaN). With stride (tiles aside),
     the windows' gradients are added back into the input's stride phases
     (:func:`_phases_vjp`), since the correlation would spend most of its products on the
-    spread's zeros: on the stride-2 benchmark layer, interleaved, 0.68 to 0.76x the time of
-    the scatter (forward included or not). Otherwise ``grad_x`` is that correlation
-    (:func:`_input_gradient`), which runs on the pool like any forward: on the benchmark layers
-    without stride, interleaved, 0.62 to 0.89x the time of the scatter."""
+    spread's zeros. Otherwise ``grad_x`` is that correlation (:func:`_input_gradient`), which
+    runs on the pool like any forward. Both are faster than the scatter (docs/benchmarks.md,
+    "Design measurements", vjp-input-gradient)."""
     if exact:
         grad_xp = np.zeros_like(xg)
         grad_w = _im2col_vjp(xg, wg, grad_y, spec, grad_xp)

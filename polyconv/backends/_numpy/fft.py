@@ -59,7 +59,7 @@ def _rfftn(
     axis in place, each axis cut into pieces for the threads when large and ``parallel``.
 
     One buffer, because a fresh large array costs its page faults on every call (``np.fft.rfftn``
-    allocates one per axis: measured here 8 ms against 2 ms for a 512x512 transform). float64,
+    allocates one per axis: docs/benchmarks.md, "Design measurements", fft-buffer). float64,
     because NumPy's float64 transforms are faster than its float32 ones, and exact enough that
     the FFT's rounding error is negligible next to the float32 result's. With ``buffer``, the
     result is the thread's scratch array of that name (:func:`scratch`)."""
@@ -209,13 +209,12 @@ class _Layout:
         Computed as sums over the taps, one matrix product per axis with that axis's DFT
         matrix (:func:`_dft_matrix`), rather than as transforms of the kernel zero-extended to
         the tile: a tile is much longer than a kernel, so the transforms would mostly move
-        zeros (measured here, interleaved: 0.36 against 1.13 ms for a 32x16 3x3 kernel at
-        10x10, 4.1 against 12.2 ms for 64x64 3x3 at 16x16; level for one 31x31 kernel)."""
+        zeros (docs/benchmarks.md, "Design measurements", fft-kernel-spectrum)."""
         spec, r = self.spec, self.rank
         real_axis = _dft_matrix(self.lengths[-1], wg.shape[-1], spec.dilation[-1], True, conjugate)
         spectrum = scratch("fft.kernel", (*wg.shape[:-r], *self.freq_shape), np.complex128)
         # Small products: OpenBLAS's own threads would only spin afterwards, on the cores the
-        # transforms need (2048x2048 with 31x31: 1.47 to 1.68x the time of the whole call).
+        # transforms need (docs/benchmarks.md, "Design measurements", fft-blas-threads).
         with single_threaded_blas():
             current = np.matmul(wg.astype(np.float64), real_axis, out=spectrum if r == 1 else None)
             for axis in range(r - 2, -1, -1):

@@ -105,8 +105,7 @@ def _im2col_correlate(
 ) -> None:
     """Each block (image, rows) copies its windows and multiplies them by the kernels, on the
     pool's threads, each product on one BLAS thread: the copies then run in parallel too
-    (measured here on the benchmark layers: 15 to 30% faster than one block at a time with
-    OpenBLAS threading each product). With ``padded`` false, ``xg`` is the unpadded input and
+    (docs/benchmarks.md, "Design measurements", im2col-pool). With ``padded`` false, ``xg`` is the unpadded input and
     each block zero-pads the rows it reads (:meth:`_Im2col.slab`)."""
     geometry = _Im2col(spec, xg.itemsize)
     kernels = wg.reshape(geometry.g, geometry.og, -1)
@@ -134,8 +133,8 @@ def _im2col_vjp(
     whole images are the pieces of work (:func:`_summed_over_images`). Without ``grad_xp``
     the pieces go to the pool; with it they run one after another, OpenBLAS
     threading each product, because the scatter's many small additions on two pool threads
-    mostly hand the GIL back and forth (stride 2 layer, interleaved: 32.1 ms on the pool
-    against 29.0 ms)."""
+    mostly hand the GIL back and forth (docs/benchmarks.md, "Design measurements",
+    im2col-scatter)."""
     geometry = _Im2col(spec, xg.itemsize)
     g, og, cg = geometry.g, geometry.og, geometry.cg
     kernels_t = wg.reshape(g, og, -1).transpose(0, 2, 1)

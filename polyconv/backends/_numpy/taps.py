@@ -20,11 +20,8 @@ NUMPY_TAPS_MAX = 9
 def numpy_uses_taps(spec: CorrSpec) -> bool:
     """Whether the NumPy direct method runs tap by tap: one input and one output channel and a
     kernel of at most ``NUMPY_TAPS_MAX`` taps, where two elementwise passes per tap beat the
-    tiles' copies and small products (measured here against the tiles, interleaved: 512x512
-    with 3x3 0.77 to 0.93x the time, 2048x2048 0.77x, 1-D and 3-D signals 0.37 to 0.71x; with
-    5x5, a prototype: 512x512 0.84x but 2048x2048 1.28x). Depthwise layers stay on the tiles:
-    there each tap's weights broadcast over the channels, and measured from 0.62x to 1.19x the
-    tiles."""
+    tiles' copies and small products. Depthwise layers stay on the tiles: there each tap's
+    weights broadcast over the channels (docs/benchmarks.md, "Design measurements", taps)."""
     return spec.w_shape[:2] == (1, 1) and math.prod(spec.kernel_shape) <= NUMPY_TAPS_MAX
 
 
@@ -34,7 +31,7 @@ def _taps_plan(
 ) -> tuple[list[tuple[int, tuple[slice, ...]]], list[tuple[int, int]], bool]:
     """Per kernel tap, where its windows start along the first axis (before the block's own
     offset) and their slices of the other axes; the blocks of output rows; whether the blocks
-    go to the thread pool. (Built once per spec: about 70 us of Python per call otherwise.)"""
+    go to the thread pool. (Built once per spec: docs/benchmarks.md, "Design measurements", taps-plan.)"""
     out = spec.out_shape[2:]
     taps = [
         (

@@ -22,9 +22,8 @@ from .parallel import run_blocks, scratch, thread_count
 # When the direct method runs as tiles, and their width; the cost model (backends/_cost.py)
 # prices the same scheme. A tile's
 # product has ``t * Og`` columns: from 8, and up to 16 for wider kernels, whose longer windows
-# (``L = t + kernel - 1``) waste fewer multiply-adds per output as ``t`` grows (measured here on
-# 512x512 images, interleaved: 3x3 fastest at t = 8-10, 5x5 at 12, 11x11 at 16, 1.3x faster than
-# at 8).
+# (``L = t + kernel - 1``) waste fewer multiply-adds per output as ``t`` grows
+# (docs/benchmarks.md, "Design measurements", tile-width).
 NUMPY_TILE_COLUMNS = 8
 NUMPY_TILE_MAX_COLUMNS = 16
 NUMPY_TILES_MAX_OUTPUTS_PER_GROUP = 4
@@ -41,8 +40,7 @@ def numpy_uses_tiles(spec: CorrSpec) -> bool:
 def numpy_tile_width(spec: CorrSpec) -> int:
     """Outputs per Toeplitz tile along the last axis (``t``). A width that divides the output
     row is preferred, up to 1.5x the base width: a narrower remainder tile costs a second copy
-    and product per block (512x512 with 3x3: t = 10, which divides the 510 outputs, ran 1.2x
-    faster than t = 8)."""
+    and product per block (docs/benchmarks.md, "Design measurements", tile-width)."""
     columns = min(NUMPY_TILE_MAX_COLUMNS, max(NUMPY_TILE_COLUMNS, 2 * spec.kernel_shape[-1]))
     t = max(2, columns // (spec.w_shape[0] // spec.groups))
     width = spec.out_shape[-1]
@@ -213,8 +211,8 @@ def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSp
     and each kernel row ``a`` (along the first axis) is one matrix product of the rows it reads,
     a slice of that copy, with its Toeplitz matrices; the products are summed into the output.
     Against copying every kernel row's windows side by side for one product, this copies
-    ``kernel[0]`` times less and spends more, smaller products (512x512 images, interleaved:
-    3x3 0.86 to 0.89x the time, 11x11 0.90x). With a stride along the first axis, each kernel row's
+    ``kernel[0]`` times less and spends more, smaller products (docs/benchmarks.md, "Design
+    measurements", tile-rows). With a stride along the first axis, each kernel row's
     rows are copied out of the block's copy for their product. Temporaries are scratch."""
     geometry = _tile_geometry(spec)
     g, og, lead = geometry.g, geometry.og, geometry.lead
