@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,13 +63,14 @@ class CallCache:
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._runs: dict[tuple[object, ...], Run] = {}
+        self._writing = threading.Lock()
         self._registry_state = _registry.state()
 
     def get(self, key: tuple[object, ...]) -> Run | None:
         state = _registry.state()
         if state != self._registry_state:  # a backend (un)registered or found broken
             self._registry_state = state
-            self._runs.clear()
+            self.clear()
             return None
         try:
             return self._runs.get(key)
@@ -76,13 +78,17 @@ class CallCache:
             return None
 
     def put(self, key: tuple[object, ...], run: Run) -> None:
-        if len(self._runs) >= self.maxsize:
-            self._runs.pop(next(iter(self._runs)), None)  # the oldest entry
-        with contextlib.suppress(TypeError):  # see get
-            self._runs[key] = run
+        # A lock for writers (first calls only): evicting iterates over the entries, which
+        # another thread's insertion would break; readers need none (a dict lookup is atomic).
+        with self._writing:
+            if len(self._runs) >= self.maxsize:
+                self._runs.pop(next(iter(self._runs)), None)  # the oldest entry
+            with contextlib.suppress(TypeError):  # see get
+                self._runs[key] = run
 
     def clear(self) -> None:
-        self._runs.clear()
+        with self._writing:
+            self._runs.clear()
 
     def __len__(self) -> int:
         return len(self._runs)
