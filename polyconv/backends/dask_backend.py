@@ -356,6 +356,7 @@ def _compute_tree(tree: Any) -> Any:
 class DaskBackend(Backend):
     name = "dask"
     framework = "dask"
+    lazy = True
 
     def owns(self, obj: object) -> bool:
         array = sys.modules.get("dask.array")  # not imported: obj cannot be a Dask array
