@@ -84,7 +84,9 @@ def axis_blocks(
             sources, pads = np.asarray(index[first:stop]), (0, 0)
         chunk_of = np.searchsorted(starts, sources, side="right") - 1
         chunks = tuple(int(c) for c in np.unique(chunk_of))
-        offsets = dict(zip(chunks, itertools.accumulate([0, *(input_chunks[c] for c in chunks)])))
+        offsets = dict(
+            zip(chunks, itertools.accumulate([0, *(input_chunks[c] for c in chunks)]), strict=False)
+        )
         local = np.asarray([offsets[c] for c in chunk_of.tolist()], dtype=np.intp)
         local += sources - np.asarray(starts)[chunk_of]
         blocks.append(AxisBlock(chunks, _selector(local), sources, pads, (i0, i1)))
@@ -108,9 +110,9 @@ def axis_folds(
     folds: list[list[tuple[int, AxisFold]]] = [[] for _ in input_chunks]
     for b, block in enumerate(blocks):
         for c in block.chunks:
-            positions = np.nonzero(
-                (block.sources >= starts[c]) & (block.sources < starts[c + 1])
-            )[0]
+            positions = np.nonzero((block.sources >= starts[c]) & (block.sources < starts[c + 1]))[
+                0
+            ]
             targets = block.sources[positions] - starts[c]
             folds[c].append((b, AxisFold(_selector(positions), _selector(targets))))
     return folds

@@ -132,7 +132,8 @@ def _grad_x_chunk(
             out[(slice(None), slice(None), *puts)] += part
         else:  # a padded edge that reads an element more than once
             ranges = [np.arange(p.start, p.stop) if isinstance(p, slice) else p for p in puts]
-            np.add.at(out, (slice(None), slice(None), *np.ix_(*ranges)), part)
+            index: Any = (slice(None), slice(None), *np.ix_(*ranges))
+            np.add.at(out, index, part)
     return out
 
 
@@ -194,9 +195,7 @@ def _layout(x: DaskArray, spec: CorrSpec) -> _Layout:
 def _plan(layout: _Layout, batch: int, index: tuple[int, ...], spec: CorrSpec) -> _BlockPlan:
     blocks = [layout.axes[a][i] for a, i in enumerate(index)]
     empty = any(not b.chunks for b in blocks)
-    local = [
-        b.sources.size + b.pads[0] + b.pads[1] if empty else b.sources.size for b in blocks
-    ]
+    local = [b.sources.size + b.pads[0] + b.pads[1] if empty else b.sources.size for b in blocks]
     block_spec = normalize(
         (layout.x.chunks[0][batch], spec.x_shape[1], *local),
         spec.w_shape,
@@ -279,7 +278,7 @@ def correlate_vjp(
     b_key = None if b_d is None else (b_d.name, 0)
 
     vjp_name = "polyconv-vjp-" + token
-    vjp_layer = {}
+    vjp_layer: dict[Any, Any] = {}
     for batch, index in layout.tasks():
         plan = _plan(layout, batch, index, spec)
         chunks = [layout.axes[a][i].chunks for a, i in enumerate(index)]
@@ -312,8 +311,7 @@ def correlate_vjp(
     def reduced(which: int, shape: tuple[int, ...]) -> DaskArray:
         name = f"polyconv-vjp-{'wb'[which - 1]}-" + token
         layer = {
-            (name, k, *(0,) * len(shape)): (_partial, key, which)
-            for k, key in enumerate(vjp_keys)
+            (name, k, *(0,) * len(shape)): (_partial, key, which) for k, key in enumerate(vjp_keys)
         }
         chunks = ((1,) * len(vjp_keys), *((n,) for n in shape))
         return _graph_array(name, layer, [vjps], chunks, dtype).sum(axis=0, dtype=dtype)
