@@ -45,12 +45,15 @@ def output_bounds(input_chunks: tuple[int, ...], stride: int, out_size: int) -> 
 class AxisBlock:
     """What one output chunk reads along one axis.
 
-    ``chunks`` are the input chunks it needs (indices, ascending); ``select`` picks, from those
-    chunks concatenated, the input elements it reads in order (``sources`` are their global
-    indices); ``pads`` the zeros before and after them (zeros mode only); ``out`` its outputs.
+    ``chunks`` are the input chunks it needs (indices, ascending) and ``crops`` the part of
+    each it reads (so that a halo costs its own width, not its chunk's); ``select`` picks, from
+    those parts concatenated, the input elements it reads in order (``sources`` are their
+    global indices); ``pads`` the zeros before and after them (zeros mode only); ``out`` its
+    outputs.
     """
 
     chunks: tuple[int, ...]
+    crops: tuple[slice, ...]
     select: Selector
     sources: np.ndarray
     pads: tuple[int, int]
@@ -83,13 +86,17 @@ def axis_blocks(
         else:
             sources, pads = np.asarray(index[first:stop]), (0, 0)
         chunk_of = np.searchsorted(starts, sources, side="right") - 1
+        within = sources - np.asarray(starts)[chunk_of]  # the position inside its chunk
         chunks = tuple(int(c) for c in np.unique(chunk_of))
-        offsets = dict(
-            zip(chunks, itertools.accumulate([0, *(input_chunks[c] for c in chunks)]), strict=False)
+        crops = tuple(
+            slice(int(within[chunk_of == c].min()), int(within[chunk_of == c].max()) + 1)
+            for c in chunks
         )
+        lengths = [crop.stop - crop.start for crop in crops]
+        offsets = dict(zip(chunks, itertools.accumulate([0, *lengths]), strict=False))
         local = np.asarray([offsets[c] for c in chunk_of.tolist()], dtype=np.intp)
-        local += sources - np.asarray(starts)[chunk_of]
-        blocks.append(AxisBlock(chunks, _selector(local), sources, pads, (i0, i1)))
+        local += within - np.asarray([crops[chunks.index(c)].start for c in chunk_of.tolist()])
+        blocks.append(AxisBlock(chunks, crops, _selector(local), sources, pads, (i0, i1)))
     return blocks
 
 

@@ -68,6 +68,7 @@ class _BlockPlan:
     NumPy problem it then computes (valid correlation of the gathered block, with the zeros
     mode's pads at the image border as the block's own padding)."""
 
+    crops: tuple[tuple[slice, ...], ...]  # per spatial axis, per chunk read
     select: tuple[Selector, ...]
     spec: CorrSpec
     reads_padding_only: bool  # zeros mode: the block reads no input element at all
@@ -89,14 +90,30 @@ def _gather(parts: Any, plan: _BlockPlan, dtype: np.dtype) -> np.ndarray:
     """The input block a task reads: its chunks joined, then the elements it reads selected."""
     if plan.reads_padding_only:
         return np.zeros(plan.spec.x_shape, dtype)
-    while isinstance(parts, list) and all(isinstance(p, list) for p in parts) and len(parts) == 1:
-        parts = parts[0]
-    x = parts[0] if isinstance(parts, list) and len(parts) == 1 else parts
-    if isinstance(x, list):
-        x = np.block(x)
+
+    def cropped(part: Any, position: tuple[int, ...]) -> Any:
+        if isinstance(part, list):
+            return [cropped(p, (*position, i)) for i, p in enumerate(part)]
+        crops = (plan.crops[axis][i] for axis, i in enumerate(position))
+        return part[(slice(None), slice(None), *crops)]
+
+    pieces = cropped(parts, ())
+    if all(len(level) == 1 for level in _lists(pieces)):  # one chunk: a view, no copy
+        x = pieces
+        while isinstance(x, list):
+            x = x[0]
+    else:
+        x = np.block(pieces)
     for axis, select in enumerate(plan.select):
         x = x[(slice(None),) * (2 + axis) + (select,)]
     return x
+
+
+def _lists(nested: Any) -> list[list[Any]]:
+    """Every list in a nested list."""
+    if not isinstance(nested, list):
+        return []
+    return [nested, *(inner for item in nested for inner in _lists(item))]
 
 
 def _correlate_block(
@@ -206,7 +223,9 @@ def _plan(layout: _Layout, batch: int, index: tuple[int, ...], spec: CorrSpec) -
         groups=spec.groups,
         method=getattr(spec, "method", "direct"),
     )
-    return _BlockPlan(tuple(b.select for b in blocks), block_spec, empty)
+    return _BlockPlan(
+        tuple(b.crops for b in blocks), tuple(b.select for b in blocks), block_spec, empty
+    )
 
 
 def _graph_array(
