@@ -95,6 +95,16 @@ def test_circular_padding_reads_the_far_edge_of_the_image_not_of_the_chunk() -> 
     np.testing.assert_array_equal(y.compute()[0, 0], np.roll(np.arange(12.0), 1))
 
 
+def test_an_output_chunk_that_reads_only_zero_padding() -> None:
+    x, w = np.arange(1.0, 5.0).reshape(1, 1, 4), np.ones((1, 1, 1))
+    kwargs = {"padding": 3, "stride": 3}  # outputs 0 and 3 read padding alone
+    y = pc.correlate(da.from_array(x, chunks=(1, 1, 1)), w, **kwargs)
+    np.testing.assert_array_equal(y.compute(), pc.correlate(x, w, **kwargs))
+    grads = dask.compute(*pc.correlate_vjp(da.from_array(x, chunks=1), w, None, y, **kwargs)[:2])
+    for got, want in zip(grads, pc.correlate_vjp(x, w, None, y.compute(), **kwargs), strict=False):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_unbatched_input_and_dask_kernel_and_bias() -> None:
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((3, 9, 8)), rng.standard_normal((2, 3, 3, 3)), np.ones(2)

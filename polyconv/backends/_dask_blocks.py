@@ -95,7 +95,8 @@ def axis_blocks(
         lengths = [crop.stop - crop.start for crop in crops]
         offsets = dict(zip(chunks, itertools.accumulate([0, *lengths]), strict=False))
         local = np.asarray([offsets[c] for c in chunk_of.tolist()], dtype=np.intp)
-        local += within - np.asarray([crops[chunks.index(c)].start for c in chunk_of.tolist()])
+        crop_starts = [crops[chunks.index(c)].start for c in chunk_of.tolist()]
+        local += within - np.asarray(crop_starts, dtype=np.intp)
         blocks.append(AxisBlock(chunks, crops, _selector(local), sources, pads, (i0, i1)))
     return blocks
 
