@@ -9,7 +9,7 @@ result of 2048-wide chunks has 1024-wide chunks, and input chunk sizes need not 
 of the stride. Output index ``i`` reads the padded input from ``i * stride`` over the kernel's
 extent, so an output chunk ``[i0, i1)`` reads the padded range
 ``[i0 * stride, (i1 - 1) * stride + extent)``: its halo. Each padded position reads one input
-element (:func:`polyconv._padding.pad_indices`, the global boundary, not a chunk's), or, in
+element (:func:`polyconv._spec.padding.pad_indices`, the global boundary, not a chunk's), or, in
 zeros mode, a zero: zeros at a block's ends are left to the block's own computation as padding.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._padding import pad_indices
+from .._spec.padding import pad_indices
 
 #: A selection along one axis: a slice where the positions are contiguous, else their indices.
 Selector = slice | np.ndarray

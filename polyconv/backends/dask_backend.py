@@ -38,8 +38,8 @@ import numpy as np
 
 from .._spec import CorrSpec, normalize
 from ._dask_blocks import AxisBlock, AxisFold, Selector, axis_blocks, axis_folds
-from ._interface import Backend
-from ._numpy_parallel import limited_threads, thread_count
+from ._interface import Backend, Method
+from ._numpy.parallel import limited_threads, thread_count
 from .numpy_backend import NumpyBackend
 
 # dask.array.Array, spelled Any (the framework is imported lazily).
@@ -71,6 +71,7 @@ class _BlockPlan:
     crops: tuple[tuple[slice, ...], ...]  # per spatial axis, per chunk read
     select: tuple[Selector, ...]
     spec: CorrSpec
+    method: Method
     reads_padding_only: bool  # zeros mode: the block reads no input element at all
 
 
@@ -121,7 +122,7 @@ def _correlate_block(
 ) -> np.ndarray:
     x = _gather(parts, plan, w.dtype)
     with limited_threads(_task_threads()):
-        return _numpy.correlate(x, w, bias, plan.spec)
+        return _numpy.correlate(x, w, bias, plan.spec, method=plan.method)
 
 
 def _vjp_block(
@@ -129,7 +130,7 @@ def _vjp_block(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     x = _gather(parts, plan, w.dtype)
     with limited_threads(_task_threads()):
-        return _numpy.correlate_vjp(x, w, bias, grad_y, plan.spec)
+        return _numpy.correlate_vjp(x, w, bias, grad_y, plan.spec, method=plan.method)
 
 
 def _grad_x_chunk(
@@ -209,7 +210,9 @@ def _layout(x: DaskArray, spec: CorrSpec) -> _Layout:
     return _Layout(x, axes, out_chunks)
 
 
-def _plan(layout: _Layout, batch: int, index: tuple[int, ...], spec: CorrSpec) -> _BlockPlan:
+def _plan(
+    layout: _Layout, batch: int, index: tuple[int, ...], spec: CorrSpec, method: Method
+) -> _BlockPlan:
     blocks = [layout.axes[a][i] for a, i in enumerate(index)]
     empty = any(not b.chunks for b in blocks)
     local = [b.sources.size + b.pads[0] + b.pads[1] if empty else b.sources.size for b in blocks]
@@ -221,10 +224,9 @@ def _plan(layout: _Layout, batch: int, index: tuple[int, ...], spec: CorrSpec) -
         padding=tuple((0, 0) if empty else b.pads for b in blocks),
         dilation=spec.dilation,
         groups=spec.groups,
-        method=getattr(spec, "method", "direct"),
     )
     return _BlockPlan(
-        tuple(b.crops for b in blocks), tuple(b.select for b in blocks), block_spec, empty
+        tuple(b.crops for b in blocks), tuple(b.select for b in blocks), block_spec, method, empty
     )
 
 
@@ -261,17 +263,17 @@ def _token(*args: object) -> str:
     return tokenize(*args)
 
 
-def correlate(x: Any, w: Any, bias: Any, spec: CorrSpec) -> DaskArray:
+def correlate(x: Any, w: Any, bias: Any, spec: CorrSpec, method: Method) -> DaskArray:
     dtype = np.dtype(w.dtype)
     layout = _layout(_as_dask(x, dtype), spec)
     w_d = _single_chunk(w, dtype)
     b_d = None if bias is None else _single_chunk(bias, dtype)
-    name = "polyconv-correlate-" + _token(layout.x, w_d, b_d, spec)
+    name = "polyconv-correlate-" + _token(layout.x, w_d, b_d, spec, method)
     w_key = (w_d.name, *(0,) * w_d.ndim)
     b_key = None if b_d is None else (b_d.name, 0)
     layer = {}
     for batch, index in layout.tasks():
-        plan = _plan(layout, batch, index, spec)
+        plan = _plan(layout, batch, index, spec, method)
         chunks = [layout.axes[a][i].chunks for a, i in enumerate(index)]
         parts = _nested(layout.x.name, batch, chunks)
         layer[(name, batch, 0, *index)] = (_correlate_block, parts, w_key, b_key, plan)
@@ -284,7 +286,7 @@ def _accumulation_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def correlate_vjp(
-    x: Any, w: Any, bias: Any, grad_y: Any, spec: CorrSpec
+    x: Any, w: Any, bias: Any, grad_y: Any, spec: CorrSpec, method: Method
 ) -> tuple[DaskArray, DaskArray, DaskArray | None]:
     out_dtype = np.dtype(w.dtype)
     dtype = _accumulation_dtype(out_dtype)
@@ -292,14 +294,14 @@ def correlate_vjp(
     w_d = _single_chunk(w, dtype)
     b_d = None if bias is None else _single_chunk(bias, dtype)
     gy = _as_dask(grad_y, dtype).rechunk(layout.out_chunks)
-    token = _token(layout.x, w_d, b_d, gy, spec)
+    token = _token(layout.x, w_d, b_d, gy, spec, method)
     w_key = (w_d.name, *(0,) * w_d.ndim)
     b_key = None if b_d is None else (b_d.name, 0)
 
     vjp_name = "polyconv-vjp-" + token
     vjp_layer: dict[Any, Any] = {}
     for batch, index in layout.tasks():
-        plan = _plan(layout, batch, index, spec)
+        plan = _plan(layout, batch, index, spec, method)
         chunks = [layout.axes[a][i].chunks for a, i in enumerate(index)]
         parts = _nested(layout.x.name, batch, chunks)
         gy_key = (gy.name, batch, 0, *index)
@@ -395,13 +397,26 @@ class DaskBackend(Backend):
     def flip(self, a: Any, axes: tuple[int, ...]) -> Any:
         return _da().flip(a, axes) if self.owns(a) else np.flip(a, axes)
 
-    def correlate(self, x: Any, w: Any, bias: Any, spec: CorrSpec) -> DaskArray:
-        return correlate(x, w, bias, spec)
+    def choose_method(self, spec: CorrSpec) -> Method:
+        # Each chunk runs on the NumPy backend: its cost model, on the whole problem.
+        return _numpy.choose_method(spec)
+
+    def correlate(
+        self, x: Any, w: Any, bias: Any, spec: CorrSpec, *, method: Method = "direct"
+    ) -> DaskArray:
+        return correlate(x, w, bias, spec, method)
 
     def correlate_vjp(
-        self, x: Any, w: Any, bias: Any, grad_y: Any, spec: CorrSpec
+        self,
+        x: Any,
+        w: Any,
+        bias: Any,
+        grad_y: Any,
+        spec: CorrSpec,
+        *,
+        method: Method = "direct",
     ) -> tuple[DaskArray, DaskArray, DaskArray | None]:
-        return correlate_vjp(x, w, bias, grad_y, spec)
+        return correlate_vjp(x, w, bias, grad_y, spec, method)
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # A training step builds one graph of its loss and gradients and computes it at once.
