@@ -74,6 +74,15 @@ SCRIPT = textwrap.dedent(
             y = pc.correlate(tall, kernel, method=method, **kw)
             results[f"height_{name}_{method}"] = {"layout": layout(y), "values": close(y, expected)}
 
+    explicit = jax.make_mesh((8,), ("d",))  # explicit axes: the layout is in the types
+    x_explicit = jax.device_put(x_host, NamedSharding(explicit, P("d")))
+    w_explicit = jax.device_put(w_host, NamedSharding(explicit, P()))
+    y = pc.correlate(x_explicit, w_explicit, padding="same", method="direct")
+    results["data_parallel_explicit"] = {
+        "values": close(y, pc.correlate(x_host, w_host, padding="same", method="direct")),
+        "layout": layout(y),
+    }
+
     devices = jax.devices()
     try:
         pc.correlate(jax.device_put(x_host, devices[0]), jax.device_put(w_host, devices[1]))
@@ -104,6 +113,12 @@ def test_batch_sharded_x_with_replicated_w_is_accepted_on_every_path(
     assert outcome["values"]
     # the first eager call, a repeat (the cached route) and jax.jit: laid out over the batch
     assert outcome["layouts"] == [["d", None, None, None]] * 3
+
+
+def test_data_parallel_layout_on_a_mesh_with_explicit_axes_is_accepted(outcomes: dict) -> None:
+    outcome = outcomes["data_parallel_explicit"]
+    assert outcome["values"]
+    assert outcome["layout"] == ["d", None, None, None]
 
 
 @pytest.mark.parametrize("method", ["direct", "fft"])
