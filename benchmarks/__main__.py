@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from . import _machine
+from . import _device, _machine
 from ._cases import all_cases
 from ._report import as_json, markdown, run_case
 
@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="torch.set_num_threads(N) first (default: torch's own default, one per core)",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEVICE",
+        help="where torch and JAX arrays live: cpu (default), cuda or cuda:N",
+    )
     parser.add_argument("--list", action="store_true", help="list the selected cases and exit")
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -49,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         parser.error("no case matches")
 
+    try:
+        _device.set_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     if args.torch_threads is not None:
         # On a loaded machine torch's OpenMP threads wait for each other at every call: tiny
         # calls then take milliseconds. One thread shows what the code costs without that.

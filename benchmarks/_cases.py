@@ -15,6 +15,7 @@ from polyconv.backends import get as get_backend
 from polyconv.lesson import band_image
 
 from ._bench import Bench, Case, Target, Timed
+from ._device import jax_array, torch_array
 
 SECTIONS = {
     "images": "1. Single-channel images, NumPy backend vs torch and SciPy",
@@ -85,12 +86,11 @@ def _auto_method(x: np.ndarray, w: np.ndarray, backend: str, **options: Any) -> 
 
 
 def _images(size: int, k: int) -> Bench:
-    import torch
     import torch.nn.functional as F
     from scipy import signal
 
     x, w = _normal(1, 1, size, size), _normal(1, 1, k, k)
-    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    xt, wt = torch_array(x), torch_array(w)
     x2, w2 = x[0, 0], w[0, 0]
     flipped = np.ascontiguousarray(w2[::-1, ::-1])
     natives = (
@@ -166,13 +166,9 @@ def _layer_methods(backend: str, name: str) -> Bench:
     else:
         x, w, options = _layer_arrays(name)
     if backend == "torch":
-        import torch
-
-        xb, wb = torch.from_numpy(x), torch.from_numpy(w)
+        xb, wb = torch_array(x), torch_array(w)
     elif backend == "jax":
-        import jax.numpy as jnp
-
-        xb, wb = jnp.asarray(x), jnp.asarray(w)
+        xb, wb = jax_array(x), jax_array(w)
     else:
         xb, wb = x, w
     rows = {
@@ -188,11 +184,10 @@ def _layer_methods(backend: str, name: str) -> Bench:
 
 
 def _layer_forward(name: str) -> Bench:
-    import torch
     import torch.nn.functional as F
 
     x, w, options = _layer_arrays(name)
-    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    xt, wt = torch_array(x), torch_array(w)
     return Bench(
         impls={
             "polyconv numpy auto": lambda: pc.correlate(x, w, **options),
@@ -210,9 +205,9 @@ def _layer_backward(name: str) -> Bench:
 
     x, w, options = _layer_arrays(name)
     grad_y = _normal(*pc.output_shape(x.shape, w.shape, **options))
-    xt = torch.from_numpy(x).requires_grad_()
-    wt = torch.from_numpy(w).requires_grad_()
-    gt = torch.from_numpy(grad_y)
+    xt = torch_array(x).requires_grad_()
+    wt = torch_array(w).requires_grad_()
+    gt = torch_array(grad_y)
 
     def torch_backward() -> object:
         return torch.autograd.grad(F.conv2d(xt, wt, **options), (xt, wt), gt)
@@ -282,10 +277,9 @@ def _native_bench(
 
 
 def _torch_backend(size: int | None, k: int | None) -> Bench:
-    import torch
     import torch.nn.functional as F
 
-    return _native_bench("torch", size, k, torch.from_numpy, "torch F.conv2d", F.conv2d)
+    return _native_bench("torch", size, k, torch_array, "torch F.conv2d", F.conv2d)
 
 
 def _jax_conv() -> Callable[..., Any]:
@@ -300,10 +294,9 @@ def _jax_conv() -> Callable[..., Any]:
 
 
 def _jax_backend(size: int | None, k: int | None) -> Bench:
-    import jax.numpy as jnp
 
     native = "jax.jit(lax.conv_general_dilated)"
-    return _native_bench("jax", size, k, jnp.asarray, native, _jax_conv())
+    return _native_bench("jax", size, k, jax_array, native, _jax_conv())
 
 
 # --- 4. training ----------------------------------------------------------------------------------
@@ -351,7 +344,7 @@ def _torch_loop(x: np.ndarray, y: np.ndarray, w0: np.ndarray, loss: str) -> Time
     import torch
     import torch.nn.functional as F
 
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt = torch_array(x), torch_array(y)
     w: Any = torch.tensor(w0, requires_grad=True)  # Any: mypy cannot see .grad is set
     reduce = torch.sum if loss == "sse" else torch.mean
     stamps, history = [], []
@@ -377,7 +370,7 @@ def _jax_loop(x: np.ndarray, y: np.ndarray, w0: np.ndarray, loss: str) -> Timed:
         return reduce((conv(x, w) - y) ** 2)
 
     step = jax.jit(jax.value_and_grad(objective))  # built afresh, as pc.fit compiles afresh
-    xj, yj, w = jnp.asarray(x), jnp.asarray(y), jnp.asarray(w0)
+    xj, yj, w = jax_array(x), jax_array(y), jax_array(w0)
     stamps, history = [], []
     for _ in range(STEPS + 1):
         value, grad = step(w, xj, yj)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._bench import Timed
+from ._device import wait
 
 #: A call slower than this gets only ``SLOW_RUNS`` timed runs (2048x2048 direct 31x31 takes
 #: seconds; a median of three is enough to compare it and keeps the suite's total bounded).
@@ -44,6 +45,8 @@ def block(result: object) -> object:
             block(item)
     elif hasattr(result, "block_until_ready"):
         result.block_until_ready()
+    else:
+        wait(result)  # torch on CUDA
     return result
 
 

@@ -236,11 +236,14 @@ def _batches(
             f"got {batch_size!r}"
         )
     backend, dtype, like = layer.backend, layer.dtype, layer.weight
-    if batch_size == samples:
+    if batch_size == samples or backend.lazy:  # a lazy backend's minibatches stay lazy
         lift = (None,) * added_axes + (...,)
         x_all = to_backend("x", x, backend, dtype, like)[lift]
         y_all = to_backend("y", y, backend, dtype, like)[lift]
-        return itertools.repeat((x_all, y_all)), batched_shape
+        if batch_size == samples:
+            return itertools.repeat((x_all, y_all)), batched_shape
+        indices = _minibatch_indices(samples, batch_size, seed)
+        return ((x_all[i], y_all[i]) for i in indices), (batch_size, *batched_shape[1:])
     host = get_backend("numpy")
     x_host = to_backend("x", x, host, dtype, None)
     y_host = to_backend("y", y, host, dtype, None)

@@ -8,7 +8,9 @@
   float32 otherwise, and polyconv refuses float64 input rather than downcast it). A test that
   needs x64 off must switch it off and back itself.
 - ``backend`` runs a test once per registered backend (the built-ins and any plug-in); one whose
-  module or framework is missing is skipped, with the reason. ``backend_pair`` runs it once per
+  module or framework is missing is skipped, with the reason. torch and JAX run a second time
+  on CUDA (``torch-cuda``, ``jax-cuda``: their arrays made on the first CUDA device), skipped
+  with the reason where no CUDA device is found. ``backend_pair`` runs it once per
   pair of registered backends.
 """
 
@@ -53,10 +55,52 @@ def require_dtype(name: str, dtype: str) -> None:
         pytest.skip(reason)
 
 
+# Every backend on the CPU, and those that run on CUDA on it too (skipped where none is found).
+CUDA_BACKENDS = ("torch", "jax")
+BACKEND_DEVICES = [(name, "cpu") for name in BACKEND_NAMES] + [
+    (name, "cuda") for name in BACKEND_NAMES if name in CUDA_BACKENDS
+]
+
+
+def _cuda_anchor(name: str) -> Array | None:
+    """A one-element array of backend ``name`` on its first CUDA device, or None without one."""
+    if name == "torch":
+        import torch
+
+        return torch.zeros(1, device="cuda") if torch.cuda.is_available() else None
+    import jax
+
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        return None
+    return jax.device_put(np.zeros(1, np.float32), gpus[0]) if gpus else None
+
+
+def on_cuda(backend: Backend) -> Backend:
+    """``backend`` whose ``convert`` puts new arrays on the first CUDA device (the tests make
+    their arrays with it); skips the test where no CUDA device is found."""
+    anchor = _cuda_anchor(backend.name)
+    if anchor is None:
+        pytest.skip(f"no CUDA device found for {backend.name}")
+
+    class OnCuda(type(backend)):  # type: ignore[misc,valid-type]
+        def convert(self, a: Array, dtype: str, like: Array | None) -> Array:
+            return super().convert(a, dtype, anchor if like is None else like)
+
+    return OnCuda()
+
+
 # Session scope: Hypothesis refuses function-scoped fixtures (they are not reset per example).
-@pytest.fixture(scope="session", params=BACKEND_NAMES)
+@pytest.fixture(
+    scope="session",
+    params=BACKEND_DEVICES,
+    ids=lambda p: p[0] if p[1] == "cpu" else "-".join(p),
+)
 def backend(request: pytest.FixtureRequest) -> Backend:
-    return require_backend(request.param)
+    name, device = request.param
+    found = require_backend(name)
+    return found if device == "cpu" else on_cuda(found)
 
 
 @pytest.fixture(

@@ -102,3 +102,24 @@ def test_hand_built_matrix_is_the_correlation_on_a_non_square_image() -> None:
     image = np.arange(20.0).reshape(4, 5)
     expected = reference.correlate(image[None], kernel[None, None]).ravel()
     np.testing.assert_array_equal(build(kernel, 4, 5) @ image.ravel(), expected)
+
+
+def test_large_image_writes_the_edges_of_its_zarr_image_chunked_like_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("dask.array")
+    pytest.importorskip("zarr")
+    import dask.array as da
+
+    args = ["--size", "192", "--chunk", "64", "--steps", "20", "--store", str(tmp_path)]
+    assert _run("large_image", *args, "--no-progress") == 0
+    image = da.from_zarr(str(tmp_path / "image.zarr"))
+    edges = da.from_zarr(str(tmp_path / "edges.zarr"))
+    assert edges.chunks == image.chunks == ((64,) * 3, (64,) * 3)
+    laplacian = _example("large_image")["LAPLACIAN"]
+    expected = reference.correlate(
+        image.compute()[None, None], laplacian[None, None], padding="same", padding_mode="reflect"
+    )[0, 0]
+    np.testing.assert_allclose(edges.compute(), expected, rtol=1e-5, atol=1e-5)
+    losses = re.search(r"training: loss (\S+) -> (\S+) in 20 steps", capsys.readouterr().out)
+    assert losses is not None and float(losses[2]) < float(losses[1]) / 4

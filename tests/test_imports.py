@@ -15,10 +15,10 @@ import sys
 import polyconv as pc
 
 # Heavy or optional modules a NumPy user must never pay for.
-NOT_IMPORTED = ("torch", "jax", "jaxlib", "scipy", "hypothesis", "matplotlib")
+NOT_IMPORTED = ("torch", "jax", "jaxlib", "scipy", "hypothesis", "matplotlib", "dask")
 
 # The built-in backends and the framework each needs.
-BUILTIN_FRAMEWORKS = {"numpy": "numpy", "torch": "torch", "jax": "jax"}
+BUILTIN_FRAMEWORKS = {"numpy": "numpy", "torch": "torch", "jax": "jax", "dask": "dask"}
 
 
 def run_fresh(code: str) -> dict[str, object]:

@@ -344,3 +344,16 @@ def test_release_scratch_drops_the_kept_buffers() -> None:
     kept = scratch("test.release", (64,), np.float32)
     release_scratch()
     assert not np.shares_memory(kept, scratch("test.release", (64,), np.float32))
+
+
+def test_limited_threads_holds_the_calling_thread_alone_and_restores_it() -> None:
+    configured = thread_count()
+    seen: list[int] = []
+    with _numpy_parallel.limited_threads(1):
+        assert thread_count() == 1
+        other = threading.Thread(target=lambda: seen.append(thread_count()))
+        other.start()
+        other.join()
+        assert ordered_map(lambda i: threading.get_ident(), range(8)) == [threading.get_ident()] * 8
+    assert seen == [configured]  # another thread keeps the configured count
+    assert thread_count() == configured

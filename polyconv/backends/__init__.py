@@ -46,6 +46,7 @@ _BUILTINS = {
     "numpy": "polyconv.backends.numpy_backend:NumpyBackend",
     "jax": "polyconv.backends.jax_backend:JaxBackend",
     "torch": "polyconv.backends.torch_backend:TorchBackend",
+    "dask": "polyconv.backends.dask_backend:DaskBackend",
 }
 
 

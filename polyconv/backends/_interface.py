@@ -29,6 +29,9 @@ class Backend(abc.ABC):
     #: Top-level module of the framework; the backend is considered for array detection only
     #: when this module is already in ``sys.modules``.
     framework: str
+    #: Whether the backend's arrays are lazy (Dask): a minibatch is then indexed out of them,
+    #: lazily, instead of being gathered on the host.
+    lazy: bool = False
 
     @abc.abstractmethod
     def owns(self, obj: object) -> bool:

@@ -58,6 +58,7 @@ from .._spec.padding import pad_indices
 from .._spec.spec import CorrSpec
 from ._cost import choose_method
 from ._interface import Backend, Method
+from ._jax_sharding import gradient_shardings, input_layout, laid_out_like, placement
 from ._precision import PrecisionSetting
 
 # jax.Array, spelled Any: type-checking against JAX's own annotations would make mypy analyse
@@ -263,19 +264,28 @@ def _vjp_traced(
     return jax.lax.cond(finite, lambda: grads, lambda: vjp(_direct_traced))
 
 
+def _keeping_layout(call: Callable[..., JaxArray], layout: Any, *arrays: JaxArray) -> JaxArray:
+    return laid_out_like(call(*arrays), layout, rank=arrays[1].ndim - 2)
+
+
 def _jit_per_precision(
     traced: Callable[[str], Callable[..., JaxArray]],
 ) -> Callable[..., JaxArray]:
     """A function of arrays that runs ``jax.jit(traced(precision))`` for the precision setting
     of each call (read per call): static keyword arguments would be hashed and compared on every
-    call, and a precision read only while tracing would stay baked into the compiled function."""
-    compiled: dict[str, Callable[..., JaxArray]] = {}
+    call, and a precision read only while tracing would stay baked into the compiled function.
+    The result is laid out like ``x`` when ``x`` is spread over devices (see _jax_sharding)."""
+    compiled: dict[tuple[str, Any], Callable[..., JaxArray]] = {}
 
     def run(*arrays: JaxArray) -> JaxArray:
-        precision = _precision.get()
-        fn = compiled.get(precision)
+        key = (_precision.get(), input_layout(arrays[0]))
+        fn = compiled.get(key)
         if fn is None:
-            fn = compiled[precision] = _jax().jit(traced(precision))
+            precision, layout = key
+            call = traced(precision)
+            if layout is not None:
+                call = functools.partial(_keeping_layout, call, layout)
+            fn = compiled[key] = _jax().jit(call)
         return fn(*arrays)
 
     return run
@@ -294,9 +304,10 @@ def _correlator(
     )
 
 
-@functools.cache
-def _jitted_vjp() -> Any:
-    return _jax().jit(_vjp_traced, static_argnames=("spec", "precision", "method"))
+@functools.lru_cache(maxsize=64)
+def _jitted_vjp(layouts: tuple[Any, Any, Any] | None = None) -> Any:
+    options = {} if layouts is None else {"out_shardings": layouts}
+    return _jax().jit(_vjp_traced, static_argnames=("spec", "precision", "method"), **options)
 
 
 def _is_tracer(a: object) -> bool:
@@ -352,8 +363,7 @@ class JaxBackend(Backend):
             return None  # placed by the enclosing transformation, not known while tracing
         if not a.committed:
             return None  # JAX moves an uncommitted array to its committed co-inputs' device
-        devices = a.devices()
-        return str(next(iter(devices))) if len(devices) == 1 else str(a.sharding)
+        return placement(a)  # arrays on the same devices are compatible, however laid out
 
     def synchronize(self, a: JaxArray) -> None:
         _jax().block_until_ready(a)
@@ -385,9 +395,8 @@ class JaxBackend(Backend):
         *,
         method: Method = "direct",
     ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-        return _jitted_vjp()(
-            x, w, bias, grad_y, spec=spec, precision=_precision.get(), method=method
-        )
+        vjp = _jitted_vjp(gradient_shardings(x, w, bias))
+        return vjp(x, w, bias, grad_y, spec=spec, precision=_precision.get(), method=method)
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return _jax().jit(fn)

@@ -39,9 +39,35 @@ ENV_VAR = "POLYCONV_NUM_THREADS"
 PARALLEL_MIN_WORK = 1 << 21
 
 
-@functools.cache
+_limit = threading.local()
+
+
 def thread_count() -> int:
-    """Threads the NumPy backend uses: ``$POLYCONV_NUM_THREADS``, else the usable cores."""
+    """Threads the NumPy backend uses on the calling thread: the limit of an enclosing
+    :func:`limited_threads`, else ``$POLYCONV_NUM_THREADS``, else the usable cores."""
+    limit: int | None = getattr(_limit, "count", None)
+    return _configured_thread_count() if limit is None else limit
+
+
+@contextlib.contextmanager
+def limited_threads(count: int) -> Iterator[None]:
+    """The NumPy backend's calls made on this thread inside the block use at most ``count``
+    threads (and OpenBLAS one, when ``count`` is 1): for callers that already run many calls
+    at once, such as a Dask task among others on the scheduler's threads."""
+    saved = getattr(_limit, "count", None)
+    _limit.count = max(1, min(count, _configured_thread_count()))
+    try:
+        if _limit.count == 1:
+            with single_threaded_blas():
+                yield
+        else:
+            yield
+    finally:
+        _limit.count = saved
+
+
+@functools.cache
+def _configured_thread_count() -> int:
     configured = os.environ.get(ENV_VAR)
     if configured:
         try:
@@ -56,7 +82,7 @@ def thread_count() -> int:
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=thread_count(), thread_name_prefix="polyconv")
+    return ThreadPoolExecutor(max_workers=_configured_thread_count(), thread_name_prefix="polyconv")
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True) -> list[R]:

@@ -1,0 +1,148 @@
+"""JAX arrays spread over 8 simulated CPU devices: results laid out like the input, computed
+where the data is, forward and gradients, both methods.
+
+The device count is fixed when JAX starts, so the checks run in one fresh interpreter (one, to
+pay JAX's start-up once), which reports each check's outcome as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("jax")
+
+SCRIPT = textwrap.dedent(
+    """
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    import polyconv as pc
+
+    results = {}
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    rng = np.random.default_rng(0)
+    x_host = rng.standard_normal((8, 2, 16, 16)).astype(np.float32)
+    w_host = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    x = jax.device_put(x_host, NamedSharding(mesh, P("d")))
+    w = jax.device_put(w_host, NamedSharding(mesh, P()))
+
+    def layout(a):
+        spec = list(a.sharding.spec)
+        return spec + [None] * (a.ndim - len(spec))
+
+    def close(a, b):
+        return bool(np.allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4))
+
+    for method in ("direct", "fft"):
+        kw = dict(padding="same", padding_mode="reflect", method=method)
+        expected = pc.correlate(x_host, w_host, **kw)
+        first, repeat = pc.correlate(x, w, **kw), pc.correlate(x, w, **kw)
+        jitted = jax.jit(lambda a, b: pc.correlate(a, b, **kw))(x, w)
+        results[f"data_parallel_{method}"] = {
+            "values": all(close(y, expected) for y in (first, repeat, jitted)),
+            "layouts": [layout(y) for y in (first, repeat, jitted)],
+        }
+        loss = lambda w_, x_: jnp.sum(pc.correlate(x_, w_, **kw) ** 2)
+        expected_grad = pc.correlate_vjp(x_host, w_host, None, 2 * expected, **kw)[1]
+        grads = [jax.grad(loss)(w, x), jax.jit(jax.grad(loss))(w, x)]
+        grad_x = pc.correlate_vjp(x, w, None, 2 * jnp.asarray(expected), **kw)[0]
+        results[f"grad_{method}"] = {
+            "values": all(close(g, expected_grad) for g in grads),
+            "grad_w_devices": [len(g.sharding.device_set) for g in grads],
+            "grad_x_layout": layout(grad_x),
+        }
+
+    tall = jax.device_put(
+        rng.standard_normal((2, 2, 64, 32)).astype(np.float32), NamedSharding(mesh, P(None, None, "d"))
+    )
+    w5 = jnp.asarray(rng.standard_normal((3, 2, 5, 5)).astype(np.float32))
+    w3 = jnp.asarray(rng.standard_normal((3, 2, 3, 3)).astype(np.float32))
+    cases = {
+        "full_dilated": (w5, dict(padding="full", dilation=2)),  # 64 rows give 72
+        "reflect": (w3, dict(padding="same", padding_mode="reflect")),  # a gather
+        "indivisible": (w3, dict(padding="full", dilation=2)),  # 64 rows give 68
+    }
+    for name, (kernel, kw) in cases.items():
+        expected = pc.correlate(np.asarray(tall), np.asarray(kernel), **kw)
+        for method in ("direct", "fft"):
+            y = pc.correlate(tall, kernel, method=method, **kw)
+            results[f"height_{name}_{method}"] = {"layout": layout(y), "values": close(y, expected)}
+
+    explicit = jax.make_mesh((8,), ("d",))  # explicit axes: the layout is in the types
+    x_explicit = jax.device_put(x_host, NamedSharding(explicit, P("d")))
+    w_explicit = jax.device_put(w_host, NamedSharding(explicit, P()))
+    y = pc.correlate(x_explicit, w_explicit, padding="same", method="direct")
+    results["data_parallel_explicit"] = {
+        "values": close(y, pc.correlate(x_host, w_host, padding="same", method="direct")),
+        "layout": layout(y),
+    }
+
+    devices = jax.devices()
+    try:
+        pc.correlate(jax.device_put(x_host, devices[0]), jax.device_put(w_host, devices[1]))
+        results["different_devices"] = "accepted"
+    except ValueError as error:
+        results["different_devices"] = str(error)
+    print(json.dumps(results))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict[str, object]:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env.pop("JAX_ENABLE_X64", None)
+    completed = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_batch_sharded_x_with_replicated_w_is_accepted_on_every_path(
+    outcomes: dict, method: str
+) -> None:
+    outcome = outcomes[f"data_parallel_{method}"]
+    assert outcome["values"]
+    # the first eager call, a repeat (the cached route) and jax.jit: laid out over the batch
+    assert outcome["layouts"] == [["d", None, None, None]] * 3
+
+
+def test_data_parallel_layout_on_a_mesh_with_explicit_axes_is_accepted(outcomes: dict) -> None:
+    outcome = outcomes["data_parallel_explicit"]
+    assert outcome["values"]
+    assert outcome["layout"] == ["d", None, None, None]
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_data_parallel_gradients_equal_the_unsharded_ones(outcomes: dict, method: str) -> None:
+    outcome = outcomes[f"grad_{method}"]
+    assert outcome["values"]
+    assert outcome["grad_w_devices"] == [8, 8]  # computed where the data is
+    assert outcome["grad_x_layout"] == ["d", None, None, None]
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("case", ["full_dilated", "reflect"])
+def test_a_height_sharded_result_keeps_its_layout(outcomes: dict, case: str, method: str) -> None:
+    outcome = outcomes[f"height_{case}_{method}"]
+    assert outcome["values"]
+    assert outcome["layout"] == [None, None, "d", None]
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_an_axis_the_mesh_does_not_divide_comes_back_whole(outcomes: dict, method: str) -> None:
+    outcome = outcomes[f"height_indivisible_{method}"]
+    assert outcome["values"]
+    assert outcome["layout"] == [None, None, None, None]  # a JAX array's shards are equal
+
+
+def test_arrays_on_different_devices_are_still_refused(outcomes: dict) -> None:
+    assert "put all inputs on one device" in outcomes["different_devices"]
