@@ -1,0 +1,125 @@
+"""One framework-neutral description of a convolution layer: what every adapter reads and writes.
+
+A :class:`ConvDescription` holds a layer's geometry in polyconv's terms (padding as polyconv's
+forms, the kernel in polyconv's layout ``(C_out, C_in // groups, *k)``) together with how the
+module's own framework wrote the padding, so that :func:`polyconv.compare` can name a difference in
+the user's terms ("flax 'SAME' at stride 2 pads (0, 1)").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._spec import normalize
+
+DATA_FORMATS: tuple[str, ...] = ("channels_first", "channels_last")
+
+
+@dataclass(frozen=True, eq=False)
+class ConvDescription:
+    """A convolution layer, read from any framework.
+
+    ``padding`` is polyconv's: ``"valid"``, ``"same"``, ``"full"`` or ``(lo, hi)`` pairs per
+    spatial axis. ``native_padding`` is how the module's framework spells it (for messages).
+    ``weight`` is ``(out_channels, in_channels // groups, *kernel_size)`` and ``bias``
+    ``(out_channels,)`` or ``None``, as NumPy arrays of the module's dtype.
+    """
+
+    framework: str
+    backend: str
+    rank: int
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: str | tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str
+    data_format: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    native_padding: str
+    transpose: bool = False
+    output_padding: tuple[int, ...] | None = None
+
+    @property
+    def dtype(self) -> str:
+        return self.weight.dtype.name
+
+    @property
+    def kind(self) -> str:
+        return f"{'transposed ' if self.transpose else ''}{self.rank}-D convolution"
+
+    def correlate_kwargs(self) -> dict[str, Any]:
+        """The keywords of :func:`polyconv.correlate` this layer computes with."""
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+            "padding_mode": self.padding_mode,
+        }
+
+    def padding_at(self, x_shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+        """The ``(lo, hi)`` pairs per spatial axis for a channels-first input of ``x_shape``."""
+        return normalize(x_shape, self.weight.shape, **self.correlate_kwargs()).padding
+
+
+def to_channels_last(array: np.ndarray) -> np.ndarray:
+    """``(N, C, *spatial)`` as ``(N, *spatial, C)``."""
+    return np.moveaxis(array, 1, -1)
+
+
+def to_channels_first(array: np.ndarray) -> np.ndarray:
+    """``(N, *spatial, C)`` as ``(N, C, *spatial)``."""
+    return np.moveaxis(array, -1, 1)
+
+
+def kernel_from_channels_last(kernel: np.ndarray) -> np.ndarray:
+    """A Flax/Keras kernel ``(*k, C_in // g, C_out)`` in polyconv's ``(C_out, C_in // g, *k)``."""
+    rank = kernel.ndim - 2
+    return np.ascontiguousarray(np.transpose(kernel, (rank + 1, rank, *range(rank))))
+
+
+def kernel_to_channels_last(weight: np.ndarray) -> np.ndarray:
+    """polyconv's ``(C_out, C_in // g, *k)`` as Flax's and Keras' ``(*k, C_in // g, C_out)``."""
+    rank = weight.ndim - 2
+    return np.ascontiguousarray(np.transpose(weight, (*range(2, rank + 2), 1, 0)))
+
+
+def per_axis(value: object, rank: int) -> tuple[int, ...]:
+    """A framework's int-or-sequence field (``None`` meaning 1) as one int per axis."""
+    if value is None:
+        return (1,) * rank
+    if isinstance(value, int):
+        return (value,) * rank
+    return tuple(int(v) for v in value)  # type: ignore[attr-defined]
+
+
+def centred_pairs(kernel_size: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """``((e - 1) // 2, e // 2)`` per axis for the dilated extent ``e``: the stride-1 "same"
+    padding, which Flax's CIRCULAR and REFLECT padding use at every stride."""
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation, strict=True)]
+    return tuple(((e - 1) // 2, e // 2) for e in extents)
+
+
+def explicit_pairs(description: ConvDescription) -> tuple[tuple[int, int], ...] | None:
+    """The description's padding as pairs that do not depend on the input's size, or ``None``
+    for "same" at a stride above 1 (its pairs do)."""
+    padding = description.padding
+    if not isinstance(padding, str):
+        return padding
+    if padding == "valid":
+        return ((0, 0),) * description.rank
+    if padding == "full":
+        return tuple(
+            ((k - 1) * d, (k - 1) * d)
+            for k, d in zip(description.kernel_size, description.dilation, strict=True)
+        )
+    if set(description.stride) == {1}:
+        return centred_pairs(description.kernel_size, description.dilation)
+    return None

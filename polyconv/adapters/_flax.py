@@ -1,0 +1,217 @@
+"""Flax's ``flax.nnx.Conv``: read into a :class:`ConvDescription`, written from one, run.
+
+Flax holds data channels-last, ``(N, *spatial, C)``, and kernels as ``(*k, C_in // g, C_out)``.
+flax and jax are imported only by these functions, when a Flax module is passed or asked for.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from .._padding import pad_indices
+from .._spec import normalize
+from ._description import (
+    ConvDescription,
+    centred_pairs,
+    explicit_pairs,
+    kernel_from_channels_last,
+    kernel_to_channels_last,
+    per_axis,
+)
+
+FRAMEWORK = "flax"
+# Flax's padding strings that pad by the stride-1 "same" amount in a mode other than zeros.
+_MODE_STRINGS = {"CIRCULAR": "circular", "REFLECT": "reflect"}
+
+
+@functools.cache
+def padded_conv_class() -> type:
+    """``PaddedConv``, a ``flax.nnx.Module`` (made on first use, so Flax loads only then)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    class PaddedConv(nnx.Module):
+        """An ``nnx.Conv`` (``padding="VALID"``) that pads its channels-last input first, written
+        by polyconv where ``nnx.Conv`` cannot express the padding (Flax pads in a mode other
+        than zeros only by the stride-1 "same" amount: no replicate or symmetric mode, no other
+        widths).
+
+        ``padding`` (polyconv's forms) is resolved on each input's size, then the input is padded
+        (``padding_mode``, with ``np.pad``'s meaning for any width) and ``conv`` is applied.
+        """
+
+        polyconv_padded = True
+
+        def __init__(self, conv: nnx.Conv, padding: object, padding_mode: str) -> None:
+            self.conv = conv
+            self.padding = padding
+            self.padding_mode = padding_mode
+
+        def __call__(self, x: Any) -> Any:
+            conv = self.conv
+            rank = len(conv.kernel_size)
+            channels_first_shape = (1, x.shape[-1], *x.shape[-rank - 1 : -1])
+            weight_shape = (conv.out_features, conv.in_features // conv.feature_group_count)
+            pairs = normalize(
+                channels_first_shape,
+                (*weight_shape, *conv.kernel_size),
+                stride=per_axis(conv.strides, rank),
+                padding=self.padding,
+                dilation=per_axis(conv.kernel_dilation, rank),
+                groups=conv.feature_group_count,
+            ).padding
+            if self.padding_mode == "zeros":
+                x = jnp.pad(x, [(0, 0)] * (x.ndim - rank - 1) + list(pairs) + [(0, 0)])
+            else:
+                for axis, (lo, hi) in enumerate(pairs):
+                    dim = x.ndim - rank - 1 + axis
+                    index = pad_indices(x.shape[dim], lo, hi, self.padding_mode)
+                    x = jnp.take(x, jnp.asarray(index), axis=dim)
+            return conv(x)
+
+    return PaddedConv
+
+
+def owns(module: object) -> bool:
+    """Whether ``module`` is a Flax convolution this adapter reads."""
+    from flax import nnx
+
+    conv = getattr(module, "conv", None) if getattr(module, "polyconv_padded", False) else module
+    return isinstance(conv, nnx.Conv)
+
+
+def _value(variable: Any) -> np.ndarray:
+    return np.asarray(variable.get_value())
+
+
+def _read_padding(conv: Any) -> tuple[object, str]:
+    """Flax's padding field as polyconv's padding and padding mode."""
+    rank = len(conv.kernel_size)
+    padding = conv.padding
+    if isinstance(padding, str):
+        dilation = per_axis(conv.kernel_dilation, rank)
+        if padding in ("SAME", "VALID"):
+            return padding.lower(), "zeros"
+        if padding in _MODE_STRINGS:
+            return centred_pairs(tuple(conv.kernel_size), dilation), _MODE_STRINGS[padding]
+        if padding == "CAUSAL" and rank == 1:
+            return (((conv.kernel_size[0] - 1) * dilation[0], 0),), "zeros"
+        raise ValueError(
+            f"flax padding {padding!r} (on a {rank}-D nnx.Conv) has no polyconv equivalent; "
+            "polyconv reads 'SAME', 'VALID', 'CIRCULAR', 'REFLECT', 'CAUSAL' (1-D), ints and "
+            "(lo, hi) pairs"
+        )
+    if isinstance(padding, int):
+        return ((padding, padding),) * rank, "zeros"
+    pairs = tuple((p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in padding)
+    return pairs, "zeros"
+
+
+def describe(module: Any) -> ConvDescription:
+    """The description of an ``nnx.Conv`` (or of polyconv's ``PaddedConv``)."""
+    padded = getattr(module, "polyconv_padded", False)
+    conv = module.conv if padded else module
+    rank = len(conv.kernel_size)
+    if per_axis(conv.input_dilation, rank) != (1,) * rank:
+        raise ValueError(
+            f"input_dilation={conv.input_dilation!r} on a forward nnx.Conv has no polyconv "
+            "equivalent (it is a transposed convolution's stride: use nnx.ConvTranspose)"
+        )
+    if conv.mask is not None:
+        raise ValueError(
+            "mask on an nnx.Conv has no polyconv equivalent (a polyconv layer trains every "
+            "kernel element); multiply the kernel by the mask and drop the mask first"
+        )
+    if padded:
+        padding: object = module.padding
+        mode = module.padding_mode
+        native = f"{padding!r} by polyconv's PaddedConv"
+    else:
+        padding, mode = _read_padding(conv)
+        native = repr(conv.padding)
+    return ConvDescription(
+        framework=FRAMEWORK,
+        backend="jax",
+        rank=rank,
+        in_channels=conv.in_features,
+        out_channels=conv.out_features,
+        kernel_size=tuple(conv.kernel_size),
+        stride=per_axis(conv.strides, rank),
+        padding=padding,  # type: ignore[arg-type]
+        dilation=per_axis(conv.kernel_dilation, rank),
+        groups=conv.feature_group_count,
+        padding_mode=mode,
+        data_format="channels_last",
+        weight=kernel_from_channels_last(_value(conv.kernel)),
+        bias=None if conv.bias is None else _value(conv.bias),
+        native_padding=native,
+    )
+
+
+def _native_padding(description: ConvDescription) -> object | None:
+    """What ``nnx.Conv(padding=...)`` takes for this description, or ``None``."""
+    if description.padding_mode == "zeros":
+        if description.padding in ("valid", "same"):
+            return str(description.padding).upper()
+        return [tuple(pair) for pair in explicit_pairs(description) or ()]
+    for string, mode in _MODE_STRINGS.items():
+        centred = centred_pairs(description.kernel_size, description.dilation)
+        if mode == description.padding_mode and explicit_pairs(description) == centred:
+            return string
+    return None
+
+
+def build(description: ConvDescription) -> Any:
+    """An ``nnx.Conv`` computing ``description``, or polyconv's ``PaddedConv`` around one."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    native = _native_padding(description)
+    conv = nnx.Conv(
+        description.in_channels,
+        description.out_channels,
+        description.kernel_size,
+        strides=description.stride,
+        padding="VALID" if native is None else native,  # type: ignore[arg-type]
+        kernel_dilation=description.dilation,
+        feature_group_count=description.groups,
+        use_bias=description.bias is not None,
+        dtype=description.dtype,
+        param_dtype=description.dtype,
+        rngs=nnx.Rngs(0),
+    )
+    conv.kernel.set_value(jnp.asarray(kernel_to_channels_last(description.weight)))
+    if description.bias is not None:
+        conv.bias.set_value(jnp.asarray(description.bias))  # type: ignore[union-attr]
+    if native is not None:
+        return conv
+    return padded_conv_class()(conv, description.padding, description.padding_mode)
+
+
+def run(
+    module: Any, x: np.ndarray, grad_y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``y`` and the gradients of ``<y, grad_y>`` for ``x``, the kernel and the bias, through
+    ``jax.vjp``; ``x``, ``grad_y`` and the results channels-first, the weight's gradient in
+    polyconv's layout."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    graph, params, rest = nnx.split(module, nnx.Param, ...)
+
+    def apply(x_last: Any, params: Any) -> Any:
+        return nnx.merge(graph, params, rest)(x_last)
+
+    y, vjp = jax.vjp(apply, jnp.asarray(np.moveaxis(x, 1, -1)), params)
+    grad_x, grad_params = vjp(jnp.asarray(np.moveaxis(grad_y, 1, -1)))
+    grads = {path[-1]: np.asarray(leaf.get_value()) for path, leaf in nnx.to_flat_state(grad_params)}
+    return (
+        np.moveaxis(np.asarray(y), -1, 1),
+        np.moveaxis(np.asarray(grad_x), -1, 1),
+        kernel_from_channels_last(grads["kernel"]),
+        grads.get("bias"),
+    )

@@ -1,0 +1,239 @@
+"""Keras 3's ``keras.layers.Conv1D/2D/3D``: read into a :class:`ConvDescription`, written, run.
+
+Keras holds kernels as ``(*k, C_in // g, C_out)`` and data in the layer's ``data_format``. It
+computes on the backend chosen by ``$KERAS_BACKEND`` when keras is first imported; polyconv reads
+layers of the JAX and torch backends and runs the polyconv layer on the same one. keras is
+imported only by these functions, when a Keras layer is passed or asked for.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from .._bounds import to_numpy
+from .._padding import pad_indices
+from .._spec import normalize
+from ._description import (
+    ConvDescription,
+    explicit_pairs,
+    kernel_from_channels_last,
+    kernel_to_channels_last,
+)
+
+FRAMEWORK = "keras"
+# Keras' backends that polyconv has a backend for.
+BACKENDS = ("jax", "torch")
+
+
+def keras_backend() -> str:
+    """The backend keras computes on; a ValueError for one polyconv has no backend for."""
+    import keras
+
+    name = str(keras.backend.backend())
+    if name not in BACKENDS:
+        raise ValueError(
+            f"keras runs on its {name!r} backend; polyconv reads and writes Keras layers on "
+            f"{' and '.join(BACKENDS)} (set KERAS_BACKEND before keras is imported)"
+        )
+    return name
+
+
+def _spatial_axes(data_format: str, rank: int, ndim: int) -> list[int]:
+    first = ndim - rank - (1 if data_format == "channels_last" else 0)
+    return list(range(first, first + rank))
+
+
+@functools.cache
+def padded_conv_class() -> type:
+    """``PaddedConv``, a ``keras.layers.Layer`` (made on first use, so Keras loads only then)."""
+    import keras
+
+    class PaddedConv(keras.layers.Layer):
+        """A Keras ``ConvND`` (``padding="valid"``) that pads its input first, written by
+        polyconv where the Keras layer cannot express the padding (Keras pads only "same",
+        "causal" in 1-D, and with zeros).
+
+        ``padding`` (polyconv's forms) is resolved on each input's size, then the input is padded
+        (``padding_mode``, with ``np.pad``'s meaning for any width) and ``conv`` is applied.
+        """
+
+        polyconv_padded = True
+
+        def __init__(
+            self, conv: Any, padding: object, padding_mode: str, **kwargs: Any
+        ) -> None:
+            super().__init__(**kwargs)
+            self.conv = conv
+            self.polyconv_padding = padding
+            self.padding_mode = padding_mode
+
+        def call(self, x: Any) -> Any:
+            conv = self.conv
+            rank = conv.rank
+            axes = _spatial_axes(conv.data_format, rank, len(x.shape))
+            channels = x.shape[-1 if conv.data_format == "channels_last" else axes[0] - 1]
+            pairs = normalize(
+                (1, channels, *(x.shape[a] for a in axes)),
+                (conv.filters, channels // conv.groups, *conv.kernel_size),
+                stride=conv.strides,
+                padding=self.polyconv_padding,
+                dilation=conv.dilation_rate,
+                groups=conv.groups,
+            ).padding
+            if self.padding_mode == "zeros":
+                widths = [[0, 0] for _ in x.shape]
+                for axis, pair in zip(axes, pairs, strict=True):
+                    widths[axis] = list(pair)
+                x = keras.ops.pad(x, widths)
+            else:
+                for axis, (lo, hi) in zip(axes, pairs, strict=True):
+                    index = pad_indices(x.shape[axis], lo, hi, self.padding_mode)
+                    x = keras.ops.take(x, keras.ops.convert_to_tensor(index), axis=axis)
+            return conv(x)
+
+    return PaddedConv
+
+
+def owns(module: object) -> bool:
+    """Whether ``module`` is a Keras convolution this adapter reads."""
+    from keras.src.layers.convolutional.base_conv import BaseConv
+
+    conv = getattr(module, "conv", None) if getattr(module, "polyconv_padded", False) else module
+    return isinstance(conv, BaseConv)
+
+
+def describe(module: Any) -> ConvDescription:
+    """The description of a built Keras ``ConvND`` (or of polyconv's ``PaddedConv``)."""
+    padded = getattr(module, "polyconv_padded", False)
+    conv = module.conv if padded else module
+    if not conv.built:
+        raise ValueError(
+            f"the Keras layer {conv.name!r} is not built yet, so it has no kernel: call it on "
+            "an input (or layer.build(input_shape)) first"
+        )
+    rank = conv.rank
+    kernel = kernel_from_channels_last(np.asarray(keras_to_numpy(conv.kernel)))
+    if padded:
+        padding: object = module.polyconv_padding
+        mode = module.padding_mode
+        native = f"{padding!r} by polyconv's PaddedConv"
+    else:
+        mode = "zeros"
+        native = repr(conv.padding)
+        padding = conv.padding
+        if padding == "causal":
+            padding = (((conv.kernel_size[0] - 1) * conv.dilation_rate[0], 0),)
+    return ConvDescription(
+        framework=FRAMEWORK,
+        backend=keras_backend(),
+        rank=rank,
+        in_channels=kernel.shape[1] * conv.groups,
+        out_channels=conv.filters,
+        kernel_size=tuple(conv.kernel_size),
+        stride=tuple(conv.strides),
+        padding=padding,  # type: ignore[arg-type]
+        dilation=tuple(conv.dilation_rate),
+        groups=conv.groups,
+        padding_mode=mode,
+        data_format=conv.data_format,
+        weight=kernel,
+        bias=None if conv.bias is None else keras_to_numpy(conv.bias),
+        native_padding=native,
+    )
+
+
+def keras_to_numpy(variable: Any) -> np.ndarray:
+    """A Keras variable's value (a JAX array or a torch parameter) as a NumPy array."""
+    return to_numpy(variable.value)
+
+
+def _native_padding(description: ConvDescription) -> str | None:
+    """What ``keras.layers.ConvND(padding=...)`` takes for this description, or ``None``."""
+    if description.padding_mode != "zeros":
+        return None
+    if description.padding in ("valid", "same"):
+        return str(description.padding)
+    causal = (((description.kernel_size[0] - 1) * description.dilation[0], 0),)
+    if description.rank == 1 and explicit_pairs(description) == causal:
+        return "causal"
+    if explicit_pairs(description) == ((0, 0),) * description.rank:
+        return "valid"
+    return None
+
+
+def build(description: ConvDescription) -> Any:
+    """A Keras ``ConvND`` computing ``description`` in its ``data_format``, or polyconv's
+    ``PaddedConv`` around one."""
+    import keras
+
+    keras_backend()
+    if max(description.stride) > 1 and max(description.dilation) > 1:
+        raise ValueError(
+            f"keras.layers.Conv{description.rank}D refuses strides={description.stride} together "
+            f"with dilation_rate={description.dilation} (both above 1)"
+        )
+    native = _native_padding(description)
+    conv = getattr(keras.layers, f"Conv{description.rank}D")(
+        filters=description.out_channels,
+        kernel_size=description.kernel_size,
+        strides=description.stride,
+        padding="valid" if native is None else native,
+        data_format=description.data_format,
+        dilation_rate=description.dilation,
+        groups=description.groups,
+        use_bias=description.bias is not None,
+        dtype=description.dtype,
+    )
+    spatial = (None,) * description.rank
+    channels = (description.in_channels,)
+    last = description.data_format == "channels_last"
+    conv.build((None, *spatial, *channels) if last else (None, *channels, *spatial))
+    conv.kernel.assign(kernel_to_channels_last(description.weight))
+    if description.bias is not None:
+        conv.bias.assign(description.bias)
+    if native is not None:
+        return conv
+    padded = padded_conv_class()(conv, description.padding, description.padding_mode)
+    padded.built = True  # its only variables are conv's, built above
+    return padded
+
+
+def run(
+    module: Any, x: np.ndarray, grad_y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``y`` and the gradients of ``<y, grad_y>`` for ``x``, the kernel and the bias, through
+    the Keras backend's autodiff; ``x``, ``grad_y`` and the results channels-first, the
+    weight's gradient in polyconv's layout."""
+    conv = module.conv if getattr(module, "polyconv_padded", False) else module
+    last = conv.data_format == "channels_last"
+    x_native = np.ascontiguousarray(np.moveaxis(x, 1, -1) if last else x)
+    g_native = np.ascontiguousarray(np.moveaxis(grad_y, 1, -1) if last else grad_y)
+    variables = [conv.kernel] + ([] if conv.bias is None else [conv.bias])
+    if keras_backend() == "jax":
+        import jax
+
+        trainable = list(module.trainable_variables)
+        positions = [next(i for i, v in enumerate(trainable) if v is want) for want in variables]
+        fixed = [v.value for v in module.non_trainable_variables]
+
+        def apply(x_in: Any, values: Any) -> Any:
+            return module.stateless_call(values, fixed, x_in)[0]
+
+        y, vjp = jax.vjp(apply, x_native, [v.value for v in trainable])
+        grad_x, grad_values = vjp(g_native)
+        grads = [to_numpy(grad_x)] + [to_numpy(grad_values[i]) for i in positions]
+        y_np = to_numpy(y)
+    else:
+        import torch
+
+        x_t = torch.from_numpy(x_native).requires_grad_(True)
+        y_t = module(x_t)
+        found = torch.autograd.grad(y_t, [x_t, *(v.value for v in variables)], torch.from_numpy(g_native))
+        grads = [to_numpy(g) for g in found]
+        y_np = to_numpy(y_t)
+    if last:
+        y_np, grads[0] = np.moveaxis(y_np, -1, 1), np.moveaxis(grads[0], -1, 1)
+    return y_np, grads[0], kernel_from_channels_last(grads[1]), grads[2] if len(grads) > 2 else None
