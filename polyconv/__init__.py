@@ -5,7 +5,9 @@ from ._api import convolve, corr2d, correlate, correlate_vjp, output_shape
 from ._dispatch import use_backend
 from ._matrix import as_matrix
 from ._spec import CorrSpec, normalize
+from .adapters import from_module
 from .backends import available as backends
+from .compare import CompareReport, compare
 from .explain import explain
 from .layers import Conv1D, Conv2D, Conv3D
 from .training import DivergenceError, fit
@@ -14,6 +16,7 @@ from .verify import VerifyReport, verify
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompareReport",
     "Conv1D",
     "Conv2D",
     "Conv3D",
@@ -22,12 +25,14 @@ __all__ = [
     "VerifyReport",
     "as_matrix",
     "backends",
+    "compare",
     "convolve",
     "corr2d",
     "correlate",
     "correlate_vjp",
     "explain",
     "fit",
+    "from_module",
     "normalize",
     "output_shape",
     "reference",

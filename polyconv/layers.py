@@ -285,6 +285,13 @@ class _ConvND:
         """A copy of this layer on ``backend``, parameters bit for bit; ``self`` is unchanged."""
         return self._clone_on(get_backend(backend))
 
+    def to_module(self, framework: str) -> Any:
+        """A native layer of ``framework`` (``"torch"``, ``"flax"``, ``"keras"``) with these
+        weights, computing the same function: see :func:`polyconv.adapters.to_module`."""
+        from .adapters import to_module
+
+        return to_module(self, framework)
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the parameters and :attr:`config` to the ``.npz`` file ``path`` (exactly that
         name), atomically: a crash never leaves a half-written file in its place."""

@@ -8,14 +8,17 @@ the user's terms ("flax 'SAME' at stride 2 pads (0, 1)").
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from .._padding import pad_indices
 from .._spec import normalize
 
 DATA_FORMATS: tuple[str, ...] = ("channels_first", "channels_last")
+ArrayT = TypeVar("ArrayT")
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,7 +103,9 @@ def per_axis(value: object, rank: int) -> tuple[int, ...]:
     return tuple(int(v) for v in value)  # type: ignore[attr-defined]
 
 
-def centred_pairs(kernel_size: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+def centred_pairs(
+    kernel_size: tuple[int, ...], dilation: tuple[int, ...]
+) -> tuple[tuple[int, int], ...]:
     """``((e - 1) // 2, e // 2)`` per axis for the dilated extent ``e``: the stride-1 "same"
     padding, which Flax's CIRCULAR and REFLECT padding use at every stride."""
     extents = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation, strict=True)]
@@ -123,3 +128,36 @@ def explicit_pairs(description: ConvDescription) -> tuple[tuple[int, int], ...] 
     if set(description.stride) == {1}:
         return centred_pairs(description.kernel_size, description.dilation)
     return None
+
+
+def padding_for(
+    spatial: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    padding: object,
+) -> tuple[tuple[int, int], ...]:
+    """The ``(lo, hi)`` pairs polyconv's ``padding`` gives on an input of spatial shape
+    ``spatial``: what a ``PaddedConv`` resolves on each call."""
+    return normalize(
+        (1, 1, *spatial),
+        (1, 1, *kernel_size),
+        stride=tuple(stride),
+        padding=padding,  # type: ignore[arg-type]  # validated by normalize
+        dilation=tuple(dilation),
+    ).padding
+
+
+def pad_by_gather(
+    x: ArrayT,
+    pairs: Sequence[tuple[int, int]],
+    axes: Sequence[int],
+    mode: str,
+    take: Callable[[ArrayT, np.ndarray, int], ArrayT],
+) -> ArrayT:
+    """``x`` padded along ``axes`` in a mode other than zeros, with ``np.pad``'s meaning for any
+    width: each axis gathered with :func:`polyconv._padding.pad_indices` by the framework's
+    ``take(x, index, axis)``."""
+    for axis, (lo, hi) in zip(axes, pairs, strict=True):
+        x = take(x, pad_indices(x.shape[axis], lo, hi, mode), axis)  # type: ignore[attr-defined]
+    return x

@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from .._padding import pad_indices
-from .._spec import normalize
 from ._description import (
     ConvDescription,
     centred_pairs,
     explicit_pairs,
     kernel_from_channels_last,
     kernel_to_channels_last,
+    pad_by_gather,
+    padding_for,
     per_axis,
 )
 
@@ -53,26 +53,27 @@ def padded_conv_class() -> type:
         def __call__(self, x: Any) -> Any:
             conv = self.conv
             rank = len(conv.kernel_size)
-            channels_first_shape = (1, x.shape[-1], *x.shape[-rank - 1 : -1])
-            weight_shape = (conv.out_features, conv.in_features // conv.feature_group_count)
-            pairs = normalize(
-                channels_first_shape,
-                (*weight_shape, *conv.kernel_size),
-                stride=per_axis(conv.strides, rank),
-                padding=self.padding,
-                dilation=per_axis(conv.kernel_dilation, rank),
-                groups=conv.feature_group_count,
-            ).padding
+            axes = range(x.ndim - rank - 1, x.ndim - 1)
+            pairs = padding_for(
+                x.shape[-rank - 1 : -1],
+                conv.kernel_size,
+                per_axis(conv.strides, rank),
+                per_axis(conv.kernel_dilation, rank),
+                self.padding,
+            )
             if self.padding_mode == "zeros":
                 x = jnp.pad(x, [(0, 0)] * (x.ndim - rank - 1) + list(pairs) + [(0, 0)])
             else:
-                for axis, (lo, hi) in enumerate(pairs):
-                    dim = x.ndim - rank - 1 + axis
-                    index = pad_indices(x.shape[dim], lo, hi, self.padding_mode)
-                    x = jnp.take(x, jnp.asarray(index), axis=dim)
+                x = pad_by_gather(x, pairs, axes, self.padding_mode, _take)
             return conv(x)
 
     return PaddedConv
+
+
+def _take(x: Any, index: np.ndarray, axis: int) -> Any:
+    import jax.numpy as jnp
+
+    return jnp.take(x, jnp.asarray(index), axis=axis)
 
 
 def owns(module: object) -> bool:
@@ -201,14 +202,16 @@ def run(
     import jax.numpy as jnp
     from flax import nnx
 
-    graph, params, rest = nnx.split(module, nnx.Param, ...)
+    graph, params, rest = nnx.split(module, nnx.Param, ...)  # type: ignore[misc]
 
     def apply(x_last: Any, params: Any) -> Any:
         return nnx.merge(graph, params, rest)(x_last)
 
     y, vjp = jax.vjp(apply, jnp.asarray(np.moveaxis(x, 1, -1)), params)
     grad_x, grad_params = vjp(jnp.asarray(np.moveaxis(grad_y, 1, -1)))
-    grads = {path[-1]: np.asarray(leaf.get_value()) for path, leaf in nnx.to_flat_state(grad_params)}
+    grads = {
+        path[-1]: np.asarray(leaf.get_value()) for path, leaf in nnx.to_flat_state(grad_params)
+    }
     return (
         np.moveaxis(np.asarray(y), -1, 1),
         np.moveaxis(np.asarray(grad_x), -1, 1),

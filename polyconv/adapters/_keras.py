@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from .._bounds import to_numpy
-from .._padding import pad_indices
-from .._spec import normalize
 from ._description import (
     ConvDescription,
     explicit_pairs,
     kernel_from_channels_last,
     kernel_to_channels_last,
+    pad_by_gather,
+    padding_for,
 )
 
 FRAMEWORK = "keras"
@@ -62,9 +62,7 @@ def padded_conv_class() -> type:
 
         polyconv_padded = True
 
-        def __init__(
-            self, conv: Any, padding: object, padding_mode: str, **kwargs: Any
-        ) -> None:
+        def __init__(self, conv: Any, padding: object, padding_mode: str, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.conv = conv
             self.polyconv_padding = padding
@@ -72,29 +70,30 @@ def padded_conv_class() -> type:
 
         def call(self, x: Any) -> Any:
             conv = self.conv
-            rank = conv.rank
-            axes = _spatial_axes(conv.data_format, rank, len(x.shape))
-            channels = x.shape[-1 if conv.data_format == "channels_last" else axes[0] - 1]
-            pairs = normalize(
-                (1, channels, *(x.shape[a] for a in axes)),
-                (conv.filters, channels // conv.groups, *conv.kernel_size),
-                stride=conv.strides,
-                padding=self.polyconv_padding,
-                dilation=conv.dilation_rate,
-                groups=conv.groups,
-            ).padding
+            axes = _spatial_axes(conv.data_format, conv.rank, len(x.shape))
+            pairs = padding_for(
+                [x.shape[axis] for axis in axes],
+                conv.kernel_size,
+                conv.strides,
+                conv.dilation_rate,
+                self.polyconv_padding,
+            )
             if self.padding_mode == "zeros":
                 widths = [[0, 0] for _ in x.shape]
                 for axis, pair in zip(axes, pairs, strict=True):
                     widths[axis] = list(pair)
                 x = keras.ops.pad(x, widths)
             else:
-                for axis, (lo, hi) in zip(axes, pairs, strict=True):
-                    index = pad_indices(x.shape[axis], lo, hi, self.padding_mode)
-                    x = keras.ops.take(x, keras.ops.convert_to_tensor(index), axis=axis)
+                x = pad_by_gather(x, pairs, axes, self.padding_mode, _take)
             return conv(x)
 
     return PaddedConv
+
+
+def _take(x: Any, index: np.ndarray, axis: int) -> Any:
+    import keras
+
+    return keras.ops.take(x, keras.ops.convert_to_tensor(index), axis=axis)
 
 
 def owns(module: object) -> bool:
@@ -231,7 +230,9 @@ def run(
 
         x_t = torch.from_numpy(x_native).requires_grad_(True)
         y_t = module(x_t)
-        found = torch.autograd.grad(y_t, [x_t, *(v.value for v in variables)], torch.from_numpy(g_native))
+        found = torch.autograd.grad(
+            y_t, [x_t, *(v.value for v in variables)], torch.from_numpy(g_native)
+        )
         grads = [to_numpy(g) for g in found]
         y_np = to_numpy(y_t)
     if last:

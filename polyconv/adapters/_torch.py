@@ -10,9 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._padding import pad_indices
-from .._spec import normalize
-from ._description import ConvDescription, explicit_pairs
+from ._description import ConvDescription, explicit_pairs, pad_by_gather, padding_for
 
 FRAMEWORK = "torch"
 # torch's padding modes; it has no "symmetric".
@@ -46,31 +44,23 @@ def padded_conv_class() -> type:
 
         polyconv_padded = True
 
-        def __init__(self, conv: torch.nn.Module, padding: object, padding_mode: str) -> None:
+        def __init__(self, conv: Any, padding: object, padding_mode: str) -> None:
             super().__init__()
             self.conv = conv
             self.padding = padding
             self.padding_mode = padding_mode
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            conv = self.conv
-            pairs = normalize(
-                tuple(x.shape),
-                tuple(conv.weight.shape),
-                stride=conv.stride,
-                padding=self.padding,
-                dilation=conv.dilation,
-                groups=conv.groups,
-            ).padding
-            rank = len(pairs)
+            conv: Any = self.conv
+            rank = len(conv.kernel_size)
+            axes = range(x.ndim - rank, x.ndim)
+            pairs = padding_for(
+                x.shape[-rank:], conv.kernel_size, conv.stride, conv.dilation, self.padding
+            )
             if self.padding_mode == "zeros":
-                flat = [p for pair in reversed(pairs) for p in pair]
-                x = torch.nn.functional.pad(x, flat)
+                x = torch.nn.functional.pad(x, [p for pair in reversed(pairs) for p in pair])
             else:
-                for axis, (lo, hi) in enumerate(pairs):
-                    dim = x.ndim - rank + axis
-                    index = pad_indices(x.shape[dim], lo, hi, self.padding_mode)
-                    x = x.index_select(dim, torch.tensor(index, device=x.device))
+                x = pad_by_gather(x, pairs, axes, self.padding_mode, _take)
             return conv(x)
 
         def extra_repr(self) -> str:
@@ -80,6 +70,12 @@ def padded_conv_class() -> type:
             )
 
     return PaddedConv
+
+
+def _take(x: Any, index: np.ndarray, axis: int) -> Any:
+    import torch
+
+    return x.index_select(axis, torch.tensor(index, device=x.device))
 
 
 def rank_of(conv: Any) -> int:
