@@ -1,0 +1,129 @@
+"""Strategies and assertions shared by the adapter tests (torch and Flax in
+tests/test_adapters.py, Keras in tests/keras_checks.py, run in its own interpreters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import settings
+from hypothesis import strategies as st
+
+import polyconv as pc
+from polyconv.adapters import describe
+from polyconv.testing import DEFAULT_C, assert_within, error_bound, to_numpy
+
+# Each example builds native modules and runs the float64 reference: a few draw enough.
+FEW = settings(max_examples=8, deadline=None)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A convolution's sizes, every one valid for the input shape drawn with it."""
+
+    rank: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    x_shape: tuple[int, ...]  # channels-first
+    bias: bool
+
+    @property
+    def extents(self) -> tuple[int, ...]:
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True))
+
+
+@st.composite
+def geometries(draw: st.DrawFn, *, max_rank: int = 2) -> Geometry:
+    rank = draw(st.integers(1, max_rank))
+    groups = draw(st.sampled_from([1, 2]))
+    kernel = tuple(draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank)))
+    stride = tuple(draw(st.lists(st.integers(1, 2), min_size=rank, max_size=rank)))
+    dilation = tuple(draw(st.lists(st.integers(1, 2), min_size=rank, max_size=rank)))
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
+    # At least the extent plus 3: every pad drawn below (at most 2) is then narrower than the
+    # input, as torch's reflect padding needs.
+    spatial = tuple(draw(st.integers(e + 3, e + 5)) for e in extents)
+    in_channels = groups * draw(st.integers(1, 2))
+    out_channels = groups * draw(st.integers(1, 2))
+    return Geometry(
+        rank,
+        in_channels,
+        out_channels,
+        groups,
+        kernel,
+        stride,
+        dilation,
+        (2, in_channels, *spatial),
+        draw(st.booleans()),
+    )
+
+
+def pads(draw: st.DrawFn, rank: int) -> Any:
+    return draw(
+        st.one_of(
+            st.integers(0, 2),
+            st.tuples(*[st.integers(0, 2)] * rank),
+            st.tuples(*[st.tuples(st.integers(0, 2), st.integers(0, 2))] * rank),
+        )
+    )
+
+
+@st.composite
+def layers(draw: st.DrawFn, backend: str) -> tuple[pc.Conv1D, Geometry]:
+    """A polyconv layer of any padding form and mode, with random weights."""
+    g = draw(geometries())
+    padding = draw(st.one_of(st.sampled_from(["valid", "same", "full"]), st.just(None)))
+    if padding is None:
+        padding = pads(draw, g.rank)
+    cls = {1: pc.Conv1D, 2: pc.Conv2D, 3: pc.Conv3D}[g.rank]
+    layer = cls(
+        g.kernel_size,
+        in_channels=g.in_channels,
+        out_channels=g.out_channels,
+        stride=g.stride,
+        padding=padding,
+        dilation=g.dilation,
+        groups=g.groups,
+        padding_mode=draw(
+            st.sampled_from(["zeros", "reflect", "replicate", "circular", "symmetric"])
+        ),
+        bias=g.bias,
+        backend=backend,
+        seed=draw(st.integers(0, 100)),
+    )
+    if g.bias:
+        layer.bias = np.linspace(-1.0, 1.0, g.out_channels)
+    return layer, g
+
+
+def random_input(g: Geometry, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, g.x_shape).astype(np.float32)
+
+
+def assert_same_function(native_y: object, layer_y: object, layer: Any, x: np.ndarray) -> None:
+    """Both results within twice the error bound of the exact correlation (two roundings)."""
+    d = describe(layer)
+    bias = None if d.bias is None else d.bias
+    bound = error_bound(x, d.weight, bias, "float32", d.correlate_kwargs(), c=2 * DEFAULT_C)
+    last = d.data_format == "channels_last"
+    as_first = [
+        np.moveaxis(to_numpy(y), -1, 1) if last else to_numpy(y) for y in (native_y, layer_y)
+    ]
+    assert_within(as_first[1], as_first[0], bound, what="from_module(m)(x) against m(x)")
+
+
+def assert_same_spec_and_weights(first: Any, second: Any, x_shape: tuple[int, ...]) -> None:
+    a, b = describe(first), describe(second)
+    spec_a = pc.normalize(x_shape, a.weight.shape, **a.correlate_kwargs())
+    spec_b = pc.normalize(x_shape, b.weight.shape, **b.correlate_kwargs())
+    assert spec_a == spec_b
+    np.testing.assert_array_equal(a.weight, b.weight)
+    if a.bias is None:
+        assert b.bias is None
+    else:
+        np.testing.assert_array_equal(a.bias, b.bias)

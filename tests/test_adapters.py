@@ -1,0 +1,210 @@
+"""Framework layers in and out (``pc.from_module``, ``layer.to_module``) and ``pc.compare``, for
+torch and Flax; Keras runs in its own interpreters (tests/test_adapters_keras.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from adapter_strategies import (
+    FEW,
+    Geometry,
+    assert_same_function,
+    assert_same_spec_and_weights,
+    geometries,
+    layers,
+    pads,
+    random_input,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+import polyconv as pc
+
+torch = pytest.importorskip("torch")
+nnx = pytest.importorskip("flax.nnx")
+jnp = pytest.importorskip("jax.numpy")
+
+
+@st.composite
+def torch_modules(draw: st.DrawFn) -> tuple[Any, Geometry]:
+    g = draw(geometries(max_rank=3))
+    options = ["valid", "int"] + (["same"] if set(g.stride) == {1} else [])
+    kind = draw(st.sampled_from(options))
+    padding = draw(st.integers(0, 2)) if kind == "int" else kind
+    mode = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
+    cls = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}[g.rank]
+    torch.manual_seed(draw(st.integers(0, 100)))
+    module = cls(
+        g.in_channels,
+        g.out_channels,
+        g.kernel_size,
+        stride=g.stride,
+        padding=padding,
+        dilation=g.dilation,
+        groups=g.groups,
+        bias=g.bias,
+        padding_mode=mode,
+    )
+    return module, g
+
+
+@st.composite
+def flax_modules(draw: st.DrawFn) -> tuple[Any, Geometry]:
+    g = draw(geometries())
+    strings = ["SAME", "VALID", "CIRCULAR", "REFLECT"] + (["CAUSAL"] if g.rank == 1 else [])
+    padding = draw(st.one_of(st.sampled_from(strings), st.just(None)))
+    if padding is None:
+        padding = pads(draw, g.rank)
+        padding = (
+            [tuple(p) if isinstance(p, tuple) else p for p in padding]
+            if isinstance(padding, tuple)
+            else padding
+        )
+    module = nnx.Conv(
+        g.in_channels,
+        g.out_channels,
+        g.kernel_size,
+        strides=g.stride,
+        padding=padding,
+        kernel_dilation=g.dilation,
+        feature_group_count=g.groups,
+        use_bias=g.bias,
+        rngs=nnx.Rngs(draw(st.integers(0, 100))),
+    )
+    if g.bias:  # Flax starts the bias at zero: a random one checks that it is read
+        module.bias.set_value(jnp.linspace(-1.0, 1.0, g.out_channels, dtype=jnp.float32))
+    return module, g
+
+
+@FEW
+@given(torch_modules())
+def test_from_torch_module_computes_what_the_module_computes(drawn: tuple[Any, Geometry]) -> None:
+    module, g = drawn
+    layer = pc.from_module(module)
+    assert layer.backend.name == "torch"
+    x = torch.from_numpy(random_input(g))
+    with torch.no_grad():
+        assert_same_function(module(x), layer(x), layer, x.numpy())
+
+
+@FEW
+@given(flax_modules())
+def test_from_flax_module_takes_its_channels_last_input_and_computes_what_it_computes(
+    drawn: tuple[Any, Geometry],
+) -> None:
+    module, g = drawn
+    layer = pc.from_module(module)
+    assert layer.backend.name == "jax"
+    assert layer.data_format == "channels_last"
+    x_first = random_input(g)
+    x = jnp.asarray(np.moveaxis(x_first, 1, -1))
+    assert_same_function(module(x), layer(x), layer, x_first)
+
+
+@FEW
+@given(layers("torch"))
+def test_torch_round_trip_keeps_spec_and_weights(drawn: tuple[Any, Geometry]) -> None:
+    layer, g = drawn
+    back = pc.from_module(layer.to_module("torch"))
+    assert_same_spec_and_weights(layer, back, g.x_shape)
+
+
+@FEW
+@given(layers("jax"))
+def test_flax_round_trip_keeps_spec_and_weights(drawn: tuple[Any, Geometry]) -> None:
+    layer, g = drawn
+    back = pc.from_module(layer.to_module("flax"))
+    assert_same_spec_and_weights(layer, back, g.x_shape)
+
+
+# torch's own note that "same" with an even kernel pads a copy of the input: expected here.
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+@FEW
+@given(layers("numpy"), st.sampled_from(["torch", "flax"]))
+def test_to_module_computes_what_the_layer_computes_forward_and_backward(
+    drawn: tuple[Any, Geometry], framework: str
+) -> None:
+    layer, g = drawn
+    report = pc.compare(layer, layer.to_module(framework), g.x_shape)
+    assert report.ok, str(report)
+    assert report.differences == ()
+
+
+def test_to_module_pads_first_where_torch_cannot_and_says_so() -> None:
+    layer = pc.Conv2D(3, in_channels=2, out_channels=2, stride=2, padding="same")
+    module = layer.to_module("torch")
+    assert type(module).__name__ == "PaddedConv"
+    assert "pads first" in repr(module) and "pads its input first" in type(module).__doc__
+    assert isinstance(module.conv, torch.nn.Conv2d)
+    assert isinstance(pc.Conv2D(3, padding=1).to_module("torch"), torch.nn.Conv2d)
+
+
+def test_to_module_pads_first_where_flax_cannot_and_says_so() -> None:
+    module = pc.Conv1D(3, padding="same", padding_mode="replicate").to_module("flax")
+    assert type(module).__name__ == "PaddedConv"
+    assert "pads its channels-last input first" in type(module).__doc__
+    assert isinstance(module.conv, nnx.Conv)
+    assert isinstance(
+        pc.Conv1D(3, padding="same", padding_mode="circular").to_module("flax"), nnx.Conv
+    )
+
+
+def _ported_pair(padding: Any) -> tuple[Any, Any]:
+    """A ResNet-style stride-2 torch conv and an nnx.Conv with its weights copied (transposed)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+    port = nnx.Conv(3, 4, (3, 3), strides=2, padding=padding, rngs=nnx.Rngs(0))
+    port.kernel.set_value(jnp.asarray(conv.weight.detach().numpy().transpose(2, 3, 1, 0)))
+    port.bias.set_value(jnp.asarray(conv.bias.detach().numpy()))
+    return conv, port
+
+
+def test_compare_flags_flax_same_at_stride_2_against_torch_padding_1() -> None:
+    conv, port = _ported_pair("SAME")
+    report = pc.compare(conv, port, (2, 3, 8, 8))
+    assert not report.ok
+    assert report.sides[0].ok and not report.sides[1].ok
+    (difference,) = report.differences
+    assert difference.startswith("padding: torch padding=(1, 1) pads (1, 1)")
+    assert "flax padding='SAME' at stride 2 pads (0, 1)" in difference
+    assert "FAIL" in str(report)
+
+
+def test_compare_passes_the_corrected_port() -> None:
+    conv, port = _ported_pair(((1, 1), (1, 1)))
+    report = pc.compare(conv, port, (2, 3, 8, 8))
+    assert report.ok, str(report)
+    assert report.differences == ()
+
+
+def test_compare_passes_a_channels_last_flax_layer_with_transposed_torch_weights() -> None:
+    torch.manual_seed(1)
+    conv = torch.nn.Conv1d(4, 6, 3, dilation=2, groups=2, padding=2, padding_mode="circular")
+    port = nnx.Conv(
+        4, 6, (3,), kernel_dilation=2, feature_group_count=2, padding="CIRCULAR", rngs=nnx.Rngs(0)
+    )
+    port.kernel.set_value(jnp.asarray(conv.weight.detach().numpy().transpose(2, 1, 0)))
+    port.bias.set_value(jnp.asarray(conv.bias.detach().numpy()))
+    report = pc.compare(port, conv, (3, 4, 9))
+    assert report.ok, str(report)
+
+
+def test_compare_names_a_kernel_copied_without_its_transpose() -> None:
+    conv, port = _ported_pair(((1, 1), (1, 1)))
+    port.kernel.set_value(jnp.asarray(conv.weight.detach().numpy().reshape(3, 3, 3, 4)))
+    report = pc.compare(conv, port, (1, 3, 8, 8))
+    assert not report.ok
+    assert any("without its transpose" in d for d in report.differences)
+
+
+def test_flax_input_dilation_on_a_forward_conv_is_refused_by_name() -> None:
+    module = nnx.Conv(1, 1, (3,), input_dilation=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="input_dilation"):
+        pc.from_module(module)
+
+
+def test_from_module_refuses_what_is_not_a_convolution_by_type() -> None:
+    with pytest.raises(TypeError, match=r"got torch\.nn\.modules\.linear\.Linear"):
+        pc.from_module(torch.nn.Linear(2, 2))
