@@ -28,6 +28,9 @@ ARRAY_TYPES = {
     "jax": "jax arrays",
     "numpy": "numpy arrays",
     "scipy": "numpy arrays",
+    "torch_module": "torch tensors",
+    "flax_module": "jax arrays",
+    "keras_module": "arrays of the Keras backend",
 }
 _SPATIAL_LETTERS = {1: "L", 2: "HW", 3: "DHW"}
 # torch.nn.functional.pad's names for polyconv's modes; it has no symmetric mode.
@@ -296,7 +299,11 @@ def native_calls(
     groups: int = 1,
     padding_mode: str = "zeros",
 ) -> dict[str, NativeCall]:
-    """The equivalent native call per framework (``torch``, ``jax``, ``numpy``, ``scipy``)."""
+    """The equivalent native call per framework (``torch``, ``jax``, ``numpy``, ``scipy``), and
+    the equivalent layer (``torch_module``, ``flax_module``, ``keras_module``): the module
+    :func:`polyconv.adapters.to_module` writes, with the weight transposes between layouts."""
+    from .adapters._code import MODULE_CALLS
+
     spec = normalize(
         x_shape,
         w_shape,
@@ -312,6 +319,10 @@ def native_calls(
         "jax": _jax(spec, padding),
         "numpy": _numpy(spec),
         "scipy": _scipy(spec, padding),
+        **{
+            name: NativeCall(name, *module_call(spec, padding))
+            for name, module_call in MODULE_CALLS.items()
+        },
     }
 
 

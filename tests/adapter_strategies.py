@@ -127,3 +127,54 @@ def assert_same_spec_and_weights(first: Any, second: Any, x_shape: tuple[int, ..
         assert b.bias is None
     else:
         np.testing.assert_array_equal(a.bias, b.bias)
+
+
+# Problems whose printed module calls must compute what polyconv computes: native padding,
+# padding that depends on the input size, a mode the native layers lack, wide reflect padding,
+# unbatched input, groups with dilation.
+EXPLAIN_PROBLEMS: dict[str, tuple[tuple[int, ...], tuple[int, ...], bool, dict[str, Any]]] = {
+    "same-stride-2": ((2, 3, 8, 8), (4, 3, 3, 3), True, {"stride": 2, "padding": "same"}),
+    "int-reflect": ((1, 2, 6), (2, 2, 3), True, {"padding": 1, "padding_mode": "reflect"}),
+    "symmetric-unbatched": (
+        (3, 5, 6),
+        (2, 3, 2, 2),
+        False,
+        {"padding": ((0, 1), (2, 1)), "padding_mode": "symmetric"},
+    ),
+    "wide-reflect": ((1, 1, 4), (1, 1, 3), False, {"padding": 5, "padding_mode": "reflect"}),
+    "groups-dilation-full": (
+        (2, 4, 7),
+        (6, 2, 2),
+        True,
+        {"padding": "full", "dilation": 2, "groups": 2},
+    ),
+}
+
+
+def assert_module_call_computes_what_polyconv_computes(
+    name: str, framework: str, convert: Any
+) -> None:
+    """Run ``explain``'s ``{framework}_module`` block of the problem ``name`` on arrays made by
+    ``convert`` and compare its ``y`` with :func:`polyconv.correlate`'s."""
+    from polyconv.explain import native_calls
+
+    x_shape, w_shape, bias, kwargs = EXPLAIN_PROBLEMS[name]
+    call = native_calls(x_shape, w_shape, bias=bias, **kwargs)[f"{framework}_module"]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, x_shape).astype(np.float32)
+    w = rng.uniform(-1, 1, w_shape).astype(np.float32)
+    b = rng.uniform(-1, 1, w_shape[:1]).astype(np.float32) if bias else None
+    namespace: dict[str, Any] = {
+        "x": convert(x),
+        "w": convert(w),
+        "b": None if b is None else convert(b),
+    }
+    exec(call.code, namespace)
+    expected = pc.correlate(
+        x.astype(np.float64),
+        w.astype(np.float64),
+        None if b is None else b.astype(np.float64),
+        **kwargs,
+    )
+    bound = error_bound(x, w, b, "float32", kwargs, c=2 * DEFAULT_C)
+    assert_within(to_numpy(namespace["y"]), expected, bound, what=f"{framework}_module of {name}")

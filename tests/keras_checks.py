@@ -11,8 +11,10 @@ from typing import Any
 import keras
 import numpy as np
 from adapter_strategies import (
+    EXPLAIN_PROBLEMS,
     FEW,
     Geometry,
+    assert_module_call_computes_what_polyconv_computes,
     assert_same_function,
     assert_same_spec_and_weights,
     geometries,
@@ -108,6 +110,13 @@ def compare_flags_keras_same_at_stride_2_against_torch_padding_1() -> None:
     assert pc.compare(conv, corrected, (2, 3, 8, 8)).ok
 
 
+def explained_keras_module_computes_what_polyconv_computes() -> None:
+    for name in EXPLAIN_PROBLEMS:
+        assert_module_call_computes_what_polyconv_computes(
+            name, "keras", keras.ops.convert_to_tensor
+        )
+
+
 if __name__ == "__main__":
     testing.load_profile()
     checks = [
@@ -115,6 +124,7 @@ if __name__ == "__main__":
         keras_round_trip_keeps_spec_and_weights_and_computes_the_same,
         keras_refuses_stride_with_dilation_by_name,
         compare_flags_keras_same_at_stride_2_against_torch_padding_1,
+        explained_keras_module_computes_what_polyconv_computes,
     ]
     for check in checks:
         check()

@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 from adapter_strategies import (
+    EXPLAIN_PROBLEMS,
     FEW,
     Geometry,
+    assert_module_call_computes_what_polyconv_computes,
     assert_same_function,
     assert_same_spec_and_weights,
     geometries,
@@ -208,3 +210,24 @@ def test_flax_input_dilation_on_a_forward_conv_is_refused_by_name() -> None:
 def test_from_module_refuses_what_is_not_a_convolution_by_type() -> None:
     with pytest.raises(TypeError, match=r"got torch\.nn\.modules\.linear\.Linear"):
         pc.from_module(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("name", EXPLAIN_PROBLEMS)
+def test_explained_torch_module_computes_what_polyconv_computes(name: str) -> None:
+    assert_module_call_computes_what_polyconv_computes(name, "torch", torch.from_numpy)
+
+
+@pytest.mark.parametrize("name", EXPLAIN_PROBLEMS)
+def test_explained_flax_module_computes_what_polyconv_computes(name: str) -> None:
+    assert_module_call_computes_what_polyconv_computes(name, "flax", jnp.asarray)
+
+
+def test_explain_prints_the_module_calls_and_the_kernel_transpose() -> None:
+    text = pc.explain((2, 3, 8, 8), (4, 3, 3, 3), stride=2, padding="same")
+    assert "torch.nn.Conv2d(3, 4, kernel_size=3, stride=2, bias=False)" in text
+    assert "nnx.Conv(3, 4, kernel_size=(3, 3), strides=(2, 2), padding='SAME'" in text
+    assert 'keras.layers.Conv2D(4, kernel_size=(3, 3), strides=(2, 2), padding="same"' in text
+    assert (
+        "set_value(jnp.transpose(w, (2, 3, 1, 0)))  # (C_out, C_in // groups, kH, kW) -> "
+        "(kH, kW, C_in // groups, C_out)" in text
+    )

@@ -127,7 +127,9 @@ def to_module(layer: object, framework: str) -> Any:
     Where the native layer cannot express the padding (torch has no "same" at a stride above 1
     nor asymmetric pads, Flax and Keras no replicate or symmetric mode...), the result is a small
     native module, ``PaddedConv``, that pads first and applies the native convolution; its
-    docstring and repr say so. :func:`from_module` reads it back.
+    docstring and repr say so. :func:`from_module` reads it back. torch's own reflect and
+    circular padding (used where they express the spec) refuse pads wider than the input, where
+    polyconv's pad any width as ``np.pad`` does.
     """
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
