@@ -5,6 +5,8 @@ from ._api import convolve, corr2d, correlate, correlate_vjp, output_shape
 from ._dispatch import use_backend
 from ._matrix import as_matrix
 from ._spec import CorrSpec, normalize
+from ._transpose_api import convolve_transpose, correlate_transpose, correlate_transpose_vjp
+from ._transpose_spec import TransposeSpec, normalize_transpose
 from .backends import available as backends
 from .explain import explain
 from .layers import Conv1D, Conv2D, Conv3D
@@ -18,17 +20,22 @@ __all__ = [
     "Conv2D",
     "Conv3D",
     "CorrSpec",
+    "TransposeSpec",
     "DivergenceError",
     "VerifyReport",
     "as_matrix",
     "backends",
     "convolve",
+    "convolve_transpose",
     "corr2d",
     "correlate",
+    "correlate_transpose",
+    "correlate_transpose_vjp",
     "correlate_vjp",
     "explain",
     "fit",
     "normalize",
+    "normalize_transpose",
     "output_shape",
     "reference",
     "use_backend",

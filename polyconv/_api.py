@@ -19,6 +19,7 @@ from ._dispatch import (
     select_backend,
 )
 from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._transpose_api import transpose_output_shape
 from .backends import Array, Backend
 
 # A call whose arrays have the types, dtypes, shapes and devices of an earlier call's, with the
@@ -262,8 +263,33 @@ def output_shape(
     dilation: IntOrTuple = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    transpose: bool = False,
+    output_padding: IntOrTuple = 0,
 ) -> tuple[int, ...]:
-    """The shape :func:`correlate` returns for these shapes, computed without arrays."""
+    """The shape :func:`correlate` returns for these shapes, computed without arrays.
+
+    With ``transpose=True``, the shape :func:`correlate_transpose` returns: ``x_shape`` is then
+    the shape of its input ``y``, ``w_shape`` the forward's kernel, and ``output_padding`` is
+    taken (it is an error without ``transpose``).
+    """
+    if transpose is not False and transpose is not True:
+        raise TypeError(f"transpose must be True or False, got {transpose!r}")
+    if transpose:
+        return transpose_output_shape(
+            x_shape,
+            w_shape,
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+        )
+    if output_padding != 0:
+        raise ValueError(
+            f"output_padding={output_padding!r} applies to the transposed operation only; "
+            "pass transpose=True"
+        )
     spec = normalize(
         x_shape,
         w_shape,
