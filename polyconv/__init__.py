@@ -11,6 +11,7 @@ from .backends import available as backends
 from .explain import explain
 from .layers import Conv1D, Conv2D, Conv3D
 from .training import DivergenceError, fit
+from .transposed_layers import ConvTranspose1D, ConvTranspose2D, ConvTranspose3D
 from .verify import VerifyReport, verify
 
 __version__ = "0.1.0"
@@ -19,9 +20,12 @@ __all__ = [
     "Conv1D",
     "Conv2D",
     "Conv3D",
+    "ConvTranspose1D",
+    "ConvTranspose2D",
+    "ConvTranspose3D",
     "CorrSpec",
-    "TransposeSpec",
     "DivergenceError",
+    "TransposeSpec",
     "VerifyReport",
     "as_matrix",
     "backends",

@@ -8,6 +8,7 @@ keywords (``docs/spec.md``, "The transposed correlation"); its size rule and che
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ._dispatch import as_input, convert_inputs, select_backend
 from ._layout_calls import call_in_layouts
@@ -18,20 +19,20 @@ from .backends import Array, Backend
 
 
 def _prepare(
-    arrays: dict[str, object], settings: dict[str, object]
+    arrays: dict[str, object], settings: dict[str, Any]
 ) -> tuple[Backend, dict[str, Array], TransposeSpec]:
     """Inspect, validate and convert; the arrays come back batched and of one dtype."""
     settings = dict(settings)
     backend = settings.pop("backend")
     inputs = [as_input(n, obj) for n, obj in arrays.items() if obj is not None or n != "bias"]
     by_name = {i.name: i for i in inputs}
-    chosen = select_backend(backend, inputs)  # type: ignore[arg-type]
+    chosen = select_backend(backend, inputs)
     spec = normalize_transpose(
         by_name["y"].shape,
         by_name["w"].shape,
         by_name["bias"].shape if "bias" in by_name else None,
         backend=chosen.name,
-        **settings,  # type: ignore[arg-type]
+        **settings,
     )
     if "grad_out" in by_name and by_name["grad_out"].shape != spec.user_out_shape:
         raise ValueError(
@@ -57,7 +58,7 @@ def _settings(
     groups: int,
     padding_mode: str,
     method: str,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     return {
         "backend": backend,
         "stride": stride,
@@ -101,7 +102,7 @@ def correlate_transpose(
     ``kernel_format`` as for :func:`polyconv.correlate`.
     """
     if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
-        return call_in_layouts(  # type: ignore[no-any-return]
+        return call_in_layouts(
             correlate_transpose,
             {"y": y, "w": w, "bias": bias},
             _settings(
@@ -141,7 +142,7 @@ def convolve_transpose(
     """The adjoint in ``x`` of :func:`polyconv.convolve`: :func:`correlate_transpose` with the
     kernel flipped along its spatial axes."""
     if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
-        return call_in_layouts(  # type: ignore[no-any-return]
+        return call_in_layouts(
             convolve_transpose,
             {"y": y, "w": w, "bias": bias},
             _settings(
@@ -183,7 +184,7 @@ def correlate_transpose_vjp(
     """Gradients of ``sum(correlate_transpose(y, w, bias) * grad_out)`` with respect to ``y``,
     ``w`` and ``bias`` (``None`` when ``bias`` is ``None``)."""
     if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
-        return call_in_layouts(  # type: ignore[no-any-return]
+        return call_in_layouts(
             correlate_transpose_vjp,
             {"y": y, "w": w, "bias": bias, "grad_out": grad_out},
             _settings(

@@ -132,7 +132,8 @@ def smallest_input(
     elif padding == "full":
         lo = hi = extent - 1
     else:
-        lo, hi = padding  # type: ignore[misc]
+        assert not isinstance(padding, str)
+        lo, hi = padding
     return (size - 1) * stride + extent - lo - hi
 
 
@@ -231,7 +232,7 @@ def _normalize(
         (y_batched[0], c_in, *sizes),
         w_shape,
         stride=stride_t,
-        padding=padding,
+        padding=padding,  # type: ignore[arg-type]  # checked above
         dilation=dilation_t,
         groups=groups,
         padding_mode=mode,

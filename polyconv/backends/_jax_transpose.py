@@ -13,7 +13,6 @@ backend's whole-image FFT, recomputed directly when not finite (``jax.lax.cond``
 from __future__ import annotations
 
 import functools
-
 from typing import Any
 
 import numpy as np
@@ -147,13 +146,13 @@ def _vjp_traced(
 
     def vjp(method: Any) -> tuple[JaxArray, JaxArray, JaxArray | None]:
         _, pullback = jax.vjp(functools.partial(method, spec=spec, precision=precision), y, w, bias)
-        return pullback(grad_out)  # type: ignore[no-any-return]
+        return pullback(grad_out)
 
     if spec.method != "fft":
         return vjp(_direct)
     grads = vjp(_fft_unchecked)
     finite = jnp.all(jnp.stack([jnp.isfinite(g).all() for g in grads if g is not None]))
-    return jax.lax.cond(finite, lambda: grads, lambda: vjp(_direct))  # type: ignore[no-any-return]
+    return jax.lax.cond(finite, lambda: grads, lambda: vjp(_direct))
 
 
 @functools.cache
@@ -174,7 +173,4 @@ def correlate_transpose(
 def correlate_transpose_vjp(
     y: JaxArray, w: JaxArray, bias: JaxArray | None, grad_out: JaxArray, spec: TransposeSpec
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-    return _jitted()[1](y, w, bias, grad_out, spec=spec, precision=jb._precision.get())  # type: ignore[no-any-return]
-
-
-
+    return _jitted()[1](y, w, bias, grad_out, spec=spec, precision=jb._precision.get())

@@ -59,9 +59,7 @@ def _native_transpose(y: Tensor, w: Tensor, spec: TransposeSpec) -> Tensor:
         (i - 1) * s + e - 2 * p
         for i, s, e, p in zip(spec.y_shape[2:], forward.stride, forward.extents, pads, strict=True)
     ]
-    wanted = [
-        size - 2 * p for size, p in zip(forward.padded_shape, pads, strict=True)
-    ]
+    wanted = [size - 2 * p for size, p in zip(forward.padded_shape, pads, strict=True)]
     missing = [t - b for t, b in zip(wanted, base, strict=True)]
     limits = [max(s, d) for s, d in zip(forward.stride, forward.dilation, strict=True)]
     in_call = tuple(m if m < lim else 0 for m, lim in zip(missing, limits, strict=True))
@@ -149,4 +147,4 @@ def correlate_transpose_vjp(
     if spec.method == "fft" and not tb._grads_finite(grads):
         direct = replace(spec, forward=replace(spec.forward, method="direct"))
         return correlate_transpose_vjp(y, w, bias, grad_out, direct)
-    return grads  # type: ignore[return-value]
+    return grads
