@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _layouts as layouts
 from ._dispatch import (
     Input,
     as_input,
@@ -18,7 +19,17 @@ from ._dispatch import (
     facts_reader,
     select_backend,
 )
+from ._layout_calls import call_in_layouts
+from ._layouts import (
+    CHANNELS_FIRST,
+    check_format,
+    data_to_first,
+    data_to_last,
+    kernel_to_first,
+    permuted,
+)
 from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._transpose_api import transpose_output_shape
 from .backends import Array, Backend
 
 # A call whose arrays have the types, dtypes, shapes and devices of an earlier call's, with the
@@ -130,6 +141,8 @@ def correlate(
     padding_mode: str = "zeros",
     method: str = "auto",
     backend: str | None = None,
+    data_format: str = CHANNELS_FIRST,
+    kernel_format: str = CHANNELS_FIRST,
 ) -> Array:
     """Cross-correlation ``y[n, o, i] = bias[o] + sum_{c, k} w[o, c, k] * x_pad[n, c', i*s + k*d]``.
 
@@ -139,7 +152,12 @@ def correlate(
     kernels on large inputs, its rounding error bounded by norms rather than per element) or
     ``"auto"``, the faster of the two by the backend's cost model (``docs/benchmarks.md``).
     See ``docs/spec.md`` for padding forms and modes, dtypes and backend selection.
+    ``data_format="channels_last"`` takes ``x`` as ``(N, *spatial, C_in)`` (or
+    ``(*spatial, C_in)``) and returns ``y`` likewise; ``kernel_format="channels_last"`` takes
+    ``w`` as ``(*kernel, C_in // groups, C_out)`` (Flax, Keras, TensorFlow).
     """
+    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
+        return _in_layouts(correlate, locals(), ("x",), ("data",))
     settings = (backend, stride, padding, dilation, groups, padding_mode, method)
     route = call_route(settings, x, w, bias)
     known = _ROUTES.get(route)  # type: ignore[arg-type]  # (None is never a key)
@@ -199,8 +217,12 @@ def convolve(
     padding_mode: str = "zeros",
     method: str = "auto",
     backend: str | None = None,
+    data_format: str = CHANNELS_FIRST,
+    kernel_format: str = CHANNELS_FIRST,
 ) -> Array:
     """True convolution: :func:`correlate` with the kernel flipped along its spatial axes."""
+    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
+        return _in_layouts(convolve, locals(), ("x",), ("data",))
     settings = (backend, stride, padding, dilation, groups, padding_mode, method)
     arrays = {"x": x, "w": w, "bias": bias}
     chosen, a, spec = _prepare(arrays, settings, call_signature(tuple(arrays.values()), settings))
@@ -222,16 +244,49 @@ def correlate_vjp(
     padding_mode: str = "zeros",
     method: str = "auto",
     backend: str | None = None,
+    data_format: str = CHANNELS_FIRST,
+    kernel_format: str = CHANNELS_FIRST,
 ) -> tuple[Array, Array, Array | None]:
     """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to ``x``, ``w``, ``bias``.
 
-    ``grad_bias`` is ``None`` when ``bias`` is ``None``.
+    ``grad_bias`` is ``None`` when ``bias`` is ``None``. The gradients come back in the
+    layouts of ``x`` and ``w`` (``data_format``, ``kernel_format``).
     """
+    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
+        return _in_layouts(correlate_vjp, locals(), ("x", "grad_y"), ("data", "kernel", None))
     settings = (backend, stride, padding, dilation, groups, padding_mode, method)
     arrays = {"x": x, "w": w, "bias": bias, "grad_y": grad_y}
     chosen, a, spec = _prepare(arrays, settings, call_signature(tuple(arrays.values()), settings))
     grad_x, grad_w, grad_bias = chosen.correlate_vjp(a["x"], a["w"], a["bias"], a["grad_y"], spec)
     return (grad_x if spec.batched else grad_x[0, ...]), grad_w, grad_bias
+
+
+_ARRAY_ARGUMENTS = ("x", "w", "bias", "grad_y")
+
+
+def _in_layouts(
+    fn: Callable[..., Any],
+    arguments: dict[str, Any],
+    data: tuple[str, ...],
+    results: tuple[str | None, ...],
+) -> Any:
+    """``fn`` called channels first on the arguments of a call in other layouts."""
+    arrays = {k: v for k, v in arguments.items() if k in _ARRAY_ARGUMENTS}
+    options = {
+        k: v
+        for k, v in arguments.items()
+        if k not in _ARRAY_ARGUMENTS and k not in ("data_format", "kernel_format")
+    }
+    return call_in_layouts(
+        fn,
+        arrays,
+        options,
+        data_format=arguments["data_format"],
+        kernel_format=arguments["kernel_format"],
+        data=data,
+        kernel="w",
+        results=results,
+    )
 
 
 def corr2d(X: object, K: object, *, backend: str | None = None) -> Array:
@@ -262,8 +317,54 @@ def output_shape(
     dilation: IntOrTuple = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    transpose: bool = False,
+    output_padding: IntOrTuple = 0,
+    data_format: str = CHANNELS_FIRST,
+    kernel_format: str = CHANNELS_FIRST,
 ) -> tuple[int, ...]:
-    """The shape :func:`correlate` returns for these shapes, computed without arrays."""
+    """The shape :func:`correlate` returns for these shapes, computed without arrays.
+
+    With ``transpose=True``, the shape :func:`correlate_transpose` returns: ``x_shape`` is then
+    the shape of its input ``y``, ``w_shape`` the forward's kernel, and ``output_padding`` is
+    taken (it is an error without ``transpose``). ``data_format`` and ``kernel_format`` say the
+    layouts of the shapes given, and the result is in ``data_format``.
+    """
+    if transpose is not False and transpose is not True:
+        raise TypeError(f"transpose must be True or False, got {transpose!r}")
+    data_format = check_format(data_format, "data_format")
+    kernel_format = check_format(kernel_format, "kernel_format")
+    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
+        return _output_shape_in_layouts(
+            x_shape,
+            w_shape,
+            data_format,
+            kernel_format,
+            dict(
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                padding_mode=padding_mode,
+                transpose=transpose,
+                output_padding=output_padding,
+            ),
+        )
+    if transpose:
+        return transpose_output_shape(
+            x_shape,
+            w_shape,
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+        )
+    if output_padding != 0:
+        raise ValueError(
+            f"output_padding={output_padding!r} applies to the transposed operation only; "
+            "pass transpose=True"
+        )
     spec = normalize(
         x_shape,
         w_shape,
@@ -274,3 +375,32 @@ def output_shape(
         padding_mode=padding_mode,
     )
     return spec.user_out_shape
+
+
+def _output_shape_in_layouts(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    data_format: str,
+    kernel_format: str,
+    options: dict[str, Any],
+) -> tuple[int, ...]:
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    layouts.check_channels(
+        "y" if options["transpose"] else "x",
+        x_shape,
+        w_shape,
+        data_format=data_format,
+        kernel_format=kernel_format,
+        groups=options["groups"],
+        transpose=options["transpose"],
+    )
+    rank = len(w_shape) - 2
+    batched = len(x_shape) == rank + 2
+    if data_format != CHANNELS_FIRST and rank >= 1 and len(x_shape) in (rank + 1, rank + 2):
+        x_shape = permuted(x_shape, data_to_first(len(x_shape), batched))
+    if kernel_format != CHANNELS_FIRST and rank >= 1:
+        w_shape = permuted(w_shape, kernel_to_first(len(w_shape)))
+    shape = output_shape(x_shape, w_shape, **options)
+    if data_format != CHANNELS_FIRST and len(shape) in (rank + 1, rank + 2):
+        shape = permuted(shape, data_to_last(len(shape), batched))
+    return shape

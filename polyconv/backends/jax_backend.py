@@ -57,6 +57,7 @@ import numpy as np
 
 from .._padding import pad_indices
 from .._spec import CorrSpec
+from .._transpose_spec import TransposeSpec
 from ._fft_whole import kernel_taps, output_window, whole_image_fft
 from ._interface import Backend
 from ._precision import PrecisionSetting
@@ -388,3 +389,22 @@ class JaxBackend(Backend):
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return _jax().jit(fn)
+
+    def correlate_transpose(
+        self, y: JaxArray, w: JaxArray, bias: JaxArray | None, spec: TransposeSpec
+    ) -> JaxArray:
+        from . import _jax_transpose  # it builds on this module's helpers
+
+        return _jax_transpose.correlate_transpose(y, w, bias, spec)
+
+    def correlate_transpose_vjp(
+        self,
+        y: JaxArray,
+        w: JaxArray,
+        bias: JaxArray | None,
+        grad_out: JaxArray,
+        spec: TransposeSpec,
+    ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
+        from . import _jax_transpose
+
+        return _jax_transpose.correlate_transpose_vjp(y, w, bias, grad_out, spec)

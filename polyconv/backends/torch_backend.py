@@ -55,6 +55,7 @@ import numpy as np
 
 from .._padding import pad_indices
 from .._spec import CorrSpec
+from .._transpose_spec import TransposeSpec
 from ._fft_whole import kernel_taps, output_window, whole_image_fft
 from ._interface import Backend
 from ._precision import PrecisionSetting
@@ -458,3 +459,22 @@ class TorchBackend(Backend):
         spec: CorrSpec,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         return _vjp(x, w, bias, grad_y, spec)
+
+    def correlate_transpose(
+        self, y: Tensor, w: Tensor, bias: Tensor | None, spec: TransposeSpec
+    ) -> Tensor:
+        from . import _torch_transpose  # it builds on this module's helpers
+
+        return _torch_transpose.correlate_transpose(y, w, bias, spec)
+
+    def correlate_transpose_vjp(
+        self, y: Tensor, w: Tensor, bias: Tensor | None, grad_out: Tensor, spec: TransposeSpec
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        from . import _torch_transpose
+
+        return _torch_transpose.correlate_transpose_vjp(y, w, bias, grad_out, spec)
+
+    def permute(self, a: Tensor, axes: tuple[int, ...]) -> Tensor:
+        # A view: a channels-last tensor read channels first is in torch.channels_last memory
+        # format, which the native convolutions take as it is.
+        return a.permute(axes)
