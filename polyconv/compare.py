@@ -83,24 +83,32 @@ def _run(module: object, description: ConvDescription, x: np.ndarray, g: np.ndar
     from ._api import correlate_vjp
 
     assert isinstance(module, _ConvND)
-    layer = module
+    layer, backend = module, module.backend
+    # The forward in the layer's own layout; the gradients channels-first, from its parameters.
     last = description.data_format == "channels_last"
-    x_in = np.moveaxis(x, 1, -1) if last else x
-    g_in = np.moveaxis(g, 1, -1) if last else g
-    backend = layer.backend
-    y = to_numpy(layer(backend.convert(np.ascontiguousarray(x_in), x.dtype.name, layer.weight)))
+    y = to_numpy(
+        layer(
+            backend.convert(
+                np.ascontiguousarray(np.moveaxis(x, 1, -1) if last else x), x.dtype.name, None
+            )
+        )
+    )
+    if last:
+        y = np.moveaxis(y, -1, 1)
     grads = correlate_vjp(
-        backend.convert(np.ascontiguousarray(x_in), x.dtype.name, layer.weight),
-        layer.weight,
-        layer.bias,
-        backend.convert(np.ascontiguousarray(g_in), g.dtype.name, layer.weight),
+        backend.convert(x, x.dtype.name, None),
+        layer.params.weight,
+        layer.params.bias,
+        backend.convert(g, g.dtype.name, None),
         backend=backend.name,
         **layer.options,
     )
-    grad_x = to_numpy(grads[0])
-    if last:
-        y, grad_x = np.moveaxis(y, -1, 1), np.moveaxis(grad_x, -1, 1)
-    return y, grad_x, to_numpy(grads[1]), None if grads[2] is None else to_numpy(grads[2])
+    return (
+        y,
+        to_numpy(grads[0]),
+        to_numpy(grads[1]),
+        None if grads[2] is None else to_numpy(grads[2]),
+    )
 
 
 def _pairs_text(pairs: tuple[tuple[int, int], ...]) -> str:

@@ -21,11 +21,14 @@ from adapter_strategies import (
     layers,
     random_input,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import polyconv as pc
 from polyconv import testing
+
+# Keras builds every layer eagerly and slowly: fewer examples than the other adapters' tests.
+KERAS_FEW = settings(FEW, max_examples=4)
 
 
 @st.composite
@@ -58,7 +61,7 @@ def keras_layers(draw: st.DrawFn) -> tuple[Any, Geometry]:
     return layer, g
 
 
-@FEW
+@KERAS_FEW
 @given(keras_layers())
 def from_keras_layer_computes_what_the_layer_computes(drawn: tuple[Any, Geometry]) -> None:
     module, g = drawn
@@ -70,7 +73,7 @@ def from_keras_layer_computes_what_the_layer_computes(drawn: tuple[Any, Geometry
     assert_same_function(module(x), layer(x), layer, x_first)
 
 
-@FEW
+@KERAS_FEW
 @given(layers("numpy"))
 def keras_round_trip_keeps_spec_and_weights_and_computes_the_same(
     drawn: tuple[Any, Geometry],

@@ -15,7 +15,7 @@ import sys
 import polyconv as pc
 
 # Heavy or optional modules a NumPy user must never pay for.
-NOT_IMPORTED = ("torch", "jax", "jaxlib", "scipy", "hypothesis", "matplotlib")
+NOT_IMPORTED = ("torch", "jax", "jaxlib", "scipy", "hypothesis", "matplotlib", "flax", "keras")
 
 # The built-in backends and the framework each needs.
 BUILTIN_FRAMEWORKS = {"numpy": "numpy", "torch": "torch", "jax": "jax"}

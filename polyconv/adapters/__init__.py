@@ -70,8 +70,8 @@ def _describe_layer(layer: _ConvND) -> ConvDescription:
         dilation=layer.dilation,
         groups=layer.groups,
         padding_mode=layer.padding_mode,
-        data_format=getattr(layer, "data_format", "channels_first"),
-        weight=np.asarray(backend.to_numpy(layer.weight)),
+        data_format=layer.data_format,
+        weight=np.asarray(backend.to_numpy(layer.params.weight)),
         bias=bias,
         native_padding=repr(layer.padding),
     )
@@ -79,9 +79,6 @@ def _describe_layer(layer: _ConvND) -> ConvDescription:
 
 def layer_from(description: ConvDescription) -> _ConvND:
     """The polyconv layer of ``description``, on its backend, with its weights."""
-    options: dict[str, Any] = {}
-    if description.data_format != "channels_first":
-        options["data_format"] = description.data_format
     layer = _LAYERS[description.rank](
         description.kernel_size,
         in_channels=description.in_channels,
@@ -94,7 +91,7 @@ def layer_from(description: ConvDescription) -> _ConvND:
         bias=description.bias is not None,
         backend=description.backend,
         dtype=description.dtype,
-        **options,
+        data_format=description.data_format,
     )
     layer.weight = description.weight
     if description.bias is not None:
