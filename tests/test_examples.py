@@ -102,3 +102,19 @@ def test_hand_built_matrix_is_the_correlation_on_a_non_square_image() -> None:
     image = np.arange(20.0).reshape(4, 5)
     expected = reference.correlate(image[None], kernel[None, None]).ravel()
     np.testing.assert_array_equal(build(kernel, 4, 5) @ image.ravel(), expected)
+
+
+def test_porting_a_model_finds_the_same_padding_mistake_and_passes_the_corrected_port(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for framework in ("torch", "flax"):
+        pytest.importorskip(framework)
+    assert _run("porting_a_model") == 0
+    out = capsys.readouterr().out
+    first_try, corrected, model = out.split("== ")[1:]
+    assert "layer 1: FAIL" in first_try and "layer 2: ok" in first_try
+    assert "flax padding='SAME' at stride 2 pads (0, 1)" in first_try
+    assert corrected.count(": ok") == 3
+    differences = re.findall(r"max \|difference\| ([\d.e+-]+)", model)
+    assert len(differences) == 2 and all(float(d) < 1e-5 for d in differences)
+    assert "corrected port: all three layers agree" in model
