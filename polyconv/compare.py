@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import reference
-from ._bounds import error_bound, to_numpy, vjp_error_bounds
+from ._bounds import DEFAULT_C, eps, error_bound, to_numpy, vjp_error_bounds
 from ._dtypes import FLOAT_DTYPES
+from ._transpose_spec import normalize_transpose
 from .adapters import describe, framework_of
 from .adapters._description import ConvDescription
 from .backends import get
@@ -81,8 +82,10 @@ def _run(module: object, description: ConvDescription, x: np.ndarray, g: np.ndar
         results: _Results = _adapter(framework).run(module, x, g)
         return results
     from ._api import correlate_vjp
+    from ._transpose_api import correlate_transpose_vjp
 
     assert isinstance(module, _ConvND)
+    vjp = correlate_transpose_vjp if description.transpose else correlate_vjp
     layer, backend = module, module.backend
     # The forward in the layer's own layout; the gradients channels-first, from its parameters.
     last = description.data_format == "channels_last"
@@ -95,7 +98,7 @@ def _run(module: object, description: ConvDescription, x: np.ndarray, g: np.ndar
     )
     if last:
         y = np.moveaxis(y, -1, 1)
-    grads = correlate_vjp(
+    grads = vjp(
         backend.convert(x, x.dtype.name, None),
         layer.params.weight,
         layer.params.bias,
@@ -182,6 +185,74 @@ def _is_permutation(ours: np.ndarray, theirs: np.ndarray) -> bool:
     return bool(np.array_equal(np.sort(ours, axis=None), np.sort(theirs, axis=None)))
 
 
+_Reference = tuple[tuple[np.ndarray, ...], tuple[np.ndarray | None, ...]]
+
+
+def _forward_reference(
+    layer: ConvDescription, x: np.ndarray, g: np.ndarray | None, dtype: str
+) -> _Reference:
+    """The float64 result and gradients of a forward layer, and their error bounds (only the
+    result when ``g`` is ``None``)."""
+    w, b = layer.weight.astype(np.float64), _float64(layer.bias)
+    kwargs = layer.correlate_kwargs()
+    y = reference.correlate(x, w, b, **kwargs)
+    if g is None:
+        return (y,), ()
+    expected = (y, *reference.correlate_vjp(x, w, b, g, **kwargs))
+    bounds = (error_bound(x, w, b, dtype, kwargs), *vjp_error_bounds(x, w, b, g, dtype, kwargs))
+    return expected, bounds
+
+
+def _transpose_reference(
+    layer: ConvDescription, y: np.ndarray, g: np.ndarray | None, dtype: str
+) -> _Reference:
+    """The same for a transposed layer, through the adjoint of its forward correlation: its
+    result is the forward's ``grad_x`` for ``grad_y = y``; its input's gradient is the forward
+    of ``g``; its weight's gradient the forward's ``grad_w`` at ``x = g``, ``grad_y = y``."""
+    w, b = layer.weight.astype(np.float64), _float64(layer.bias)
+    spec = normalize_transpose(y.shape, w.shape, None, **layer.correlate_kwargs()).forward
+    kwargs = {
+        "stride": spec.stride,
+        "padding": spec.padding,
+        "dilation": spec.dilation,
+        "groups": spec.groups,
+        "padding_mode": spec.padding_mode,
+    }
+    # Forward outputs beyond y's (output_padding >= stride) read nothing of y: zeros there.
+    y_full = np.zeros(spec.out_shape)
+    y_full[tuple(slice(0, n) for n in y.shape)] = y
+    zeros = np.zeros(spec.x_shape)
+    channels = (1, -1) + (1,) * spec.rank
+    out = reference.correlate_vjp(zeros, w, None, y_full, **kwargs)[0]
+    if b is not None:
+        out = out + b.reshape(channels)
+    if g is None:
+        return (out,), ()
+    crop = tuple(slice(0, n) for n in y.shape)
+    grad_y = reference.correlate(g, w, None, **kwargs)[crop]
+    grad_w = reference.correlate_vjp(g, w, None, y_full, **kwargs)[1]
+    axes = (0, *range(2, g.ndim))
+    grad_b = None if b is None else g.sum(axis=axes)
+    scale = DEFAULT_C * eps(dtype)
+    bound_out = vjp_error_bounds(g, w, None, y_full, dtype, kwargs)[0]
+    if b is not None:  # one more rounded addition
+        bound_out = bound_out + scale * (np.abs(out) + np.abs(b).reshape(channels))
+    bound_b = None
+    if b is not None:
+        bound_b = scale * (g.size // g.shape[1]) * np.abs(g).sum(axis=axes)
+    bounds = (
+        bound_out,
+        error_bound(g, w, None, dtype, kwargs)[crop],
+        vjp_error_bounds(g, w, None, y_full, dtype, kwargs)[1],
+        bound_b,
+    )
+    return (out, grad_y, grad_w, grad_b), bounds
+
+
+def _float64(array: np.ndarray | None) -> np.ndarray | None:
+    return None if array is None else array.astype(np.float64)
+
+
 def _values(rng: np.random.Generator, shape: Sequence[int], dtype: str) -> np.ndarray:
     return rng.uniform(-1.0, 1.0, tuple(shape)).astype(dtype)
 
@@ -218,17 +289,10 @@ def compare(
         )
     rng = np.random.default_rng(seed)
     x = _values(rng, shape, dtype)
-    x64, w64 = x.astype(np.float64), first.weight.astype(np.float64)
-    b64 = None if first.bias is None else first.bias.astype(np.float64)
-    kwargs = first.correlate_kwargs()
-    expected_y = reference.correlate(x64, w64, b64, **kwargs)
-    g = _values(rng, expected_y.shape, dtype)
-    g64 = g.astype(np.float64)
-    expected = (expected_y, *reference.correlate_vjp(x64, w64, b64, g64, **kwargs))
-    bounds = (
-        error_bound(x64, w64, b64, dtype, kwargs),
-        *vjp_error_bounds(x64, w64, b64, g64, dtype, kwargs),
-    )
+    reference_of = _transpose_reference if first.transpose else _forward_reference
+    out_shape = reference_of(first, x.astype(np.float64), None, dtype)[0][0].shape
+    g = _values(rng, out_shape, dtype)
+    expected, bounds = reference_of(first, x.astype(np.float64), g.astype(np.float64), dtype)
     numpy_backend = get("numpy")
     sides = []
     for module, description in zip((a, b), descriptions, strict=True):

@@ -119,8 +119,10 @@ def assert_same_function(native_y: object, layer_y: object, layer: Any, x: np.nd
 
 def assert_same_spec_and_weights(first: Any, second: Any, x_shape: tuple[int, ...]) -> None:
     a, b = describe(first), describe(second)
-    spec_a = pc.normalize(x_shape, a.weight.shape, **a.correlate_kwargs())
-    spec_b = pc.normalize(x_shape, b.weight.shape, **b.correlate_kwargs())
+    assert a.transpose == b.transpose
+    normalize = pc.normalize_transpose if a.transpose else pc.normalize
+    spec_a = normalize(x_shape, a.weight.shape, **a.correlate_kwargs())
+    spec_b = normalize(x_shape, b.weight.shape, **b.correlate_kwargs())
     assert spec_a == spec_b
     np.testing.assert_array_equal(a.weight, b.weight)
     if a.bias is None:

@@ -231,3 +231,47 @@ def test_explain_prints_the_module_calls_and_the_kernel_transpose() -> None:
         "set_value(jnp.transpose(w, (2, 3, 1, 0)))  # (C_out, C_in // groups, kH, kW) -> "
         "(kH, kW, C_in // groups, C_out)" in text
     )
+
+
+@st.composite
+def torch_transposed_modules(draw: st.DrawFn) -> tuple[Any, Geometry]:
+    g = draw(geometries())
+    output_padding = tuple(
+        draw(st.integers(0, max(s, d) - 1)) for s, d in zip(g.stride, g.dilation, strict=True)
+    )
+    cls = {1: torch.nn.ConvTranspose1d, 2: torch.nn.ConvTranspose2d}[g.rank]
+    torch.manual_seed(draw(st.integers(0, 100)))
+    module = cls(
+        g.in_channels,
+        g.out_channels,
+        g.kernel_size,
+        stride=g.stride,
+        padding=draw(st.integers(0, 1)),
+        output_padding=output_padding,
+        dilation=g.dilation,
+        groups=g.groups,
+        bias=g.bias,
+    )
+    return module, g
+
+
+@FEW
+@given(torch_transposed_modules())
+def test_from_torch_transposed_module_computes_what_it_computes_forward_and_backward(
+    drawn: tuple[Any, Geometry],
+) -> None:
+    module, g = drawn
+    layer = pc.from_module(module)
+    assert isinstance(layer, pc.ConvTranspose1D | pc.ConvTranspose2D)
+    report = pc.compare(module, layer, g.x_shape)
+    assert report.ok, str(report)
+    assert report.differences == ()
+    back = layer.to_module("torch")
+    assert type(back) is type(module) and back.output_padding == module.output_padding
+    assert_same_spec_and_weights(module, back, g.x_shape)
+
+
+def test_torch_has_no_module_for_an_asymmetric_transposed_padding_and_says_so() -> None:
+    layer = pc.ConvTranspose1D(3, stride=2, padding=((0, 1),))
+    with pytest.raises(ValueError, match=r"ConvTranspose1d pads both ends of an axis alike"):
+        layer.to_module("torch")

@@ -16,12 +16,20 @@ from typing import Any
 import numpy as np
 
 from ..layers import Conv1D, Conv2D, Conv3D, _ConvND
+from ..transposed_layers import ConvTranspose1D, ConvTranspose2D, ConvTranspose3D, _ConvTransposeND
 from ._description import ConvDescription
 
 __all__ = ["FRAMEWORKS", "ConvDescription", "describe", "from_module", "to_module"]
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "flax", "keras")
-_LAYERS: dict[int, type[_ConvND]] = {1: Conv1D, 2: Conv2D, 3: Conv3D}
+_LAYERS: dict[tuple[bool, int], type[_ConvND]] = {
+    (False, 1): Conv1D,
+    (False, 2): Conv2D,
+    (False, 3): Conv3D,
+    (True, 1): ConvTranspose1D,
+    (True, 2): ConvTranspose2D,
+    (True, 3): ConvTranspose3D,
+}
 
 
 def _adapter(framework: str) -> ModuleType:
@@ -74,12 +82,17 @@ def _describe_layer(layer: _ConvND) -> ConvDescription:
         weight=np.asarray(backend.to_numpy(layer.params.weight)),
         bias=bias,
         native_padding=repr(layer.padding),
+        transpose=isinstance(layer, _ConvTransposeND),
+        output_padding=getattr(layer, "output_padding", None),
     )
 
 
 def layer_from(description: ConvDescription) -> _ConvND:
     """The polyconv layer of ``description``, on its backend, with its weights."""
-    layer = _LAYERS[description.rank](
+    options: dict[str, Any] = {}
+    if description.transpose:
+        options["output_padding"] = description.output_padding
+    layer = _LAYERS[description.transpose, description.rank](
         description.kernel_size,
         in_channels=description.in_channels,
         out_channels=description.out_channels,
@@ -92,6 +105,7 @@ def layer_from(description: ConvDescription) -> _ConvND:
         backend=description.backend,
         dtype=description.dtype,
         data_format=description.data_format,
+        **options,
     )
     layer.weight = description.weight
     if description.bias is not None:

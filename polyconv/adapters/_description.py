@@ -16,6 +16,7 @@ import numpy as np
 
 from .._padding import pad_indices
 from .._spec import normalize
+from .._transpose_spec import normalize_transpose
 
 DATA_FORMATS: tuple[str, ...] = ("channels_first", "channels_last")
 ArrayT = TypeVar("ArrayT")
@@ -28,7 +29,10 @@ class ConvDescription:
     ``padding`` is polyconv's: ``"valid"``, ``"same"``, ``"full"`` or ``(lo, hi)`` pairs per
     spatial axis. ``native_padding`` is how the module's framework spells it (for messages).
     ``weight`` is ``(out_channels, in_channels // groups, *kernel_size)`` and ``bias``
-    ``(out_channels,)`` or ``None``, as NumPy arrays of the module's dtype.
+    ``(out_channels,)`` or ``None``, as NumPy arrays of the module's dtype. A transposed
+    convolution (``transpose=True``) is the adjoint of the forward correlation that ``padding``,
+    ``stride``, ``dilation`` and ``groups`` describe (polyconv's ``correlate_transpose``): its
+    weight has that forward's layout, ``(in_channels, out_channels // groups, *kernel_size)``.
     """
 
     framework: str
@@ -58,17 +62,25 @@ class ConvDescription:
         return f"{'transposed ' if self.transpose else ''}{self.rank}-D convolution"
 
     def correlate_kwargs(self) -> dict[str, Any]:
-        """The keywords of :func:`polyconv.correlate` this layer computes with."""
-        return {
+        """The keywords of :func:`polyconv.correlate` (or of ``correlate_transpose``, with
+        ``output_padding``) this layer computes with."""
+        kwargs: dict[str, Any] = {
             "stride": self.stride,
             "padding": self.padding,
             "dilation": self.dilation,
             "groups": self.groups,
             "padding_mode": self.padding_mode,
         }
+        if self.transpose:
+            kwargs["output_padding"] = self.output_padding
+        return kwargs
 
     def padding_at(self, x_shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
-        """The ``(lo, hi)`` pairs per spatial axis for a channels-first input of ``x_shape``."""
+        """The ``(lo, hi)`` pairs per spatial axis (of the forward correlation, for a transposed
+        layer) for a channels-first input of ``x_shape``."""
+        if self.transpose:
+            kwargs = self.correlate_kwargs()
+            return normalize_transpose(x_shape, self.weight.shape, **kwargs).forward.padding
         return normalize(x_shape, self.weight.shape, **self.correlate_kwargs()).padding
 
 

@@ -17,9 +17,15 @@ FRAMEWORK = "torch"
 _NATIVE_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
-def _conv_classes() -> dict[int, Any]:
+def _conv_classes(transpose: bool = False) -> dict[int, Any]:
     import torch
 
+    if transpose:
+        return {
+            1: torch.nn.ConvTranspose1d,
+            2: torch.nn.ConvTranspose2d,
+            3: torch.nn.ConvTranspose3d,
+        }
     return {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
 
 
@@ -87,7 +93,8 @@ def owns(module: object) -> bool:
     import torch
 
     conv = getattr(module, "conv", None) if getattr(module, "polyconv_padded", False) else module
-    return isinstance(conv, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))
+    classes = (*_conv_classes().values(), *_conv_classes(transpose=True).values())
+    return isinstance(conv, classes) and not isinstance(conv, torch.nn.modules.lazy.LazyModuleMixin)
 
 
 def describe(module: Any) -> ConvDescription:
@@ -95,6 +102,7 @@ def describe(module: Any) -> ConvDescription:
     padded = getattr(module, "polyconv_padded", False)
     conv = module.conv if padded else module
     rank = rank_of(conv)
+    transpose = isinstance(conv, tuple(_conv_classes(transpose=True).values()))
     if padded:
         padding, mode = module.padding, module.padding_mode
         native = f"{padding!r} by polyconv's PaddedConv"
@@ -121,11 +129,23 @@ def describe(module: Any) -> ConvDescription:
         weight=_numpy(conv.weight),
         bias=None if conv.bias is None else _numpy(conv.bias),
         native_padding=native,
+        transpose=transpose,
+        output_padding=tuple(conv.output_padding) if transpose else None,
     )
 
 
 def _native_padding(description: ConvDescription) -> str | tuple[int, ...] | None:
     """What ``torch.nn.ConvNd(padding=...)`` takes for this description, or ``None``."""
+    if description.transpose:
+        # ConvTransposeNd pads ints only (both ends alike), in zeros only.
+        pairs = explicit_pairs(description)
+        if (
+            description.padding_mode != "zeros"
+            or pairs is None
+            or any(lo != hi for lo, hi in pairs)
+        ):
+            return None
+        return tuple(lo for lo, _ in pairs)
     if description.padding_mode not in _NATIVE_MODES:
         return None
     if description.padding in ("valid", "same") and set(description.stride) == {1}:
@@ -142,7 +162,17 @@ def build(description: ConvDescription) -> Any:
     import torch
 
     native = _native_padding(description)
-    conv = _conv_classes()[description.rank](
+    options: dict[str, Any] = {}
+    if description.transpose:
+        if native is None:
+            raise ValueError(
+                f"torch.nn.ConvTranspose{description.rank}d pads both ends of an axis alike, "
+                f"with zeros; this layer's padding={description.padding!r}, padding_mode="
+                f"{description.padding_mode!r} has no torch module (polyconv computes it: "
+                "pc.correlate_transpose)"
+            )
+        options["output_padding"] = description.output_padding
+    conv = _conv_classes(description.transpose)[description.rank](
         description.in_channels,
         description.out_channels,
         description.kernel_size,
@@ -153,6 +183,7 @@ def build(description: ConvDescription) -> Any:
         bias=description.bias is not None,
         padding_mode="zeros" if native is None else description.padding_mode,
         dtype=getattr(torch, description.dtype),
+        **options,
     )
     with torch.no_grad():
         conv.weight.copy_(torch.from_numpy(description.weight))
