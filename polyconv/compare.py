@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -185,7 +186,7 @@ def _is_permutation(ours: np.ndarray, theirs: np.ndarray) -> bool:
     return bool(np.array_equal(np.sort(ours, axis=None), np.sort(theirs, axis=None)))
 
 
-_Reference = tuple[tuple[np.ndarray, ...], tuple[np.ndarray | None, ...]]
+_Reference = tuple[tuple[np.ndarray | None, ...], tuple[np.ndarray | None, ...]]
 
 
 def _forward_reference(
@@ -211,7 +212,7 @@ def _transpose_reference(
     of ``g``; its weight's gradient the forward's ``grad_w`` at ``x = g``, ``grad_y = y``."""
     w, b = layer.weight.astype(np.float64), _float64(layer.bias)
     spec = normalize_transpose(y.shape, w.shape, None, **layer.correlate_kwargs()).forward
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "stride": spec.stride,
         "padding": spec.padding,
         "dilation": spec.dilation,
@@ -290,7 +291,9 @@ def compare(
     rng = np.random.default_rng(seed)
     x = _values(rng, shape, dtype)
     reference_of = _transpose_reference if first.transpose else _forward_reference
-    out_shape = reference_of(first, x.astype(np.float64), None, dtype)[0][0].shape
+    result = reference_of(first, x.astype(np.float64), None, dtype)[0][0]
+    assert result is not None
+    out_shape = result.shape
     g = _values(rng, out_shape, dtype)
     expected, bounds = reference_of(first, x.astype(np.float64), g.astype(np.float64), dtype)
     numpy_backend = get("numpy")
