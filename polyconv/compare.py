@@ -22,7 +22,7 @@ from ._bounds import DEFAULT_C, eps, error_bound, to_numpy, vjp_error_bounds
 from ._dtypes import FLOAT_DTYPES
 from ._transpose_spec import normalize_transpose
 from .adapters import describe, framework_of
-from .adapters._description import ConvDescription
+from .adapters._description import ConvDescription, effective_padding
 from .backends import get
 from .layers import _ConvND
 from .verify import RESULTS, Check, _check
@@ -131,6 +131,8 @@ def _padding_text(description: ConvDescription, x_shape: tuple[int, ...]) -> str
         text += f" of the input size {_compact(x_shape[2:])} (the odd pad goes at the end)"
     if description.padding_mode != "zeros":
         text += f" in mode {description.padding_mode!r}"
+    if description.transpose:
+        text += f" of the forward, output_padding {_compact(description.output_padding or (0,))}"
     return text
 
 
@@ -149,15 +151,12 @@ def _differences(a: ConvDescription, b: ConvDescription, x_shape: tuple[int, ...
         ours, theirs = getattr(a, field), getattr(b, field)
         if ours != theirs:
             found.append(f"{field}: {names[0]} {ours}; {names[1]} {theirs}")
-    if a.output_padding != b.output_padding:
-        found.append(
-            f"output_padding: {names[0]} {a.output_padding}; {names[1]} {b.output_padding}"
-        )
     try:
-        same_padding = a.padding_at(x_shape) == b.padding_at(x_shape)
+        same_padding = effective_padding(a, x_shape) == effective_padding(b, x_shape)
     except ValueError:  # b cannot take this input at all: the checks say how
         same_padding = True
-    if not same_padding or a.padding_mode != b.padding_mode:
+    pads_read = any(p for pair in a.padding_at(x_shape) for p in pair)
+    if not same_padding or (a.padding_mode != b.padding_mode and pads_read):
         found.append(f"padding: {_padding_text(a, x_shape)}; {_padding_text(b, x_shape)}")
     if (a.bias is None) != (b.bias is None):
         found.append(
@@ -177,7 +176,10 @@ def _differences(a: ConvDescription, b: ConvDescription, x_shape: tuple[int, ...
             worst = float(np.max(np.abs(ours.astype(np.float64) - theirs.astype(np.float64))))
             hint = ""
             if field == "weight" and _is_permutation(ours, theirs):
-                hint = "; the same values in another order: a kernel copied without its transpose?"
+                hint = (
+                    "; the same values in another order: a kernel copied without its transpose"
+                    " (or, for a transposed convolution, its flip)?"
+                )
             found.append(f"{field}: values differ by up to {worst:.3g}{hint}")
     return found
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import polyconv as pc
 from polyconv.adapters import describe
+from polyconv.adapters._description import effective_padding
 from polyconv.testing import DEFAULT_C, assert_within, error_bound, to_numpy
 
 # Each example builds native modules and runs the float64 reference: a few draw enough.
@@ -120,10 +121,11 @@ def assert_same_function(native_y: object, layer_y: object, layer: Any, x: np.nd
 def assert_same_spec_and_weights(first: Any, second: Any, x_shape: tuple[int, ...]) -> None:
     a, b = describe(first), describe(second)
     assert a.transpose == b.transpose
-    normalize = pc.normalize_transpose if a.transpose else pc.normalize
-    spec_a = normalize(x_shape, a.weight.shape, **a.correlate_kwargs())
-    spec_b = normalize(x_shape, b.weight.shape, **b.correlate_kwargs())
-    assert spec_a == spec_b
+    assert effective_padding(a, x_shape) == effective_padding(b, x_shape)
+    for field in ("stride", "dilation", "groups", "padding_mode", "kernel_size"):
+        assert getattr(a, field) == getattr(b, field), field
+    if a.padding_mode != "zeros":  # the pairs themselves: the mode reads what they cover
+        assert a.padding_at(x_shape) == b.padding_at(x_shape)
     np.testing.assert_array_equal(a.weight, b.weight)
     if a.bias is None:
         assert b.bias is None

@@ -275,3 +275,59 @@ def test_torch_has_no_module_for_an_asymmetric_transposed_padding_and_says_so() 
     layer = pc.ConvTranspose1D(3, stride=2, padding=((0, 1),))
     with pytest.raises(ValueError, match=r"ConvTranspose1d pads both ends of an axis alike"):
         layer.to_module("torch")
+
+
+@st.composite
+def flax_transposed_modules(draw: st.DrawFn) -> tuple[Any, Geometry]:
+    g = draw(geometries())
+    g = Geometry(**{**g.__dict__, "groups": 1})  # nnx.ConvTranspose has no groups
+    if draw(st.booleans()):
+        padding: Any = draw(st.sampled_from(["SAME", "VALID"]))
+    else:  # lax.conv_transpose's pads of the dilated input that a transpose can have
+        padding = [
+            (draw(st.integers(0, e - 1)), draw(st.integers(0, e - 2 + max(s, d))))
+            for e, s, d in zip(g.extents, g.stride, g.dilation, strict=True)
+        ]
+    module = nnx.ConvTranspose(
+        g.in_channels,
+        g.out_channels,
+        g.kernel_size,
+        strides=g.stride,
+        padding=padding,
+        kernel_dilation=g.dilation,
+        use_bias=g.bias,
+        transpose_kernel=draw(st.booleans()),
+        rngs=nnx.Rngs(draw(st.integers(0, 100))),
+    )
+    if g.bias:
+        module.bias.set_value(jnp.linspace(-1.0, 1.0, g.out_channels, dtype=jnp.float32))
+    return module, g
+
+
+@FEW
+@given(flax_transposed_modules())
+def test_from_flax_transposed_module_computes_what_it_computes_and_round_trips(
+    drawn: tuple[Any, Geometry],
+) -> None:
+    module, g = drawn
+    layer = pc.from_module(module)
+    assert layer.data_format == "channels_last"
+    report = pc.compare(module, layer, g.x_shape)
+    assert report.ok, str(report)
+    assert report.differences == ()
+    assert_same_spec_and_weights(module, pc.from_module(layer.to_module("flax")), g.x_shape)
+
+
+def test_compare_flags_a_naive_flax_port_of_a_torch_transposed_conv_and_passes_the_written_one() -> (
+    None
+):
+    torch.manual_seed(0)
+    conv = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1)
+    naive = nnx.ConvTranspose(4, 6, (3, 3), strides=2, padding="SAME", rngs=nnx.Rngs(0))
+    naive.kernel.set_value(jnp.asarray(conv.weight.detach().numpy().transpose(2, 3, 0, 1)))
+    naive.bias.set_value(jnp.asarray(conv.bias.detach().numpy()))
+    report = pc.compare(conv, naive, (2, 4, 5, 5))
+    assert not report.ok
+    assert any("without its transpose" in d for d in report.differences)  # not flipped
+    written = pc.from_module(conv).to_module("flax")
+    assert pc.compare(conv, written, (2, 4, 5, 5)).ok

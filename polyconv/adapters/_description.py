@@ -84,6 +84,20 @@ class ConvDescription:
         return normalize(x_shape, self.weight.shape, **self.correlate_kwargs()).padding
 
 
+def effective_padding(description: ConvDescription, x_shape: tuple[int, ...]) -> tuple[object, ...]:
+    """What decides the function at a channels-first input of ``x_shape``: the ``(lo, hi)``
+    pairs of a forward layer; for a transposed one ``(lo, hi - output_padding)`` per axis,
+    since a pad after the input and an output padding trade one for one (the same output size,
+    the same values)."""
+    pairs = description.padding_at(x_shape)
+    if not description.transpose:
+        return pairs
+    assert description.output_padding is not None
+    return tuple(
+        (lo, hi - extra) for (lo, hi), extra in zip(pairs, description.output_padding, strict=True)
+    )
+
+
 def to_channels_last(array: np.ndarray) -> np.ndarray:
     """``(N, C, *spatial)`` as ``(N, *spatial, C)``."""
     return np.moveaxis(array, 1, -1)

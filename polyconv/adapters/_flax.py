@@ -81,7 +81,69 @@ def owns(module: object) -> bool:
     from flax import nnx
 
     conv = getattr(module, "conv", None) if getattr(module, "polyconv_padded", False) else module
-    return isinstance(conv, nnx.Conv)
+    return isinstance(conv, (nnx.Conv, nnx.ConvTranspose))
+
+
+def _is_transpose(conv: Any) -> bool:
+    from flax import nnx
+
+    return isinstance(conv, nnx.ConvTranspose)
+
+
+def _kernel_to_polyconv(conv: Any, kernel: np.ndarray) -> np.ndarray:
+    """A Flax kernel (or its gradient) in polyconv's layout. An ``nnx.ConvTranspose`` kernel
+    ``(*k, in, out)`` is correlated unflipped with the dilated input, so the forward kernel it
+    is the adjoint of is its spatial flip; with ``transpose_kernel=True`` it is
+    ``(*k, out, in)``, the forward kernel in Flax's layout, as is."""
+    if _is_transpose(conv) and not conv.transpose_kernel:
+        rank = kernel.ndim - 2
+        flipped = np.flip(kernel, axis=tuple(range(rank)))
+        return np.ascontiguousarray(np.transpose(flipped, (rank, rank + 1, *range(rank))))
+    return kernel_from_channels_last(kernel)
+
+
+def _read_transpose_padding(conv: Any) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """``nnx.ConvTranspose``'s padding (``lax.conv_transpose``'s: pads of the stride-dilated
+    input) as the forward correlation's ``(lo, hi)`` pairs and the ``output_padding``."""
+    from jax._src.lax.convolution import _conv_transpose_padding
+
+    rank = len(conv.kernel_size)
+    stride = per_axis(conv.strides, rank)
+    dilation = per_axis(conv.kernel_dilation, rank)
+    extents = [(k - 1) * d + 1 for k, d in zip(conv.kernel_size, dilation, strict=True)]
+    padding = conv.padding
+    if isinstance(padding, str) and padding in ("SAME", "VALID"):
+        lax_pairs = [
+            _conv_transpose_padding(e, s, padding) for e, s in zip(extents, stride, strict=True)
+        ]
+    elif isinstance(padding, str):
+        raise ValueError(
+            f"flax padding {padding!r} on an nnx.ConvTranspose has no polyconv equivalent; "
+            "polyconv reads 'SAME', 'VALID', ints and (lo, hi) pairs there"
+        )
+    else:
+        lax_pairs = list(canonical_pairs(padding, rank))
+    pairs, output_padding = [], []
+    for (a, b), e, s, d in zip(lax_pairs, extents, stride, dilation, strict=True):
+        lo, hi = e - 1 - a, e - 1 - b
+        extra = max(-hi, 0)  # outputs beyond the forward's input: output_padding
+        if lo < 0 or extra >= max(s, d):
+            raise ValueError(
+                f"flax padding={padding!r} on an nnx.ConvTranspose pads the dilated input by "
+                f"({a}, {b}) on an axis of kernel extent {e}; polyconv's transpose pads at most "
+                f"extent - 1 = {e - 1} before and extent - 1 + output_padding (< "
+                f"max(stride, dilation) = {max(s, d)}) after"
+            )
+        pairs.append((lo, max(hi, 0)))
+        output_padding.append(extra)
+    return tuple(pairs), tuple(output_padding)
+
+
+def canonical_pairs(padding: Any, rank: int) -> tuple[tuple[int, int], ...]:
+    """Flax's int or per-axis padding as ``(lo, hi)`` pairs."""
+    if isinstance(padding, int):
+        return ((padding, padding),) * rank
+    return tuple((p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in padding)
 
 
 def _value(variable: Any) -> np.ndarray:
@@ -105,10 +167,7 @@ def _read_padding(conv: Any) -> tuple[object, str]:
             "polyconv reads 'SAME', 'VALID', 'CIRCULAR', 'REFLECT', 'CAUSAL' (1-D), ints and "
             "(lo, hi) pairs"
         )
-    if isinstance(padding, int):
-        return ((padding, padding),) * rank, "zeros"
-    pairs = tuple((p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in padding)
-    return pairs, "zeros"
+    return canonical_pairs(padding, rank), "zeros"
 
 
 def describe(module: Any) -> ConvDescription:
@@ -116,6 +175,8 @@ def describe(module: Any) -> ConvDescription:
     padded = getattr(module, "polyconv_padded", False)
     conv = module.conv if padded else module
     rank = len(conv.kernel_size)
+    if _is_transpose(conv):
+        return _describe_transpose(conv)
     if per_axis(conv.input_dilation, rank) != (1,) * rank:
         raise ValueError(
             f"input_dilation={conv.input_dilation!r} on a forward nnx.Conv has no polyconv "
@@ -152,6 +213,72 @@ def describe(module: Any) -> ConvDescription:
     )
 
 
+def _describe_transpose(conv: Any) -> ConvDescription:
+    rank = len(conv.kernel_size)
+    if conv.mask is not None:
+        raise ValueError("mask on an nnx.ConvTranspose has no polyconv equivalent")
+    pairs, output_padding = _read_transpose_padding(conv)
+    return ConvDescription(
+        framework=FRAMEWORK,
+        backend="jax",
+        rank=rank,
+        in_channels=conv.in_features,
+        out_channels=conv.out_features,
+        kernel_size=tuple(conv.kernel_size),
+        stride=per_axis(conv.strides, rank),
+        padding=pairs,
+        dilation=per_axis(conv.kernel_dilation, rank),
+        groups=1,
+        padding_mode="zeros",
+        data_format="channels_last",
+        weight=_kernel_to_polyconv(conv, _value(conv.kernel)),
+        bias=None if conv.bias is None else _value(conv.bias),
+        native_padding=repr(conv.padding),
+        transpose=True,
+        output_padding=output_padding,
+    )
+
+
+def _build_transpose(description: ConvDescription) -> Any:
+    """An ``nnx.ConvTranspose`` (``transpose_kernel=True``: the kernel in Flax's layout of the
+    forward's) computing the transposed ``description``."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    pairs = explicit_pairs(description)
+    if description.groups != 1 or description.padding_mode != "zeros" or pairs is None:
+        raise ValueError(
+            'nnx.ConvTranspose has no groups, pads with zeros only and takes no "same" at a '
+            f"stride above 1; this layer has groups={description.groups}, padding="
+            f"{description.padding!r}, padding_mode={description.padding_mode!r}"
+        )
+    assert description.output_padding is not None
+    extents = [
+        (k - 1) * d + 1 for k, d in zip(description.kernel_size, description.dilation, strict=True)
+    ]
+    lax_pairs = [
+        (e - 1 - lo, e - 1 - hi + extra)
+        for e, (lo, hi), extra in zip(extents, pairs, description.output_padding, strict=True)
+    ]
+    conv = nnx.ConvTranspose(
+        description.in_channels,
+        description.out_channels,
+        description.kernel_size,
+        strides=description.stride,
+        padding=lax_pairs,
+        kernel_dilation=description.dilation,
+        use_bias=description.bias is not None,
+        transpose_kernel=True,
+        dtype=description.dtype,
+        param_dtype=description.dtype,
+        rngs=nnx.Rngs(0),
+    )
+    conv.kernel.set_value(jnp.asarray(kernel_to_channels_last(description.weight)))
+    if description.bias is not None:
+        conv.bias.set_value(jnp.asarray(description.bias))  # type: ignore[union-attr]
+    return conv
+
+
 def _native_padding(description: ConvDescription) -> object | None:
     """What ``nnx.Conv(padding=...)`` takes for this description, or ``None``."""
     if description.padding_mode == "zeros":
@@ -170,6 +297,8 @@ def build(description: ConvDescription) -> Any:
     import jax.numpy as jnp
     from flax import nnx
 
+    if description.transpose:
+        return _build_transpose(description)
     native = _native_padding(description)
     conv = nnx.Conv(
         description.in_channels,
@@ -215,6 +344,8 @@ def run(
     return (
         np.moveaxis(np.asarray(y), -1, 1),
         np.moveaxis(np.asarray(grad_x), -1, 1),
-        kernel_from_channels_last(grads["kernel"]),
+        _kernel_to_polyconv(
+            module.conv if getattr(module, "polyconv_padded", False) else module, grads["kernel"]
+        ),
         grads.get("bias"),
     )
