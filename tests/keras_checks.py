@@ -87,6 +87,51 @@ def keras_round_trip_keeps_spec_and_weights_and_computes_the_same(
     assert report.ok, str(report)
 
 
+@st.composite
+def keras_transposed_layers(draw: st.DrawFn) -> tuple[Any, Geometry]:
+    g = draw(geometries())
+    if max(g.stride) > 1 and max(g.dilation) > 1:
+        g = Geometry(**{**g.__dict__, "dilation": (1,) * g.rank})
+    g = Geometry(**{**g.__dict__, "groups": 1})
+    data_format = draw(st.sampled_from(["channels_first", "channels_last"]))
+    output_padding = draw(
+        st.one_of(st.none(), st.tuples(*[st.integers(0, s - 1) for s in g.stride]))
+    )
+    layer = getattr(keras.layers, f"Conv{g.rank}DTranspose")(
+        g.out_channels,
+        g.kernel_size,
+        strides=g.stride,
+        padding=draw(st.sampled_from(["valid", "same"])),
+        output_padding=output_padding,
+        data_format=data_format,
+        dilation_rate=g.dilation,
+        use_bias=g.bias,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=draw(st.integers(0, 100))),
+    )
+    spatial = (None,) * g.rank
+    layer.build(
+        (None, *spatial, g.in_channels)
+        if data_format == "channels_last"
+        else (None, g.in_channels, *spatial)
+    )
+    if g.bias:
+        layer.bias.assign(np.linspace(-1.0, 1.0, g.out_channels, dtype=np.float32))
+    return layer, g
+
+
+@KERAS_FEW
+@given(keras_transposed_layers())
+def from_keras_transposed_layer_computes_what_it_computes_and_round_trips(
+    drawn: tuple[Any, Geometry],
+) -> None:
+    module, g = drawn
+    layer = pc.from_module(module)
+    report = pc.compare(module, layer, g.x_shape)
+    assert report.ok, str(report)
+    assert report.differences == ()
+    assert_same_spec_and_weights(module, pc.from_module(layer.to_module("keras")), g.x_shape)
+
+
 def keras_refuses_stride_with_dilation_by_name() -> None:
     layer = pc.Conv1D(3, stride=2, dilation=2)
     try:
@@ -128,6 +173,7 @@ if __name__ == "__main__":
         keras_refuses_stride_with_dilation_by_name,
         compare_flags_keras_same_at_stride_2_against_torch_padding_1,
         explained_keras_module_computes_what_polyconv_computes,
+        from_keras_transposed_layer_computes_what_it_computes_and_round_trips,
     ]
     for check in checks:
         check()

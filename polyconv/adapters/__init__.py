@@ -58,8 +58,9 @@ def describe(module: object) -> ConvDescription:
             description: ConvDescription = adapter.describe(module)
             return description
     raise TypeError(
-        "expected a polyconv layer, torch.nn.Conv1d/2d/3d, flax.nnx.Conv or keras.layers."
-        f"Conv1D/2D/3D; got {type(module).__module__}.{type(module).__qualname__}"
+        "expected a polyconv layer, torch.nn.Conv1d/2d/3d or ConvTranspose1d/2d/3d, "
+        "flax.nnx.Conv or ConvTranspose, or keras.layers.Conv1D/2D/3D or Conv1D/2D/3DTranspose; "
+        f"got {type(module).__module__}.{type(module).__qualname__}"
     )
 
 
@@ -118,10 +119,13 @@ def from_module(module: object) -> _ConvND:
     polyconv's layout ``(C_out, C_in // groups, *k)``.
 
     ``module`` is a ``torch.nn.Conv1d/2d/3d`` (every ``padding``, ``padding_mode``,
-    ``dilation``, ``groups``), a ``flax.nnx.Conv`` (padding "SAME", "VALID", "CIRCULAR",
-    "REFLECT", "CAUSAL", ints and pairs; ``kernel_dilation``, ``feature_group_count``) or a built
-    Keras 3 ``Conv1D/2D/3D`` on the JAX or torch backend (``data_format``, ``padding``,
-    ``dilation_rate``, ``groups``), or a module written by :func:`to_module`. The layer runs on
+    ``dilation``, ``groups``) or ``torch.nn.ConvTranspose1d/2d/3d`` (``output_padding``), a
+    ``flax.nnx.Conv`` (padding "SAME", "VALID", "CIRCULAR", "REFLECT", "CAUSAL", ints and pairs;
+    ``kernel_dilation``, ``feature_group_count``) or ``flax.nnx.ConvTranspose`` ("SAME",
+    "VALID", ints and pairs; ``transpose_kernel`` either way), a built Keras 3 ``Conv1D/2D/3D``
+    or ``Conv1D/2D/3DTranspose`` on the JAX or torch backend (``data_format``, ``padding``,
+    ``dilation_rate``, ``groups``, ``output_padding``), or a module written by
+    :func:`to_module`. A transposed module gives a ``pc.ConvTranspose*D``. The layer runs on
     the backend of the module's framework (torch: "torch", Flax: "jax", Keras: its backend) and
     keeps the module's data layout, so it takes the very arrays the module takes. A field
     polyconv cannot express (Flax's ``input_dilation`` on a forward conv, a ``mask``) is a
@@ -134,6 +138,11 @@ def to_module(layer: object, framework: str) -> Any:
     """A ``framework`` layer (``"torch"``, ``"flax"`` or ``"keras"``) with ``layer``'s weights,
     computing the same function; data in that framework's layout (torch: channels-first, Flax:
     channels-last, Keras: the layer's ``data_format``).
+
+    Transposed layers (``pc.ConvTranspose*D``) become ``torch.nn.ConvTranspose*d``,
+    ``nnx.ConvTranspose`` (``transpose_kernel=True``) or Keras ``Conv*DTranspose``; where the
+    framework's transposed layer cannot express the padding, groups or padding mode, a
+    ValueError says which (no pad-first module is written for them).
 
     Where the native layer cannot express the padding (torch has no "same" at a stride above 1
     nor asymmetric pads, Flax and Keras no replicate or symmetric mode...), the result is a small

@@ -187,3 +187,53 @@ def pad_by_gather(
     for axis, (lo, hi) in zip(axes, pairs, strict=True):
         x = take(x, pad_indices(x.shape[axis], lo, hi, mode), axis)  # type: ignore[attr-defined]
     return x
+
+
+def transpose_from_lax_pads(
+    lax_pairs: Sequence[tuple[int, int]],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    field: str,
+) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """``lax.conv_transpose``'s pads of the stride-dilated input (what Flax's and Keras'
+    transposed layers compute with) as the forward correlation's ``(lo, hi)`` pairs and the
+    ``output_padding`` of polyconv's transpose; a ValueError naming ``field`` where no pads do.
+
+    The transpose correlates the dilated input, padded by ``(a, b)``, with the flipped kernel:
+    the adjoint of a forward padded by ``lo = e - 1 - a`` before and ``e - 1 - b`` after
+    (``e`` the dilated kernel's extent), a negative pad after being an output padding.
+    """
+    pairs, output_padding = [], []
+    for (a, b), k, s, d in zip(lax_pairs, kernel_size, stride, dilation, strict=True):
+        extent = (k - 1) * d + 1
+        lo, hi = extent - 1 - a, extent - 1 - b
+        extra = max(-hi, 0)
+        if lo < 0 or extra >= max(s, d):
+            raise ValueError(
+                f"{field} pads the stride-dilated input by ({a}, {b}) on an axis of kernel extent "
+                f"{extent}; polyconv's transpose pads at most extent - 1 = {extent - 1} before and "
+                f"extent - 1 + output_padding (< max(stride, dilation) = {max(s, d)}) after"
+            )
+        pairs.append((lo, max(hi, 0)))
+        output_padding.append(extra)
+    return tuple(pairs), tuple(output_padding)
+
+
+def lax_pads_of_transpose(description: ConvDescription) -> list[tuple[int, int]] | None:
+    """The inverse of :func:`transpose_from_lax_pads`, or ``None`` for "same" at a stride above
+    1 (its pads depend on the output's size)."""
+    pairs = explicit_pairs(description)
+    if pairs is None:
+        return None
+    assert description.output_padding is not None
+    return [
+        ((k - 1) * d - lo, (k - 1) * d - hi + extra)
+        for k, d, (lo, hi), extra in zip(
+            description.kernel_size,
+            description.dilation,
+            pairs,
+            description.output_padding,
+            strict=True,
+        )
+    ]

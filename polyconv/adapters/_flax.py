@@ -17,9 +17,11 @@ from ._description import (
     explicit_pairs,
     kernel_from_channels_last,
     kernel_to_channels_last,
+    lax_pads_of_transpose,
     pad_by_gather,
     padding_for,
     per_axis,
+    transpose_from_lax_pads,
 )
 
 FRAMEWORK = "flax"
@@ -103,8 +105,8 @@ def _kernel_to_polyconv(conv: Any, kernel: np.ndarray) -> np.ndarray:
 
 
 def _read_transpose_padding(conv: Any) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
-    """``nnx.ConvTranspose``'s padding (``lax.conv_transpose``'s: pads of the stride-dilated
-    input) as the forward correlation's ``(lo, hi)`` pairs and the ``output_padding``."""
+    """``nnx.ConvTranspose``'s padding (``lax.conv_transpose``'s) as the forward correlation's
+    ``(lo, hi)`` pairs and the ``output_padding``."""
     from jax._src.lax.convolution import _conv_transpose_padding
 
     rank = len(conv.kernel_size)
@@ -123,20 +125,8 @@ def _read_transpose_padding(conv: Any) -> tuple[tuple[tuple[int, int], ...], tup
         )
     else:
         lax_pairs = list(canonical_pairs(padding, rank))
-    pairs, output_padding = [], []
-    for (a, b), e, s, d in zip(lax_pairs, extents, stride, dilation, strict=True):
-        lo, hi = e - 1 - a, e - 1 - b
-        extra = max(-hi, 0)  # outputs beyond the forward's input: output_padding
-        if lo < 0 or extra >= max(s, d):
-            raise ValueError(
-                f"flax padding={padding!r} on an nnx.ConvTranspose pads the dilated input by "
-                f"({a}, {b}) on an axis of kernel extent {e}; polyconv's transpose pads at most "
-                f"extent - 1 = {e - 1} before and extent - 1 + output_padding (< "
-                f"max(stride, dilation) = {max(s, d)}) after"
-            )
-        pairs.append((lo, max(hi, 0)))
-        output_padding.append(extra)
-    return tuple(pairs), tuple(output_padding)
+    field = f"flax padding={padding!r} on an nnx.ConvTranspose"
+    return transpose_from_lax_pads(lax_pairs, conv.kernel_size, stride, dilation, field)
 
 
 def canonical_pairs(padding: Any, rank: int) -> tuple[tuple[int, int], ...]:
@@ -245,21 +235,13 @@ def _build_transpose(description: ConvDescription) -> Any:
     import jax.numpy as jnp
     from flax import nnx
 
-    pairs = explicit_pairs(description)
-    if description.groups != 1 or description.padding_mode != "zeros" or pairs is None:
+    lax_pairs = lax_pads_of_transpose(description)
+    if description.groups != 1 or description.padding_mode != "zeros" or lax_pairs is None:
         raise ValueError(
             'nnx.ConvTranspose has no groups, pads with zeros only and takes no "same" at a '
             f"stride above 1; this layer has groups={description.groups}, padding="
             f"{description.padding!r}, padding_mode={description.padding_mode!r}"
         )
-    assert description.output_padding is not None
-    extents = [
-        (k - 1) * d + 1 for k, d in zip(description.kernel_size, description.dilation, strict=True)
-    ]
-    lax_pairs = [
-        (e - 1 - lo, e - 1 - hi + extra)
-        for e, (lo, hi), extra in zip(extents, pairs, description.output_padding, strict=True)
-    ]
     conv = nnx.ConvTranspose(
         description.in_channels,
         description.out_channels,

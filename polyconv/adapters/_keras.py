@@ -19,8 +19,10 @@ from ._description import (
     explicit_pairs,
     kernel_from_channels_last,
     kernel_to_channels_last,
+    lax_pads_of_transpose,
     pad_by_gather,
     padding_for,
+    transpose_from_lax_pads,
 )
 
 FRAMEWORK = "keras"
@@ -101,7 +103,38 @@ def owns(module: object) -> bool:
     from keras.src.layers.convolutional.base_conv import BaseConv
 
     conv = getattr(module, "conv", None) if getattr(module, "polyconv_padded", False) else module
-    return isinstance(conv, BaseConv)
+    return isinstance(conv, BaseConv) or _is_transpose(conv)
+
+
+def _is_transpose(conv: Any) -> bool:
+    from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
+
+    return isinstance(conv, BaseConvTranspose)
+
+
+def _lax_pads(
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: str,
+    output_padding: tuple[int, ...] | None,
+    dilation: tuple[int, ...],
+) -> list[tuple[int, int]]:
+    """The pads of the stride-dilated input a Keras transposed layer computes with: Keras' own
+    rule (``compute_conv_transpose_padding_args_for_jax``; its torch backend follows it)."""
+    from keras.src.backend.common.backend_utils import (
+        compute_conv_transpose_padding_args_for_jax,
+    )
+
+    rank = len(kernel_size)
+    pads = compute_conv_transpose_padding_args_for_jax(
+        input_shape=(1,) * (rank + 2),
+        kernel_shape=(*kernel_size, 1, 1),
+        strides=strides,
+        padding=padding,
+        output_padding=output_padding,
+        dilation_rate=dilation,
+    )
+    return [(int(a), int(b)) for a, b in pads]
 
 
 def describe(module: Any) -> ConvDescription:
@@ -115,6 +148,8 @@ def describe(module: Any) -> ConvDescription:
         )
     rank = conv.rank
     kernel = kernel_from_channels_last(np.asarray(keras_to_numpy(conv.kernel)))
+    if _is_transpose(conv):
+        return _describe_transpose(conv, kernel)
     if padded:
         padding: object = module.polyconv_padding
         mode = module.padding_mode
@@ -144,6 +179,66 @@ def describe(module: Any) -> ConvDescription:
     )
 
 
+def _describe_transpose(conv: Any, kernel: np.ndarray) -> ConvDescription:
+    """A Keras ``ConvNDTranspose``: its kernel ``(*k, filters, C_in)`` is the forward's kernel
+    in Keras' layout, so ``kernel`` (read as a forward kernel) is already polyconv's."""
+    lax_pairs = _lax_pads(
+        tuple(conv.kernel_size), tuple(conv.strides), conv.padding, conv.output_padding,
+        tuple(conv.dilation_rate),
+    )  # fmt: skip
+    field = f"keras padding={conv.padding!r}, output_padding={conv.output_padding!r}"
+    pairs, output_padding = transpose_from_lax_pads(
+        lax_pairs, conv.kernel_size, conv.strides, conv.dilation_rate, field
+    )
+    return ConvDescription(
+        framework=FRAMEWORK,
+        backend=keras_backend(),
+        rank=conv.rank,
+        in_channels=kernel.shape[0],
+        out_channels=conv.filters,
+        kernel_size=tuple(conv.kernel_size),
+        stride=tuple(conv.strides),
+        padding=pairs,
+        dilation=tuple(conv.dilation_rate),
+        groups=1,
+        padding_mode="zeros",
+        data_format=conv.data_format,
+        weight=kernel,
+        bias=None if conv.bias is None else keras_to_numpy(conv.bias),
+        native_padding=f"{conv.padding!r} with output_padding={conv.output_padding!r}",
+        transpose=True,
+        output_padding=output_padding,
+    )
+
+
+def _transpose_arguments(description: ConvDescription) -> tuple[str, tuple[int, ...] | None]:
+    """Keras' ``padding`` and ``output_padding`` giving the description's pads, or a
+    ValueError: Keras pads a transpose only by its "valid" and "same" rules."""
+    wanted = lax_pads_of_transpose(description)
+    if wanted is not None and description.groups == 1 and description.padding_mode == "zeros":
+        for padding in ("valid", "same"):
+            for output_padding in _output_paddings(description.stride):
+                pads = _lax_pads(
+                    description.kernel_size, description.stride, padding, output_padding,
+                    description.dilation,
+                )  # fmt: skip
+                if pads == wanted:
+                    return padding, output_padding
+    raise ValueError(
+        f"keras.layers.Conv{description.rank}DTranspose has no groups, pads with zeros by its "
+        "'valid' and 'same' rules only (with output_padding < strides); it cannot express "
+        f"padding={description.padding!r}, output_padding={description.output_padding!r}, "
+        f"groups={description.groups}, padding_mode={description.padding_mode!r}"
+    )
+
+
+def _output_paddings(stride: tuple[int, ...]) -> list[tuple[int, ...] | None]:
+    """Keras' choices of ``output_padding``: None, or each axis below its stride."""
+    import itertools
+
+    return [None, *itertools.product(*(range(s) for s in stride))]
+
+
 def keras_to_numpy(variable: Any) -> np.ndarray:
     """A Keras variable's value (a JAX array or a torch parameter) as a NumPy array."""
     return to_numpy(variable.value)
@@ -169,6 +264,8 @@ def build(description: ConvDescription) -> Any:
     import keras
 
     keras_backend()
+    if description.transpose:
+        return _build_transpose(description)
     if max(description.stride) > 1 and max(description.dilation) > 1:
         raise ValueError(
             f"keras.layers.Conv{description.rank}D refuses strides={description.stride} together "
@@ -198,6 +295,31 @@ def build(description: ConvDescription) -> Any:
     padded = padded_conv_class()(conv, description.padding, description.padding_mode)
     padded.built = True  # its only variables are conv's, built above
     return padded
+
+
+def _build_transpose(description: ConvDescription) -> Any:
+    import keras
+
+    padding, output_padding = _transpose_arguments(description)
+    conv = getattr(keras.layers, f"Conv{description.rank}DTranspose")(
+        filters=description.out_channels,
+        kernel_size=description.kernel_size,
+        strides=description.stride,
+        padding=padding,
+        output_padding=output_padding,
+        data_format=description.data_format,
+        dilation_rate=description.dilation,
+        use_bias=description.bias is not None,
+        dtype=description.dtype,
+    )
+    spatial = (None,) * description.rank
+    channels = (description.in_channels,)
+    last = description.data_format == "channels_last"
+    conv.build((None, *spatial, *channels) if last else (None, *channels, *spatial))
+    conv.kernel.assign(kernel_to_channels_last(description.weight))
+    if description.bias is not None:
+        conv.bias.assign(description.bias)
+    return conv
 
 
 def run(
