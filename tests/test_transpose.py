@@ -7,23 +7,24 @@ its allowed range, so the transpose's output is the forward's input size plus at
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import BACKEND_NAMES, FLOAT_DTYPES, PAIR_C, native
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 import polyconv as pc
 from polyconv import reference
-from polyconv._bounds import transpose_error_bound, transpose_vjp_error_bounds
 from polyconv.backends import Backend, get
 from polyconv.testing import (
+    TransposeProblem,
     assert_within,
-    problems,
     to_numpy,
+    transpose_error_bound,
+    transpose_problems,
+    transpose_vjp_error_bounds,
     unavailable_reason,
     unsupported_dtype_reason,
     values,
@@ -36,46 +37,6 @@ USABLE_IN_DTYPE = [
     for dtype in FLOAT_DTYPES
     if unsupported_dtype_reason(backend.name, dtype) is None
 ]
-
-
-@dataclass(frozen=True)
-class TransposeProblem:
-    y: np.ndarray
-    w: np.ndarray
-    bias: np.ndarray | None
-    kwargs: dict[str, Any]  # the keywords of correlate_transpose
-    dtype: str
-
-    @property
-    def forward_kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in self.kwargs.items() if k != "output_padding"}
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        return pc.output_shape(self.y.shape, self.w.shape, transpose=True, **self.kwargs)
-
-
-@st.composite
-def transpose_problems(draw: st.DrawFn, dtype: str = "float64", **limits: Any) -> TransposeProblem:
-    limits = {"max_size": 5 if draw(st.booleans()) else 3, **limits}
-    forward = draw(problems(dtypes=[dtype], with_grad_y=True, **limits))
-    spec = forward.spec
-    kwargs = dict(forward.spec_kwargs)
-    limit = [
-        s if spec.padding_mode != "zeros" else max(s, d)
-        for s, d in zip(spec.stride, spec.dilation, strict=True)
-    ]
-    kwargs["output_padding"] = tuple(draw(st.integers(0, n - 1)) for n in limit)
-    bias = None
-    if forward.bias is not None:
-        bias = draw(values((spec.x_shape[1],), dtype))
-    assert forward.grad_y is not None
-    problem = TransposeProblem(forward.grad_y, forward.w, bias, kwargs, dtype)
-    try:
-        problem.out_shape  # noqa: B018 -- below one sample (as torch's size formula counts)
-    except ValueError:
-        assume(False)
-    return problem
 
 
 def _without_extra_outputs(p: TransposeProblem) -> TransposeProblem:
