@@ -9,7 +9,8 @@ Size rule, per spatial axis, for an input of ``i`` samples: the output has the s
 ``n0`` whose forward output size is ``i``, plus ``output_padding``. With int padding ``p`` that
 is torch's ``(i - 1) * s - 2p + d * (k - 1) + 1 + output_padding``; "valid" gives
 ``(i - 1) * s + extent``, "full" ``(i - 1) * s - extent + 2`` and "same" ``(i - 1) * s + 1``
-(Keras' "same" transpose, ``i * s``, is ``output_padding = s - 1``). ``output_padding`` must lie
+(Keras' "same" transpose, ``i * s``, is ``output_padding = s - 1``); a size below 1 is an error.
+When ``n0`` itself is below 1 the formula still counts, as torch's does. ``output_padding`` must lie
 in ``[0, max(stride, dilation))`` (torch's rule), and below ``stride`` with a padding mode other
 than zeros. When ``output_padding >= stride`` (possible with dilation) the forward problem of the
 output's size has more than ``i`` outputs: the transpose is then the adjoint of the forward with
@@ -122,8 +123,9 @@ def check_output_padding(
 def smallest_input(
     size: int, kernel: int, stride: int, dilation: int, padding: str | tuple[int, int]
 ) -> int:
-    """The smallest input size whose forward output along one axis has ``size`` samples (may be
-    below 1, when no input size gives it)."""
+    """The input size ``n0`` from which ``stride`` sizes give a forward output of ``size``
+    samples along one axis: the smallest such size when it is at least 1 (below, the formula's
+    value, as torch's size formula counts it)."""
     extent = (kernel - 1) * dilation + 1
     if padding == "same":
         return (size - 1) * stride + 1
@@ -221,11 +223,14 @@ def _normalize(
         zip(y_batched[2:], kernel, stride_t, dilation_t, forms, extra, strict=True)
     ):
         n0 = smallest_input(i, k, s, d, form)
-        if n0 < 1:
+        # Below 1 the formula still counts (as torch's does): sizes n0 to n0 + s - 1 all give
+        # i outputs, so n0 + output_padding may be a valid size although n0 is not.
+        if n0 + op < 1:
             raise ValueError(
-                f"no input size gives y's {i} samples along spatial axis {axis} with this "
-                f"padding ({padding!r}), kernel {k}, stride {s} and dilation {d}: the forward "
-                f"would need an input of {n0} samples; use less padding or a larger y"
+                f"the transpose of y's {i} samples along spatial axis {axis} with this padding "
+                f"({padding!r}), kernel {k}, stride {s}, dilation {d} and output_padding {op} "
+                f"would have {n0 + op} samples; use less padding, more output_padding or a "
+                "larger y"
             )
         sizes.append(n0 + op)
     forward = normalize(
