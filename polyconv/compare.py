@@ -13,14 +13,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from . import reference
-from ._bounds import DEFAULT_C, eps, error_bound, to_numpy, vjp_error_bounds
+from ._bounds import (
+    error_bound,
+    to_numpy,
+    transpose_error_bound,
+    transpose_vjp_error_bounds,
+    vjp_error_bounds,
+)
 from ._dtypes import FLOAT_DTYPES
-from ._transpose_spec import normalize_transpose
 from .adapters import describe, framework_of
 from .adapters._description import ConvDescription, effective_padding
 from .backends import get
@@ -209,47 +213,18 @@ def _forward_reference(
 def _transpose_reference(
     layer: ConvDescription, y: np.ndarray, g: np.ndarray | None, dtype: str
 ) -> _Reference:
-    """The same for a transposed layer, through the adjoint of its forward correlation: its
-    result is the forward's ``grad_x`` for ``grad_y = y``; its input's gradient is the forward
-    of ``g``; its weight's gradient the forward's ``grad_w`` at ``x = g``, ``grad_y = y``."""
+    """The same for a transposed layer (``y`` its input)."""
     w, b = layer.weight.astype(np.float64), _float64(layer.bias)
-    spec = normalize_transpose(y.shape, w.shape, None, **layer.correlate_kwargs()).forward
-    kwargs: dict[str, Any] = {
-        "stride": spec.stride,
-        "padding": spec.padding,
-        "dilation": spec.dilation,
-        "groups": spec.groups,
-        "padding_mode": spec.padding_mode,
-    }
-    # Forward outputs beyond y's (output_padding >= stride) read nothing of y: zeros there.
-    y_full = np.zeros(spec.out_shape)
-    y_full[tuple(slice(0, n) for n in y.shape)] = y
-    zeros = np.zeros(spec.x_shape)
-    channels = (1, -1) + (1,) * spec.rank
-    out = reference.correlate_vjp(zeros, w, None, y_full, **kwargs)[0]
-    if b is not None:
-        out = out + b.reshape(channels)
+    kwargs = layer.correlate_kwargs()
+    out = reference.correlate_transpose(y, w, b, **kwargs)
     if g is None:
         return (out,), ()
-    crop = tuple(slice(0, n) for n in y.shape)
-    grad_y = reference.correlate(g, w, None, **kwargs)[crop]
-    grad_w = reference.correlate_vjp(g, w, None, y_full, **kwargs)[1]
-    axes = (0, *range(2, g.ndim))
-    grad_b = None if b is None else g.sum(axis=axes)
-    scale = DEFAULT_C * eps(dtype)
-    bound_out = vjp_error_bounds(g, w, None, y_full, dtype, kwargs)[0]
-    if b is not None:  # one more rounded addition
-        bound_out = bound_out + scale * (np.abs(out) + np.abs(b).reshape(channels))
-    bound_b = None
-    if b is not None:
-        bound_b = scale * (g.size // g.shape[1]) * np.abs(g).sum(axis=axes)
+    expected = (out, *reference.correlate_transpose_vjp(y, w, b, g, **kwargs))
     bounds = (
-        bound_out,
-        error_bound(g, w, None, dtype, kwargs)[crop],
-        vjp_error_bounds(g, w, None, y_full, dtype, kwargs)[1],
-        bound_b,
+        transpose_error_bound(y, w, b, dtype, kwargs),
+        *transpose_vjp_error_bounds(y, w, b, g, dtype, kwargs),
     )
-    return (out, grad_y, grad_w, grad_b), bounds
+    return expected, bounds
 
 
 def _float64(array: np.ndarray | None) -> np.ndarray | None:
