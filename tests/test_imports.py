@@ -79,3 +79,19 @@ def test_backends_lists_installed_frameworks_without_importing_them() -> None:
         installed = importlib.util.find_spec(framework) is not None
         assert (name in listed) == installed, f"{name}: installed={installed}, listed {listed}"
     assert listed == pc.backends()  # the same answer with the frameworks imported
+
+
+def test_torch_layers_in_and_out_import_no_other_framework() -> None:
+    result = run_fresh(
+        """
+import torch
+import polyconv as pc
+
+conv = torch.nn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="reflect")
+layer = pc.from_module(conv)
+module = layer.to_module("torch")
+result["ok"] = pc.compare(conv, module, (1, 2, 6, 6)).ok
+"""
+    )
+    assert result["ok"] is True
+    assert result["imported"] == ["torch"]
