@@ -331,3 +331,33 @@ def test_compare_flags_a_naive_flax_port_of_a_torch_transposed_conv_and_passes_t
     assert any("without its transpose" in d for d in report.differences)  # not flipped
     written = pc.from_module(conv).to_module("flax")
     assert pc.compare(conv, written, (2, 4, 5, 5)).ok
+
+
+def test_flax_layers_in_and_out_with_jax_64_bit_mode_off_and_warnings_as_errors() -> None:
+    """This session runs JAX with x64 on; users mostly run with it off: a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = """
+import warnings
+warnings.simplefilter("error")
+import jax
+assert not jax.config.jax_enable_x64
+from flax import nnx
+import polyconv as pc
+
+conv = nnx.Conv(3, 4, (3, 3), strides=2, padding="SAME", feature_group_count=1, rngs=nnx.Rngs(0))
+layer = pc.from_module(conv)
+port = pc.Conv2D(3, in_channels=3, out_channels=4, stride=2, padding="same",
+                 padding_mode="reflect").to_module("flax")
+assert pc.compare(layer, conv, (2, 3, 8, 8)).ok
+assert pc.compare(pc.from_module(port), port, (2, 3, 8, 8)).ok
+t = nnx.ConvTranspose(3, 2, (3,), strides=2, padding="SAME", rngs=nnx.Rngs(0))
+assert pc.compare(t, pc.from_module(t), (1, 3, 5)).ok
+print("ok")
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "ok"
