@@ -1,4 +1,4 @@
-"""The ``polyconv`` command: ``polyconv lesson``, ``polyconv verify``, ``polyconv explain``.
+"""The ``polyconv`` command: ``polyconv lesson``, ``verify``, ``explain``, ``compare``.
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int`` (the exit status); it is imported only when its subcommand runs.
@@ -19,6 +19,10 @@ SUBCOMMANDS = {
         "check that every installed backend computes the same correlation",
     ),
     "explain": ("polyconv.explain", "print the native call each framework needs for a spec"),
+    "compare": (
+        "polyconv.compare",
+        "check that two layers (torch, Flax, Keras or polyconv) compute the same function",
+    ),
 }
 
 

@@ -10,13 +10,15 @@ own terms.
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import reference
+from . import _spec_args, reference
 from ._bounds import (
     error_bound,
     to_numpy,
@@ -31,7 +33,7 @@ from .backends import get
 from .layers import _ConvND
 from .verify import RESULTS, Check, _check
 
-__all__ = ["CompareReport", "Side", "compare"]
+__all__ = ["CompareReport", "Side", "add_arguments", "compare", "load", "run"]
 
 _Results = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
 
@@ -355,3 +357,63 @@ def _render(report: CompareReport) -> str:
         lines += [f"  {difference}" for difference in report.differences]
     lines.append("ok: both compute the same function" if report.ok else "FAIL: they differ")
     return "\n".join(lines)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def load(source: str) -> object:
+    """A layer from a file written by ``layer.save`` (``.npz``), or the object an import path
+    ``package.module:name`` names (a layer or module, or a function of no arguments that
+    returns one)."""
+    import importlib
+    import inspect
+    import os
+
+    from . import layers, transposed_layers
+
+    if os.path.exists(source):
+        config, _ = _ConvND._read(source)
+        name = config.get("layer")
+        cls = getattr(layers, str(name), None) or getattr(transposed_layers, str(name), None)
+        if not (isinstance(cls, type) and issubclass(cls, _ConvND)):
+            raise ValueError(f"{source}: layer {name!r} is not a polyconv layer class")
+        return cls.from_file(source)
+    module_name, _, attribute = source.partition(":")
+    if not attribute:
+        raise ValueError(
+            f"{source!r} is neither a file nor an import path of the form package.module:name"
+        )
+    found = getattr(importlib.import_module(module_name), attribute)
+    # A plain function builds the layer; a layer (itself callable) is returned as it is.
+    return found() if inspect.isfunction(found) else found
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run two convolution layers (polyconv layer files, or import paths package.module:name "
+        "of torch, Flax or Keras layers) on the same random input, forward and backward, "
+        "against the float64 reference of the first; print the report and the fields that "
+        "differ. The exit status is 1 when they differ, 2 for a usage error."
+    )
+    parser.add_argument("a", help="the reference layer: a .npz file or package.module:name")
+    parser.add_argument("b", help="the layer to check against it")
+    parser.add_argument(
+        "--input",
+        type=_spec_args.shape,
+        required=True,
+        metavar="N,C,...",
+        help="channels-first input shape, e.g. 2,3,32,32",
+    )
+    parser.add_argument("--dtype", choices=FLOAT_DTYPES, default="float32")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = compare(load(args.a), load(args.b), args.input, seed=args.seed, dtype=args.dtype)
+    except (ValueError, TypeError, ImportError, AttributeError) as error:
+        print(f"polyconv compare: {error}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if report.ok else 1

@@ -361,3 +361,21 @@ print("ok")
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "ok"
+
+
+def test_compare_command_reads_layer_files_and_import_paths_and_exits_by_the_verdict(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from polyconv.cli import main
+
+    same = pc.Conv2D(3, in_channels=2, out_channels=2, stride=2, padding=1, seed=1)
+    other = pc.Conv2D(3, in_channels=2, out_channels=2, stride=2, padding="same", seed=1)
+    same.save(tmp_path / "a.npz")
+    other.save(tmp_path / "b.npz")
+    a, b = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
+    assert main(["compare", a, a, "--input", "1,2,8,8"]) == 0
+    assert "ok: both compute the same function" in capsys.readouterr().out
+    assert main(["compare", a, b, "--input", "1,2,8,8"]) == 1
+    assert "padding: polyconv padding=((1, 1), (1, 1))" in capsys.readouterr().out
+    assert main(["compare", "torch.nn:Identity", a, "--input", "1,2,8,8"]) == 2
+    assert "expected a polyconv layer" in capsys.readouterr().err
