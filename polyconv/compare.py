@@ -27,6 +27,8 @@ from ._bounds import (
     vjp_error_bounds,
 )
 from ._dtypes import FLOAT_DTYPES
+from ._spec import normalize
+from ._transpose_spec import normalize_transpose
 from .adapters import describe, framework_of
 from .adapters._description import ConvDescription, effective_padding
 from .backends import get
@@ -229,6 +231,26 @@ def _transpose_reference(
     return expected, bounds
 
 
+def _output_shape(layer: ConvDescription, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+    kwargs = layer.correlate_kwargs()
+    if layer.transpose:
+        return normalize_transpose(x_shape, layer.weight.shape, **kwargs).out_shape
+    return normalize(x_shape, layer.weight.shape, **kwargs).out_shape
+
+
+def _output_mismatch(
+    layer: ConvDescription, x_shape: tuple[int, ...], expected: tuple[int, ...]
+) -> str | None:
+    """Why this layer's output cannot be compared with ``expected`` (its shape), or None."""
+    try:
+        got = _output_shape(layer, x_shape)
+    except ValueError as error:
+        return f"cannot take the input {x_shape}: {error}"
+    if got != expected:
+        return f"its output has shape {got} where a's has {expected}: the specs differ (below)"
+    return None
+
+
 def _float64(array: np.ndarray | None) -> np.ndarray | None:
     return None if array is None else array.astype(np.float64)
 
@@ -279,6 +301,10 @@ def compare(
     sides = []
     for module, description in zip((a, b), descriptions, strict=True):
         label = _label(module, description)
+        mismatch = _output_mismatch(description, shape, g.shape)
+        if mismatch is not None:  # its backward cannot take a's output gradient
+            sides.append(Side(label, error=mismatch))
+            continue
         try:
             results = _run(module, description, x, g)
         except Exception as error:  # a layer that raises fails; the report says how
