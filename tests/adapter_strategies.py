@@ -16,7 +16,7 @@ from polyconv.adapters._description import effective_padding
 from polyconv.testing import DEFAULT_C, assert_within, error_bound, to_numpy
 
 # Each example builds native modules and runs the float64 reference: a few draw enough.
-FEW = settings(max_examples=8, deadline=None)
+FEW = settings(max_examples=5, deadline=None)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import polyconv as pc
 from polyconv import testing
 
 # Keras builds every layer eagerly and slowly: fewer examples than the other adapters' tests.
-KERAS_FEW = settings(FEW, max_examples=4)
+KERAS_FEW = settings(FEW, max_examples=3)
 
 
 @st.composite
