@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._layouts import kernel_to_last
 from .._padding import NUMPY_PAD_MODE
 from .._spec import CorrSpec
 from . import _flax, _keras, _torch
@@ -46,7 +47,7 @@ def _compact(values: tuple[int, ...]) -> str:
 
 def _kernel_axes(rank: int) -> tuple[str, str]:
     """The transpose from polyconv's kernel layout to the channels-last one, and its comment."""
-    order = (*range(2, rank + 2), 1, 0)
+    order = kernel_to_last(rank + 2)
     letters = ", ".join(_SPATIAL[rank])
     return str(order), f"(C_out, C_in // groups, {letters}) -> ({letters}, C_in // groups, C_out)"
 

@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .._layouts import kernel_to_first, kernel_to_last
 from .._padding import pad_indices
 from .._spec import normalize
 from .._transpose_spec import normalize_transpose
 
-DATA_FORMATS: tuple[str, ...] = ("channels_first", "channels_last")
 ArrayT = TypeVar("ArrayT")
 
 
@@ -98,26 +98,14 @@ def effective_padding(description: ConvDescription, x_shape: tuple[int, ...]) ->
     )
 
 
-def to_channels_last(array: np.ndarray) -> np.ndarray:
-    """``(N, C, *spatial)`` as ``(N, *spatial, C)``."""
-    return np.moveaxis(array, 1, -1)
-
-
-def to_channels_first(array: np.ndarray) -> np.ndarray:
-    """``(N, *spatial, C)`` as ``(N, C, *spatial)``."""
-    return np.moveaxis(array, -1, 1)
-
-
 def kernel_from_channels_last(kernel: np.ndarray) -> np.ndarray:
     """A Flax/Keras kernel ``(*k, C_in // g, C_out)`` in polyconv's ``(C_out, C_in // g, *k)``."""
-    rank = kernel.ndim - 2
-    return np.ascontiguousarray(np.transpose(kernel, (rank + 1, rank, *range(rank))))
+    return np.ascontiguousarray(np.transpose(kernel, kernel_to_first(kernel.ndim)))
 
 
 def kernel_to_channels_last(weight: np.ndarray) -> np.ndarray:
     """polyconv's ``(C_out, C_in // g, *k)`` as Flax's and Keras' ``(*k, C_in // g, C_out)``."""
-    rank = weight.ndim - 2
-    return np.ascontiguousarray(np.transpose(weight, (*range(2, rank + 2), 1, 0)))
+    return np.ascontiguousarray(np.transpose(weight, kernel_to_last(weight.ndim)))
 
 
 def per_axis(value: object, rank: int) -> tuple[int, ...]:
