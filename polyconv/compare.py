@@ -29,7 +29,7 @@ from ._bounds import (
 from ._dtypes import FLOAT_DTYPES
 from ._spec import normalize
 from ._transpose_spec import normalize_transpose
-from .adapters import describe, framework_of
+from .adapters import _adapter, describe
 from .adapters._description import ConvDescription, effective_padding
 from .backends import get
 from .layers import _ConvND
@@ -84,16 +84,12 @@ def _label(module: object, description: ConvDescription) -> str:
 
 def _run(module: object, description: ConvDescription, x: np.ndarray, g: np.ndarray) -> _Results:
     """``module``'s result and gradients for channels-first ``x`` and ``g``, channels-first."""
-    framework = framework_of(module)
-    if framework is not None and not isinstance(module, _ConvND):
-        from .adapters import _adapter
-
-        results: _Results = _adapter(framework).run(module, x, g)
+    if not isinstance(module, _ConvND):  # a torch, Flax or Keras module: its own autodiff
+        results: _Results = _adapter(description.framework).run(module, x, g)
         return results
     from ._api import correlate_vjp
     from ._transpose_api import correlate_transpose_vjp
 
-    assert isinstance(module, _ConvND)
     vjp = correlate_transpose_vjp if description.transpose else correlate_vjp
     layer, backend = module, module.backend
     # The forward in the layer's own layout; the gradients channels-first, from its parameters.
