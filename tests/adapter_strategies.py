@@ -75,13 +75,23 @@ def pads(draw: st.DrawFn, rank: int) -> Any:
 
 
 @st.composite
-def layers(draw: st.DrawFn, backend: str) -> tuple[pc.Conv1D, Geometry]:
-    """A polyconv layer of any padding form and mode, with random weights."""
+def layers(draw: st.DrawFn, backend: str, *, transpose: bool = False) -> tuple[Any, Geometry]:
+    """A polyconv layer (a transposed one with ``transpose=True``) of any padding form and
+    mode, with random weights."""
     g = draw(geometries())
     padding = draw(st.one_of(st.sampled_from(["valid", "same", "full"]), st.just(None)))
     if padding is None:
         padding = pads(draw, g.rank)
-    cls = {1: pc.Conv1D, 2: pc.Conv2D, 3: pc.Conv3D}[g.rank]
+    mode = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular", "symmetric"]))
+    options: dict[str, Any] = {}
+    if transpose:  # output_padding < max(stride, dilation), < stride in another mode
+        options["output_padding"] = tuple(
+            draw(st.integers(0, (max(s, d) if mode == "zeros" else s) - 1))
+            for s, d in zip(g.stride, g.dilation, strict=True)
+        )
+        cls = {1: pc.ConvTranspose1D, 2: pc.ConvTranspose2D, 3: pc.ConvTranspose3D}[g.rank]
+    else:
+        cls = {1: pc.Conv1D, 2: pc.Conv2D, 3: pc.Conv3D}[g.rank]
     layer = cls(
         g.kernel_size,
         in_channels=g.in_channels,
@@ -90,12 +100,11 @@ def layers(draw: st.DrawFn, backend: str) -> tuple[pc.Conv1D, Geometry]:
         padding=padding,
         dilation=g.dilation,
         groups=g.groups,
-        padding_mode=draw(
-            st.sampled_from(["zeros", "reflect", "replicate", "circular", "symmetric"])
-        ),
+        padding_mode=mode,
         bias=g.bias,
         backend=backend,
         seed=draw(st.integers(0, 100)),
+        **options,
     )
     if g.bias:
         layer.bias = np.linspace(-1.0, 1.0, g.out_channels)

@@ -271,10 +271,29 @@ def test_from_torch_transposed_module_computes_what_it_computes_forward_and_back
     assert_same_spec_and_weights(module, back, g.x_shape)
 
 
-def test_torch_has_no_module_for_an_asymmetric_transposed_padding_and_says_so() -> None:
-    layer = pc.ConvTranspose1D(3, stride=2, padding=((0, 1),))
-    with pytest.raises(ValueError, match=r"ConvTranspose1d pads both ends of an axis alike"):
-        layer.to_module("torch")
+@FEW
+@given(layers("numpy", transpose=True))
+def test_torch_transposed_module_crops_after_where_torch_cannot_pad_so(
+    drawn: tuple[Any, Geometry],
+) -> None:
+    layer, g = drawn
+    if layer.padding_mode != "zeros":  # torch's transposed layers pad with zeros only
+        with pytest.raises(ValueError, match="pads with zeros only"):
+            layer.to_module("torch")
+        return
+    module = layer.to_module("torch")
+    report = pc.compare(layer, module, g.x_shape)
+    assert report.ok, str(report)
+    assert_same_spec_and_weights(layer, pc.from_module(module), g.x_shape)
+
+
+def test_cropped_transposed_module_says_it_crops_after() -> None:
+    module = pc.ConvTranspose1D(3, stride=2, padding=((0, 1),)).to_module("torch")
+    assert type(module).__name__ == "CroppedConvTranspose"
+    assert "crops after" in repr(module)
+    assert isinstance(
+        pc.ConvTranspose1D(3, stride=2, padding=1).to_module("torch"), torch.nn.ConvTranspose1d
+    )
 
 
 @st.composite

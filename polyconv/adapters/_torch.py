@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._transpose_spec import normalize_transpose
 from ._description import ConvDescription, explicit_pairs, pad_by_gather, padding_for
 
 FRAMEWORK = "torch"
@@ -78,6 +79,72 @@ def padded_conv_class() -> type:
     return PaddedConv
 
 
+@functools.cache
+def cropped_conv_transpose_class() -> type:
+    """``CroppedConvTranspose``, a ``torch.nn.Module`` (made on first use)."""
+    import torch
+
+    class CroppedConvTranspose(torch.nn.Module):
+        """A ``torch.nn.ConvTransposeNd`` without padding whose output is cropped (or extended
+        with zeros) afterwards, written by polyconv where the native layer cannot express the
+        padding (it takes one int per axis, both ends alike, and no "same").
+
+        ``padding`` and ``output_padding`` are polyconv's (those of
+        :func:`polyconv.correlate_transpose`): on each input the forward's ``(lo, hi)`` pairs
+        are resolved, ``conv``'s weight is applied with ``padding=0``, the result is cut to
+        ``[lo, lo + size)`` per axis (``size`` the transpose's output size, extended with zeros
+        where the native result is shorter), and ``conv``'s bias is added.
+        """
+
+        polyconv_padded = True
+
+        def __init__(self, conv: Any, padding: object, output_padding: tuple[int, ...]) -> None:
+            super().__init__()
+            self.conv = conv
+            self.padding = padding
+            self.output_padding = output_padding
+            self.padding_mode = "zeros"
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            conv: Any = self.conv
+            rank = len(conv.kernel_size)
+            spec = normalize_transpose(
+                tuple(x.shape),
+                tuple(conv.weight.shape),
+                stride=conv.stride,
+                padding=self.padding,  # type: ignore[arg-type]
+                output_padding=self.output_padding,
+                dilation=conv.dilation,
+                groups=conv.groups,
+            )
+            transposed = getattr(torch.nn.functional, f"conv_transpose{rank}d")
+            full = transposed(x, conv.weight, None, conv.stride, 0, 0, conv.groups, conv.dilation)
+            # Output n of the transpose is position lo + n of the padded forward input: keep
+            # [lo, lo + size) per axis (F.pad with a negative width crops, a positive one
+            # extends with zeros).
+            sizes = spec.out_shape[2:]
+            firsts = [lo for lo, _ in spec.forward.padding]
+            widths = [
+                width
+                for lo, size, have in reversed(
+                    list(zip(firsts, sizes, full.shape[2:], strict=True))
+                )
+                for width in (-lo, lo + size - have)
+            ]
+            y = torch.nn.functional.pad(full, widths)
+            if conv.bias is not None:
+                y = y + conv.bias.reshape(-1, *([1] * rank))
+            return y
+
+        def extra_repr(self) -> str:
+            return (
+                f"crops after (torch.nn.ConvTranspose{rank_of(self.conv)}d cannot pad so): "
+                f"padding={self.padding!r}, output_padding={self.output_padding!r}"
+            )
+
+    return CroppedConvTranspose
+
+
 def _take(x: Any, index: np.ndarray, axis: int) -> Any:
     import torch
 
@@ -105,7 +172,7 @@ def describe(module: Any) -> ConvDescription:
     transpose = isinstance(conv, tuple(_conv_classes(transpose=True).values()))
     if padded:
         padding, mode = module.padding, module.padding_mode
-        native = f"{padding!r} by polyconv's PaddedConv"
+        native = f"{padding!r} by polyconv's {type(module).__name__}"
     else:
         mode = conv.padding_mode
         if isinstance(conv.padding, str):
@@ -130,7 +197,11 @@ def describe(module: Any) -> ConvDescription:
         bias=None if conv.bias is None else _numpy(conv.bias),
         native_padding=native,
         transpose=transpose,
-        output_padding=tuple(conv.output_padding) if transpose else None,
+        output_padding=(
+            (tuple(module.output_padding) if padded else tuple(conv.output_padding))
+            if transpose
+            else None
+        ),
     )
 
 
@@ -164,14 +235,13 @@ def build(description: ConvDescription) -> Any:
     native = _native_padding(description)
     options: dict[str, Any] = {}
     if description.transpose:
-        if native is None:
+        if description.padding_mode != "zeros":
             raise ValueError(
-                f"torch.nn.ConvTranspose{description.rank}d pads both ends of an axis alike, "
-                f"with zeros; this layer's padding={description.padding!r}, padding_mode="
-                f"{description.padding_mode!r} has no torch module (polyconv computes it: "
-                "pc.correlate_transpose)"
+                f"torch.nn.ConvTranspose{description.rank}d pads with zeros only; this layer's "
+                f"padding_mode={description.padding_mode!r} has no torch module (polyconv "
+                "computes it: pc.correlate_transpose)"
             )
-        options["output_padding"] = description.output_padding
+        options["output_padding"] = description.output_padding if native is not None else 0
     conv = _conv_classes(description.transpose)[description.rank](
         description.in_channels,
         description.out_channels,
@@ -191,6 +261,9 @@ def build(description: ConvDescription) -> Any:
             conv.bias.copy_(torch.from_numpy(description.bias))
     if native is not None:
         return conv
+    if description.transpose:
+        assert description.output_padding is not None
+        return cropped_conv_transpose_class()(conv, description.padding, description.output_padding)
     return padded_conv_class()(conv, description.padding, description.padding_mode)
 
 
