@@ -139,10 +139,11 @@ def to_module(layer: object, framework: str) -> Any:
     computing the same function; data in that framework's layout (torch: channels-first, Flax:
     channels-last, Keras: the layer's ``data_format``).
 
-    Transposed layers (``pc.ConvTranspose*D``) become ``torch.nn.ConvTranspose*d``,
-    ``nnx.ConvTranspose`` (``transpose_kernel=True``) or Keras ``Conv*DTranspose``; where the
-    framework's transposed layer cannot express the padding, groups or padding mode, a
-    ValueError says which (no pad-first module is written for them).
+    Transposed layers (``pc.ConvTranspose*D``) become ``torch.nn.ConvTranspose*d`` (or, where
+    its padding cannot say it, ``CroppedConvTranspose``: no padding, the output cut after),
+    ``nnx.ConvTranspose`` (``transpose_kernel=True``) or Keras ``Conv*DTranspose``; a padding
+    mode other than zeros, groups in Flax or Keras, or pads that Flax's and Keras' rules cannot
+    give are a ValueError saying which.
 
     Where the native layer cannot express the padding (torch has no "same" at a stride above 1
     nor asymmetric pads, Flax and Keras no replicate or symmetric mode...), the result is a small
