@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _spec_args, reference
-from ._api import correlate, correlate_vjp
-from ._bounds import DEFAULT_C, assert_within, error_bound, fft_error, to_numpy, vjp_error_bounds
+from . import _spec_args
+from ._bounds import DEFAULT_C, assert_within, to_numpy
 from ._dtypes import FLOAT_DTYPES, result_dtype
 from ._spec import METHODS, CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._transpose_spec import TransposeSpec, normalize_transpose
+from ._verify_problem import CORRELATE, ProblemKind, problem_kind
 from .backends import Array, Backend, available, get
 
 __all__ = ["BackendResult", "Check", "VerifyReport", "add_arguments", "run", "verify"]
@@ -88,13 +89,32 @@ class VerifyReport:
     """The outcome of :func:`verify`: one :class:`BackendResult` per backend. ``str()`` gives a
     table; ``ok`` is whether every backend agreed with the reference."""
 
-    spec: CorrSpec
+    spec: CorrSpec | TransposeSpec
     spec_kwargs: Mapping[str, Any]
     dtype: str
     seed: int
     results: tuple[BackendResult, ...]
     c: float = DEFAULT_C
     method: str = "auto"
+    #: the operation (correlate or its transpose) and the layouts of the arrays
+    kind: ProblemKind = CORRELATE
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of the operation's first input as the caller gave it (its layout)."""
+        spec = self.spec
+        shape = spec.user_y_shape if isinstance(spec, TransposeSpec) else _user_x_shape(spec)
+        return self.kind.shape_in_format(shape, len(self.kernel_shape) - 2)
+
+    @property
+    def kernel_shape(self) -> tuple[int, ...]:
+        spec = self.spec
+        return spec.forward.w_shape if isinstance(spec, TransposeSpec) else spec.w_shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        rank = len(self.kernel_shape) - 2
+        return self.kind.shape_in_format(self.spec.user_out_shape, rank)
 
     @property
     def ok(self) -> bool:
@@ -111,9 +131,17 @@ class VerifyReport:
     def command(self) -> str:
         """The ``polyconv verify`` command that runs this check again (for inputs given as
         arrays it reruns the shapes and keywords, on values drawn from the seed)."""
-        x_shape = self.spec.x_shape if self.spec.batched else self.spec.x_shape[1:]
+        kernel = self.kind.shape_in_format(self.kernel_shape, 0, kernel=True)
         flags = _spec_args.spec_flags(
-            x_shape, self.spec.w_shape, self.spec_kwargs, bias=self.spec.has_bias
+            self.input_shape, kernel, self.spec_kwargs, bias=self.spec.has_bias
+        )
+        flags += _spec_args.layout_flags(
+            {
+                "transpose": self.kind.transpose,
+                "output_padding": self.spec_kwargs.get("output_padding", 0),
+                "data_format": self.kind.data_format,
+                "kernel_format": self.kind.kernel_format,
+            }
         )
         flags += ["--dtype", self.dtype, "--seed", str(self.seed)]
         if self.method != "auto":
@@ -138,18 +166,34 @@ def _format_error(value: float) -> str:
     return f"{value:.2e}" if math.isfinite(value) else str(value)
 
 
+def _user_x_shape(spec: CorrSpec) -> tuple[int, ...]:
+    return spec.x_shape if spec.batched else spec.x_shape[1:]
+
+
 def _render(report: VerifyReport) -> str:
-    spec = report.spec
+    spec, kind = report.spec, report.kind
     shown = {k: v for k, v in report.spec_kwargs.items() if v != _DEFAULTS[k]}
+    if kind.data_format != "channels_first":
+        shown["data_format"] = kind.data_format
+    if kind.kernel_format != "channels_first":
+        shown["kernel_format"] = kind.kernel_format
     keywords = ", ".join(f"{k}={v!r}" for k, v in shown.items()) or "defaults"
-    x_shape = spec.x_shape if spec.batched else spec.x_shape[1:]
-    bias = f", b ({spec.w_shape[0]},)" if spec.has_bias else ""
+    kernel = kind.shape_in_format(report.kernel_shape, 0, kernel=True)
+    names = kind.results
+    if isinstance(spec, TransposeSpec):
+        bias = f", b ({spec.out_shape[1]},)" if spec.has_bias else ""
+        terms = "the terms each output sums (the padding's folds too)"
+        what = "polyconv verify --transpose"
+    else:
+        bias = f", b ({spec.w_shape[0]},)" if spec.has_bias else ""
+        terms = f"{spec.terms_per_output + spec.has_bias} terms per output"
+        what = "polyconv verify"
     lines = [
-        f"polyconv verify: x {x_shape}, w {spec.w_shape}{bias} in {report.dtype}; "
-        f"{keywords} -> y {spec.user_out_shape}",
+        f"{what}: {kind.input_name} {report.input_shape}, w {kernel}{bias} in {report.dtype}; "
+        f"{keywords} -> {names[0]} {report.output_shape}",
         f"reference: float64 (polyconv.reference); bound per element: c * eps({report.dtype}) * "
-        f"K * sum(|terms|), c = {report.c:g}, K = {spec.terms_per_output + spec.has_bias} terms "
-        "per output; the FFT method adds a global term (polyconv.testing.fft_error)",
+        f"K * sum(|terms|), c = {report.c:g}, K = {terms}; the FFT method adds a global term "
+        "(polyconv.testing.fft_error)",
         "",
     ]
     header = (
@@ -163,7 +207,9 @@ def _render(report: VerifyReport) -> str:
             rows.append((*first, "-", "", "", "", "", "", "FAIL"))
             continue
         for check in result.checks:
-            seconds = {"y": result.forward_seconds, "grad_x": result.vjp_seconds}.get(check.result)
+            seconds = {names[0]: result.forward_seconds, names[1]: result.vjp_seconds}.get(
+                check.result
+            )
             rows.append(
                 (
                     *first,
@@ -191,9 +237,7 @@ def _render(report: VerifyReport) -> str:
         ]
     lines.append("")
     if any(r.vjp_seconds is not None for r in report.results):
-        lines.append(
-            "time/call: median; the grad_x row times one correlate_vjp call (all gradients)"
-        )
+        lines.append(f"time/call: median; the {names[1]} row times one VJP call (all gradients)")
     lines += details
     if report.ok:
         lines.append(f"ok: {len(report.results)} backend(s) agree with the reference")
@@ -204,7 +248,14 @@ def _render(report: VerifyReport) -> str:
     return "\n".join(lines)
 
 
-_DEFAULTS = {"stride": 1, "padding": "valid", "dilation": 1, "groups": 1, "padding_mode": "zeros"}
+_DEFAULTS = {
+    "stride": 1,
+    "padding": "valid",
+    "output_padding": 0,
+    "dilation": 1,
+    "groups": 1,
+    "padding_mode": "zeros",
+}
 
 
 def _is_shape(obj: object) -> bool:
@@ -276,31 +327,40 @@ def _run_backend(
     dtype: str,
     kwargs: Mapping[str, Any],
     timing: bool,
+    kind: ProblemKind = CORRELATE,
 ) -> BackendResult:
     backend = get(name)
     device = "?"
+    rank = inputs[1].ndim - 2
+    call, call_vjp = kind.calls(kwargs)
     try:
         x, w, b, g = (
-            None if a is None else backend.convert(a.astype(dtype), dtype, None) for a in inputs
+            None if a is None else backend.convert(a.astype(dtype), dtype, None)
+            for a in (
+                kind.data_in_format(inputs[0], rank),
+                kind.kernel_in_format(inputs[1]),
+                inputs[2],
+                kind.data_in_format(inputs[3], rank),
+            )
         )
         device = backend.device(x) or "?"
-        y = correlate(x, w, b, backend=name, **kwargs)
+        y = call(x, w, b, backend=name)
         backend.synchronize(y)  # the first call compiles (JAX) or warms up; it is not timed
-        grads = correlate_vjp(x, w, b, g, backend=name, **kwargs)
+        grads = call_vjp(x, w, b, g, backend=name)
         backend.synchronize(grads[0])
-        forward = _median_seconds(
-            lambda: correlate(x, w, b, backend=name, **kwargs), backend, timing
-        )
-        vjp = _median_seconds(
-            lambda: correlate_vjp(x, w, b, g, backend=name, **kwargs)[0], backend, timing
-        )
+        forward = _median_seconds(lambda: call(x, w, b, backend=name), backend, timing)
+        vjp = _median_seconds(lambda: call_vjp(x, w, b, g, backend=name)[0], backend, timing)
+        y, *read = kind.read_back(backend, (y, *grads), rank)
+        grads = (read[0], read[1], read[2])
     except Exception as error:  # a backend that raises fails the check; the report says how
         return BackendResult(
             name, dtype, device, method, error=f"raised {type(error).__name__}: {error}"
         )
     checks = [
         _check(result, backend, actual, want, bound, dtype)
-        for result, actual, want, bound in zip(RESULTS, (y, *grads), expected, bounds, strict=True)
+        for result, actual, want, bound in zip(
+            kind.results, (y, *grads), expected, bounds, strict=True
+        )
         if want is not None and bound is not None
     ]
     if (grads[2] is None) != (expected[3] is None):
@@ -346,6 +406,10 @@ def verify(
     groups: int = 1,
     padding_mode: str = "zeros",
     method: str = "auto",
+    transpose: bool = False,
+    output_padding: IntOrTuple = 0,
+    data_format: str = "channels_first",
+    kernel_format: str = "channels_first",
 ) -> VerifyReport:
     """Run one correlation problem on every backend, forward and backward, against the float64
     reference; the report renders as a table (``print(report)``) and ``report.ok`` says whether
@@ -360,7 +424,14 @@ def verify(
     installed backend). ``grad_y``: the output gradient of the VJP (default: drawn from
     ``seed``). ``timing=False`` skips the timing. The other keywords are
     :func:`polyconv.correlate`'s.
+
+    ``transpose=True`` verifies :func:`polyconv.correlate_transpose` (with ``output_padding``)
+    and its VJP instead: ``x`` is then its input ``y`` and ``grad_y`` the gradient of its
+    output. ``data_format`` and ``kernel_format`` say the layouts of ``x`` (and ``grad_y``) and
+    ``w``, shapes or arrays; the backends are called in those layouts, and the report compares
+    their results, read back channels first, with the channels-first reference.
     """
+    kind = problem_kind(transpose, data_format, kernel_format)
     kwargs: dict[str, Any] = {
         "stride": stride,
         "padding": padding,
@@ -385,45 +456,60 @@ def verify(
     for name in names:
         get(name)  # an unknown or uninstalled backend is a ValueError naming the choices
 
+    if transpose:
+        kwargs["output_padding"] = output_padding
+    elif output_padding != 0:
+        raise ValueError(
+            f"output_padding={output_padding!r} applies to the transposed operation only; "
+            "pass transpose=True"
+        )
     rng = np.random.default_rng(seed)
-    x64 = _values(rng, x, dtype) if _is_shape(x) else _as_float64("x", x, dtype)
+    name_x = kind.input_name
+    x64 = _values(rng, x, dtype) if _is_shape(x) else _as_float64(name_x, x, dtype)
     w64 = _values(rng, w, dtype) if _is_shape(w) else _as_float64("w", w, dtype)
+    kind.check_shapes(x64.shape, w64.shape, groups)
+    rank = w64.ndim - 2
+    x64, w64 = kind.data_first(x64, rank), kind.kernel_first(w64)  # channels first from here
+    bias_size = w64.shape[1] * groups if transpose and w64.ndim > 1 else w64.shape[0]
     if bias is True:
-        b64: np.ndarray | None = _values(rng, (w64.shape[0],), dtype)
+        b64: np.ndarray | None = _values(rng, (bias_size,), dtype)
     elif bias is None or bias is False:
         b64 = None
     else:
         b64 = _as_float64("bias", bias, dtype)
-    spec = normalize(x64.shape, w64.shape, None if b64 is None else b64.shape, **kwargs)
+    b_shape = None if b64 is None else b64.shape
+    spec: CorrSpec | TransposeSpec = (
+        normalize_transpose(x64.shape, w64.shape, b_shape, **kwargs)
+        if transpose
+        else normalize(x64.shape, w64.shape, b_shape, **kwargs)
+    )
     if grad_y is None:
         g64 = _values(rng, spec.user_out_shape, dtype)
     else:
-        g64 = _as_float64("grad_y", grad_y, dtype)
+        g64 = kind.data_first(_as_float64("grad_y", grad_y, dtype), rank)
         if g64.shape != spec.user_out_shape:
             raise ValueError(
-                f"grad_y must have the output's shape {spec.user_out_shape}, got {g64.shape}"
+                f"grad_y must have the output's shape "
+                f"{kind.shape_in_format(spec.user_out_shape, rank)}, "
+                f"got {kind.shape_in_format(g64.shape, rank)}"
             )
 
-    expected = (
-        reference.correlate(x64, w64, b64, **kwargs),
-        *reference.correlate_vjp(x64, w64, b64, g64, **kwargs),
-    )
-    direct_bounds = (
-        error_bound(x64, w64, b64, dtype, kwargs),
-        *vjp_error_bounds(x64, w64, b64, g64, dtype, kwargs),
-    )
-    fft_term = fft_error(x64, w64, g64, kwargs)
-    fft_bounds = tuple(None if b is None else b + fft_term for b in direct_bounds)
+    expected = kind.expected(x64, w64, b64, g64, kwargs)
+    direct_bounds, fft_bounds = kind.bounds(x64, w64, b64, g64, dtype, kwargs)
+    forward = spec.forward if isinstance(spec, TransposeSpec) else spec
+    forward_kwargs = {k: v for k, v in kwargs.items() if k != "output_padding"}
     results = []
     for name in names:
-        used = normalize(spec.x_shape, spec.w_shape, **kwargs, method=method, backend=name).method
+        used = normalize(
+            forward.x_shape, forward.w_shape, **forward_kwargs, method=method, backend=name
+        ).method
         bounds = fft_bounds if used == "fft" else direct_bounds
         inputs = (x64, w64, b64, g64)
         call_kwargs = {**kwargs, "method": method}
         results.append(
-            _run_backend(name, used, inputs, expected, bounds, dtype, call_kwargs, timing)
+            _run_backend(name, used, inputs, expected, bounds, dtype, call_kwargs, timing, kind)
         )
-    return VerifyReport(spec, kwargs, dtype, seed, tuple(results), method=method)
+    return VerifyReport(spec, kwargs, dtype, seed, tuple(results), method=method, kind=kind)
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -489,6 +575,7 @@ def run(args: argparse.Namespace) -> int:
             timing=args.timing,
             method=args.method,
             **_spec_args.spec_kwargs(args),
+            **_spec_args.layout_kwargs(args),
         )
     except (ValueError, TypeError) as error:
         print(f"polyconv verify: {error}", file=sys.stderr)
