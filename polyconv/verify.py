@@ -558,8 +558,11 @@ def run(args: argparse.Namespace) -> int:
         if args.random is not None:
             if args.random < 1:
                 raise ValueError(f"--random must be at least 1, got {args.random}")
+            layout = _spec_args.layout_kwargs(args)
+            if layout.pop("output_padding") != 0:
+                raise ValueError("--random draws output_padding itself; leave --output-padding out")
             outcome = random_search(
-                args.random, dtype=args.dtype, seed=args.seed, backends=args.backends
+                args.random, dtype=args.dtype, seed=args.seed, backends=args.backends, **layout
             )
             print(outcome.summary())
             return 0 if outcome.report.ok else 1
@@ -629,31 +632,49 @@ def random_search(
     dtype: str = "float32",
     seed: int = 0,
     backends: Sequence[str] | None = None,
+    transpose: bool = False,
+    data_format: str = "channels_first",
+    kernel_format: str = "channels_first",
 ) -> RandomOutcome:
-    """Check ``examples`` random problems from :func:`polyconv.testing.problems`; a failing one is
-    shrunk by Hypothesis to the smallest it finds."""
+    """Check ``examples`` random problems from :func:`polyconv.testing.problems` (with
+    ``transpose``: :func:`polyconv.testing.transpose_problems`), their arrays given in
+    ``data_format`` and ``kernel_format``; a failing one is shrunk by Hypothesis to the smallest
+    it finds."""
+    kind = problem_kind(transpose, data_format, kernel_format)
     try:
         import hypothesis
         from hypothesis import HealthCheck, Phase, settings
 
-        from .testing import problems
+        from .testing import problems, transpose_problems
     except ImportError as error:
         raise ValueError(f"--random needs Hypothesis (pip install hypothesis): {error}") from None
 
     worst: list[tuple[float, VerifyReport, Any]] = []
     failures: list[tuple[VerifyReport, Any]] = []
 
+    def arguments(problem: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The problem's input and kernel in the layouts checked, and its keywords."""
+        given = problem.y if transpose else problem.x
+        rank = problem.w.ndim - 2
+        keywords = dict(problem.kwargs if transpose else problem.spec_kwargs)
+        keywords.update(transpose=transpose, data_format=data_format, kernel_format=kernel_format)
+        return kind.data_in_format(given, rank), kind.kernel_in_format(problem.w), keywords
+
     def check(problem: Any) -> None:
+        given, kernel, keywords = arguments(problem)
+        grad_y = None
+        if not transpose:
+            grad_y = kind.data_in_format(problem.grad_y, problem.w.ndim - 2)
         report = verify(
-            problem.x,
-            problem.w,
+            given,
+            kernel,
             False if problem.bias is None else problem.bias,
-            grad_y=problem.grad_y,
+            grad_y=grad_y,
             dtype=dtype,
             backends=backends,
             seed=seed,
             timing=False,
-            **problem.spec_kwargs,
+            **keywords,
         )
         ratio = report.worst_ratio
         hypothesis.target(min(ratio, 1e9), label="error / bound")
@@ -671,7 +692,13 @@ def random_search(
             phases=(Phase.generate, Phase.target, Phase.shrink),
             report_multiple_bugs=False,
             suppress_health_check=list(HealthCheck),
-        )(hypothesis.given(problems(dtypes=(dtype,), with_grad_y=True))(check))
+        )(
+            hypothesis.given(
+                transpose_problems(dtype)
+                if transpose
+                else problems(dtypes=(dtype,), with_grad_y=True)
+            )(check)
+        )
     )
     try:
         search()
@@ -682,14 +709,15 @@ def random_search(
         _, report, problem = worst[0]
     # The command reruns the shapes and keywords on values drawn from the seed: when that gives
     # the same verdict, show its (timed) report; else the failure needs the drawn values.
+    given, kernel, keywords = arguments(problem)
     shaped = verify(
-        problem.x.shape,
-        problem.w.shape,
+        given.shape,
+        kernel.shape,
         problem.bias is not None,
         dtype=dtype,
         seed=seed,
         backends=[r.backend for r in report.results],
-        **problem.spec_kwargs,
+        **keywords,
     )
     reproduced = shaped.ok == report.ok
     return RandomOutcome(examples, shaped if reproduced else report, problem, reproduced)

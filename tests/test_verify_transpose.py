@@ -78,3 +78,15 @@ def test_verify_refuses_output_padding_without_transpose() -> None:
 def test_verify_names_both_shapes_when_the_kernel_layout_is_wrong() -> None:
     with pytest.raises(ValueError, match=r"kernel_format='channels_first'"):
         pc.verify((2, 7, 7, 4), (3, 3, 4, 8), data_format="channels_last", timing=False)
+
+
+def test_random_search_draws_transposed_channels_last_problems() -> None:
+    pytest.importorskip("hypothesis")
+    from polyconv.verify import random_search
+
+    outcome = random_search(
+        3, dtype="float64", backends=["numpy"], transpose=True, data_format="channels_last"
+    )
+    assert outcome.report.ok, outcome.summary()
+    assert "--transpose" in outcome.report.command()
+    assert "--data-format channels_last" in outcome.report.command()
