@@ -14,9 +14,9 @@ view, which its convolutions take natively); NumPy and SciPy transpose.
 
 from __future__ import annotations
 
-from ._layouts import CHANNELS_LAST, data_to_first, data_to_last, kernel_to_first
-from ._padding import NUMPY_PAD_MODE
-from ._transpose_spec import TransposeSpec
+from ._spec.layouts import CHANNELS_LAST, data_to_first, data_to_last, kernel_to_first
+from ._spec.padding import NUMPY_PAD_MODE
+from ._spec.transpose import TransposeSpec
 
 _LETTERS = {1: "L", 2: "HW", 3: "DHW"}
 

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from . import reference
-from ._api import correlate, correlate_vjp
 from ._bounds import (
     error_bound,
     fft_error,
@@ -20,7 +19,9 @@ from ._bounds import (
     transpose_vjp_error_bounds,
     vjp_error_bounds,
 )
-from ._layouts import (
+from ._core.api import correlate, correlate_vjp
+from ._core.transpose import correlate_transpose, correlate_transpose_vjp
+from ._spec.layouts import (
     CHANNELS_FIRST,
     CHANNELS_LAST,
     check_channels,
@@ -30,7 +31,6 @@ from ._layouts import (
     kernel_to_first,
     kernel_to_last,
 )
-from ._transpose_api import correlate_transpose, correlate_transpose_vjp
 from .backends import Array, Backend
 
 Bounds = tuple[np.ndarray | None, ...]

@@ -10,15 +10,12 @@ prints, for one problem, a snippet per framework that is runnable as printed, gi
 
 from __future__ import annotations
 
-import argparse
-import sys
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import _spec_args
 from ._explain_transpose import dimension_numbers, in_channels_last, jax_transpose, torch_transpose
-from ._layouts import (
+from ._spec.layouts import (
     CHANNELS_FIRST,
     CHANNELS_LAST,
     check_channels,
@@ -28,11 +25,11 @@ from ._layouts import (
     kernel_to_first,
     permuted,
 )
-from ._padding import NUMPY_PAD_MODE
-from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
-from ._transpose_spec import normalize_transpose
+from ._spec.padding import NUMPY_PAD_MODE
+from ._spec.spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._spec.transpose import normalize_transpose
 
-__all__ = ["NativeCall", "add_arguments", "explain", "native_calls", "run"]
+__all__ = ["NativeCall", "explain", "native_calls"]
 
 # What each framework's ``x``, ``w`` and ``b`` are in its snippet.
 ARRAY_TYPES = {
@@ -544,23 +541,3 @@ def _explain_transpose(
         f"{', '.join(map(str, spec.forward.padding))}",
     ]
     return _render_calls(text, calls, bias, "y, w")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _spec_args.add_spec_arguments(parser, bias=False)
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        text = explain(
-            args.input,
-            args.kernel,
-            bias=args.bias,
-            **_spec_args.spec_kwargs(args),
-            **_spec_args.layout_kwargs(args),
-        )
-    except (ValueError, TypeError) as error:
-        print(f"polyconv explain: {error}", file=sys.stderr)
-        return 2
-    print(text)
-    return 0

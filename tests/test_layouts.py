@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import polyconv as pc
-from polyconv._layouts import data_to_first, data_to_last, kernel_to_first, kernel_to_last
+from polyconv._spec.layouts import data_to_first, data_to_last, kernel_to_first, kernel_to_last
 from polyconv.backends import get
 from polyconv.testing import (
     assert_within,
@@ -275,7 +275,7 @@ def test_jax_channels_last_call_compiles_to_one_convolution_in_that_layout() -> 
     jax = pytest.importorskip("jax")
     import re
 
-    from polyconv import _layout_calls
+    from polyconv._core import layouts as _layout_calls
 
     x, w = jax.numpy.ones((2, 6, 6, 3)), jax.numpy.ones((3, 3, 3, 5))
     options = dict(padding=1, data_format="channels_last", kernel_format="channels_last")

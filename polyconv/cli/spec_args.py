@@ -9,8 +9,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._layouts import FORMATS
-from ._spec import PADDING_MODES, PADDING_STRINGS
+from .._spec.layouts import FORMATS
+from .._spec.options import PADDING_MODES, PADDING_STRINGS
 
 PADDING_HELP = (
     "'valid', 'same', 'full', one int for every axis (1), one per axis (1,2) "

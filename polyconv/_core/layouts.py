@@ -11,11 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from . import _layouts as layouts
-from ._dispatch import as_input
-from ._layouts import CHANNELS_LAST, data_to_first, data_to_last, kernel_to_first, kernel_to_last
-from ._spec import is_plain
-from .backends import Array, backend_of
+from .._spec import layouts
+from .._spec.layouts import (
+    CHANNELS_LAST,
+    data_to_first,
+    data_to_last,
+    kernel_to_first,
+    kernel_to_last,
+)
+from .._spec.spec import is_plain
+from ..backends import Array, backend_of
+from .select import as_input
 
 
 def _permute(name: str, obj: object, axes: tuple[int, ...]) -> object:
