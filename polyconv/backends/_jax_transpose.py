@@ -5,7 +5,7 @@ JAX itself computes a convolution's input gradient and ``jax.lax.conv_transpose`
 by the stride, padded by the kernel extent less one (less the forward's zero padding, which a
 negative pad crops), correlated with the flipped kernel whose channel axes are swapped per group.
 Padding modes other than zeros give the padded input's gradient, folded back onto the samples
-the padding copied (``.at[].add`` of the :func:`polyconv._padding.pad_indices` map).
+the padding copied (``.at[].add`` of the :func:`polyconv._spec.padding.pad_indices` map).
 ``method="fft"`` is the same adjoint as a correlation of ``y`` spread to stride 1, by the
 backend's whole-image FFT, recomputed directly when not finite (``jax.lax.cond``).
 """

@@ -5,7 +5,7 @@ padded geometry: with ``padding=`` the forward's zero padding where it is the sa
 (else 0), it gives the gradient of the padded input, whose extra samples past the native
 output come from ``output_padding=`` (or, beyond what torch accepts there, ``F.pad``); the
 padding is then folded back onto the samples it copied (a crop for zeros, ``index_add`` of the
-:func:`polyconv._padding.pad_indices` map for the other modes). ``method="fft"`` is the same
+:func:`polyconv._spec.padding.pad_indices` map for the other modes). ``method="fft"`` is the same
 adjoint written as a correlation (``y`` spread to stride 1, the kernel flipped with its channel
 axes swapped per group) by the backend's whole-image FFT, recomputed directly when not finite.
 Gradients of either are autograd's through these steps; float16 on CPU computes in float32 and

@@ -9,7 +9,7 @@ third-party backend computes it (and its gradients) with nothing more than it al
   the input and ``y`` as the output gradient: ``<T_w y, g> = <y, F_w g>``.
 
 When ``output_padding >= stride`` the forward has more outputs than ``y`` (see
-:mod:`polyconv._transpose_spec`); ``y`` is then extended by zeros with one more correlation, a
+:mod:`polyconv._spec.transpose`); ``y`` is then extended by zeros with one more correlation, a
 per-channel 1-tap kernel of ones with zero padding, exact and NaN-preserving (one product each).
 """
 
