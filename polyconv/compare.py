@@ -10,15 +10,13 @@ own terms.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import _spec_args, reference
+from . import reference
 from ._bounds import (
     error_bound,
     to_numpy,
@@ -26,16 +24,16 @@ from ._bounds import (
     transpose_vjp_error_bounds,
     vjp_error_bounds,
 )
-from ._dtypes import FLOAT_DTYPES
-from ._spec import normalize
-from ._transpose_spec import normalize_transpose
+from ._spec.dtypes import FLOAT_DTYPES
+from ._spec.spec import normalize
+from ._spec.transpose import normalize_transpose
 from .adapters import _adapter, describe
 from .adapters._description import ConvDescription, effective_padding
 from .backends import get
 from .layers import _ConvND
 from .verify import RESULTS, Check, _check
 
-__all__ = ["CompareReport", "Side", "add_arguments", "compare", "load", "run"]
+__all__ = ["CompareReport", "Side", "compare", "load"]
 
 _Results = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
 
@@ -87,8 +85,8 @@ def _run(module: object, description: ConvDescription, x: np.ndarray, g: np.ndar
     if not isinstance(module, _ConvND):  # a torch, Flax or Keras module: its own autodiff
         results: _Results = _adapter(description.framework).run(module, x, g)
         return results
-    from ._api import correlate_vjp
-    from ._transpose_api import correlate_transpose_vjp
+    from ._core.api import correlate_vjp
+    from ._core.transpose import correlate_transpose_vjp
 
     vjp = correlate_transpose_vjp if description.transpose else correlate_vjp
     layer, backend = module, module.backend
@@ -381,9 +379,6 @@ def _render(report: CompareReport) -> str:
     return "\n".join(lines)
 
 
-# --- the command ---------------------------------------------------------------------------
-
-
 def load(source: str) -> object:
     """A layer from a file written by ``layer.save`` (``.npz``), or the object an import path
     ``package.module:name`` names (a layer or module, or a function of no arguments that
@@ -409,33 +404,3 @@ def load(source: str) -> object:
     found = getattr(importlib.import_module(module_name), attribute)
     # A plain function builds the layer; a layer (itself callable) is returned as it is.
     return found() if inspect.isfunction(found) else found
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Run two convolution layers (polyconv layer files, or import paths package.module:name "
-        "of torch, Flax or Keras layers) on the same random input, forward and backward, "
-        "against the float64 reference of the first; print the report and the fields that "
-        "differ. The exit status is 1 when they differ, 2 for a usage error."
-    )
-    parser.add_argument("a", help="the reference layer: a .npz file or package.module:name")
-    parser.add_argument("b", help="the layer to check against it")
-    parser.add_argument(
-        "--input",
-        type=_spec_args.shape,
-        required=True,
-        metavar="N,C,...",
-        help="channels-first input shape, e.g. 2,3,32,32",
-    )
-    parser.add_argument("--dtype", choices=FLOAT_DTYPES, default="float32")
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        report = compare(load(args.a), load(args.b), args.input, seed=args.seed, dtype=args.dtype)
-    except (ValueError, TypeError, ImportError, AttributeError) as error:
-        print(f"polyconv compare: {error}", file=sys.stderr)
-        return 2
-    print(report)
-    return 0 if report.ok else 1

@@ -28,21 +28,25 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 
-from ._api import _lift, correlate
-from ._dispatch import as_input, select_backend
-from ._dtypes import FLOAT_DTYPES, result_dtype
-from ._layouts import CHANNELS_FIRST, CHANNELS_LAST, check_format, kernel_to_first, kernel_to_last
-from ._spec import (
-    METHODS,
-    PADDING_STRINGS,
+from ._core.api import _lift, correlate
+from ._core.select import as_input, select_backend
+from ._spec.dtypes import FLOAT_DTYPES, result_dtype
+from ._spec.layouts import (
+    CHANNELS_FIRST,
+    CHANNELS_LAST,
+    check_format,
+    kernel_to_first,
+    kernel_to_last,
+)
+from ._spec.options import (
     IntOrTuple,
     PaddingArg,
-    _as_int,
-    _check_padding_mode,
-    _explicit_padding,
-    _per_axis,
-    normalize,
+    check_method,
+    check_options,
+    per_axis,
+    positive_int,
 )
+from ._spec.spec import normalize
 from .backends import Array, Backend
 from .backends import get as get_backend
 
@@ -83,23 +87,6 @@ def to_backend(name: str, obj: object, backend: Backend, dtype: str, like: Array
     return converted
 
 
-def _canonical_padding(padding: object, rank: int) -> str | tuple[tuple[int, int], ...]:
-    if isinstance(padding, str):
-        if padding not in PADDING_STRINGS:
-            raise ValueError(
-                f"padding must be one of {PADDING_STRINGS}, an int or a tuple; got {padding!r}"
-            )
-        return padding
-    return _explicit_padding(padding, rank)
-
-
-def _positive_int(value: object, name: str) -> int:
-    number = _as_int(value, name)
-    if number <= 0:
-        raise ValueError(f"{name} must be a positive int, got {number}")
-    return number
-
-
 def _jsonable(value: object) -> object:
     """Tuples as lists, recursively: the form a value takes after a JSON round trip."""
     if isinstance(value, (tuple, list)):
@@ -132,14 +119,14 @@ class _ConvND:
         kernel_format: str = CHANNELS_FIRST,
     ) -> None:
         rank = self.rank
-        self.kernel_size = _per_axis(kernel_size, rank, "kernel_size")
-        self.stride = _per_axis(stride, rank, "stride")
-        self.dilation = _per_axis(dilation, rank, "dilation")
-        self.padding = _canonical_padding(padding, rank)
-        self.padding_mode = _check_padding_mode(padding_mode)
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.groups = _positive_int(groups, "groups")
+        self.kernel_size = per_axis(kernel_size, rank, "kernel_size")
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
+        # The same checks as normalize's, which cannot run yet: the input's shape is not known.
+        options = check_options(rank, stride, padding, dilation, groups, padding_mode)
+        self.stride, self.dilation = options.stride, options.dilation
+        self.padding, self.padding_mode = options.padding, options.padding_mode
+        self.groups = options.groups
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(
                 f"groups={self.groups} must divide both in_channels={self.in_channels} "
@@ -149,8 +136,7 @@ class _ConvND:
             raise TypeError(f"bias must be True or False, got {bias!r}")
         if dtype not in FLOAT_DTYPES:
             raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        check_method(method)
         self.dtype = dtype
         self.data_format = check_format(data_format, "data_format")
         self.kernel_format = check_format(kernel_format, "kernel_format")
@@ -256,18 +242,12 @@ class _ConvND:
             "method": self.method,
         }
 
-    def spec(
-        self, x_shape: Sequence[int], *, backend: str | None = None, with_bias: bool = False
-    ) -> Any:
+    def spec(self, x_shape: Sequence[int], *, with_bias: bool = False) -> Any:
         """The normalised problem of this layer on a channels-first input of ``x_shape``
         (a :class:`~polyconv.CorrSpec`; a :class:`~polyconv.TransposeSpec` for a transposed
-        layer); ``backend`` resolves ``method="auto"`` with that backend's cost model."""
+        layer)."""
         return normalize(
-            x_shape,
-            self.weight_shape,
-            self.bias_shape if with_bias else None,
-            backend=backend,
-            **self.options,
+            x_shape, self.weight_shape, self.bias_shape if with_bias else None, **self.options
         )
 
     def is_plain_input(self, x_shape: Sequence[int]) -> bool:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ._padding import NUMPY_PAD_MODE
-from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
-from ._transpose_spec import TransposeSpec, normalize_transpose
+from ._spec.padding import NUMPY_PAD_MODE
+from ._spec.spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._spec.transpose import TransposeSpec, normalize_transpose
 
 
 def _padding_matrix(size: int, lo: int, hi: int, mode: str) -> np.ndarray:

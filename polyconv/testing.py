@@ -44,7 +44,6 @@ from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 
 from . import reference
-from ._api import correlate, correlate_vjp, output_shape
 from ._bounds import (
     DEFAULT_C,
     assert_within,
@@ -58,8 +57,10 @@ from ._bounds import (
     transpose_vjp_error_bounds,
     vjp_error_bounds,
 )
-from ._dtypes import FLOAT_DTYPES
-from ._spec import PADDING_MODES, CorrSpec, normalize
+from ._core.api import correlate, correlate_vjp, output_shape
+from ._spec.dtypes import FLOAT_DTYPES
+from ._spec.options import PADDING_MODES
+from ._spec.spec import CorrSpec, normalize
 from .backends import registered
 
 __all__ = [

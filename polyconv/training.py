@@ -30,11 +30,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._dispatch import as_input
-from ._layouts import CHANNELS_LAST, data_to_first, data_to_last, permuted
-from ._spec import CorrSpec
-from ._transpose_spec import TransposeSpec
-from .backends import Array, Backend
+from ._core.select import as_input, resolve_method
+from ._spec.layouts import CHANNELS_LAST, data_to_first, data_to_last, permuted
+from ._spec.spec import CorrSpec
+from ._spec.transpose import TransposeSpec
+from .backends import Array, Backend, Method
 from .backends import get as get_backend
 from .layers import Params, _ConvND, to_backend
 
@@ -130,7 +130,7 @@ LOSSES: dict[str, Loss] = {
 
 
 def _compiled_step(
-    backend: Backend, spec: CorrSpec | TransposeSpec, loss_name: str
+    backend: Backend, spec: CorrSpec | TransposeSpec, loss_name: str, method: Method = "direct"
 ) -> Callable[..., tuple[Params, SGDState, Array]]:
     """One training step for this geometry, compiled by the backend. Compiled afresh for every
     ``fit``: a backend setting read while tracing (JAX's matmul precision) must never be served
@@ -147,10 +147,12 @@ def _compiled_step(
         momentum: float,
     ) -> tuple[Params, SGDState, Array]:
         if isinstance(spec, TransposeSpec):
-            y_hat, vjp = backend.correlate_transpose_with_vjp(x, params.weight, params.bias, spec)
+            y_hat, vjp = backend.correlate_transpose_with_vjp(
+                x, params.weight, params.bias, spec, method=method
+            )
         else:
             y_hat, vjp = backend.correlate_with_vjp(
-                x, params.weight, params.bias, spec, with_grad_x=False
+                x, params.weight, params.bias, spec, with_grad_x=False, method=method
             )
         residual = y_hat - y
         grad_y = loss.grad(residual, outputs)
@@ -304,9 +306,9 @@ def fit(
     lr, steps, momentum = _check_hyperparameters(lr, steps, momentum, loss, callback)
     batches, batch_shape = _batches(layer, x, y, batch_size, seed)
     backend = layer.backend
-    # backend= resolves method="auto" with this backend's cost model
-    spec = layer.spec(batch_shape, backend=backend.name, with_bias=layer.bias is not None)
-    step_fn = _compiled_step(backend, spec, loss)
+    spec = layer.spec(batch_shape, with_bias=layer.bias is not None)
+    method = resolve_method(backend, spec, layer.options["method"])
+    step_fn = _compiled_step(backend, spec, loss, method)
 
     params = last_good = layer.params
     state = sgd_init(params, momentum)

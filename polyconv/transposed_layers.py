@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._layouts import CHANNELS_FIRST
-from ._spec import IntOrTuple, PaddingArg, _check_padding_mode, _per_axis
-from ._transpose_api import correlate_transpose
-from ._transpose_spec import check_output_padding, normalize_transpose
+from ._core.transpose import correlate_transpose
+from ._spec.layouts import CHANNELS_FIRST
+from ._spec.options import IntOrTuple, PaddingArg, check_padding_mode, per_axis
+from ._spec.transpose import check_output_padding, normalize_transpose
 from .backends import Array
 from .layers import _ConvND
 
@@ -48,9 +48,9 @@ class _ConvTransposeND(_ConvND):
     ) -> None:
         self.output_padding = check_output_padding(
             output_padding,
-            _per_axis(stride, self.rank, "stride"),
-            _per_axis(dilation, self.rank, "dilation"),
-            _check_padding_mode(padding_mode),
+            per_axis(stride, self.rank, "stride"),
+            per_axis(dilation, self.rank, "dilation"),
+            check_padding_mode(padding_mode),
         )
         super().__init__(
             kernel_size,
@@ -87,13 +87,9 @@ class _ConvTransposeND(_ConvND):
     def _operation(*args: Any, **kwargs: Any) -> Array:
         return correlate_transpose(*args, **kwargs)
 
-    def spec(self, x_shape: Any, *, backend: str | None = None, with_bias: bool = False) -> Any:
+    def spec(self, x_shape: Any, *, with_bias: bool = False) -> Any:
         return normalize_transpose(
-            x_shape,
-            self.weight_shape,
-            self.bias_shape if with_bias else None,
-            backend=backend,
-            **self.options,
+            x_shape, self.weight_shape, self.bias_shape if with_bias else None, **self.options
         )
 
     @property

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import polyconv as pc
-from polyconv._layouts import data_to_first, data_to_last, kernel_to_first, kernel_to_last
+from polyconv._spec.layouts import data_to_first, data_to_last, kernel_to_first, kernel_to_last
 from polyconv.backends import get
 from polyconv.testing import (
     assert_within,
@@ -269,3 +269,22 @@ def test_transposed_layer_saves_loads_and_moves(tmp_path: Any) -> None:
         pc.ConvTranspose3D((1, 2, 2), in_channels=2, out_channels=2, output_padding=(0, 1, 0)).load(
             path
         )
+
+
+def test_jax_channels_last_call_compiles_to_one_convolution_in_that_layout() -> None:
+    jax = pytest.importorskip("jax")
+    import re
+
+    from polyconv._core import layouts as _layout_calls
+
+    x, w = jax.numpy.ones((2, 6, 6, 3)), jax.numpy.ones((3, 3, 3, 5))
+    options = dict(padding=1, data_format="channels_last", kernel_format="channels_last")
+    pc.correlate(x, w, **options)
+    compiled = [
+        f
+        for key, f in _layout_calls._COMPILED.items()
+        if key[0] == "jax" and key[1] is pc.correlate
+    ]
+    text = compiled[-1].lower(x, w, None).compile().as_text()
+    assert not re.search(r"\btranspose\(", text)
+    assert "dim_labels=b01f_01io->b01f" in text  # NHWC data, HWIO kernel, natively

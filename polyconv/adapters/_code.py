@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._layouts import kernel_to_last
-from .._padding import NUMPY_PAD_MODE
-from .._spec import CorrSpec
+from .._spec.layouts import kernel_to_last
+from .._spec.padding import NUMPY_PAD_MODE
+from .._spec.spec import CorrSpec
 from . import _flax, _keras, _torch
 from ._description import ConvDescription
 

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .._layouts import kernel_to_first, kernel_to_last
-from .._padding import pad_indices
-from .._spec import normalize
-from .._transpose_spec import normalize_transpose
+from .._spec.layouts import kernel_to_first, kernel_to_last
+from .._spec.padding import pad_indices
+from .._spec.spec import normalize
+from .._spec.transpose import normalize_transpose
 
 ArrayT = TypeVar("ArrayT")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._transpose_spec import normalize_transpose
+from .._spec.transpose import normalize_transpose
 from ._description import ConvDescription, explicit_pairs, pad_by_gather, padding_for
 
 FRAMEWORK = "torch"

@@ -5,7 +5,7 @@ JAX itself computes a convolution's input gradient and ``jax.lax.conv_transpose`
 by the stride, padded by the kernel extent less one (less the forward's zero padding, which a
 negative pad crops), correlated with the flipped kernel whose channel axes are swapped per group.
 Padding modes other than zeros give the padded input's gradient, folded back onto the samples
-the padding copied (``.at[].add`` of the :func:`polyconv._padding.pad_indices` map).
+the padding copied (``.at[].add`` of the :func:`polyconv._spec.padding.pad_indices` map).
 ``method="fft"`` is the same adjoint as a correlation of ``y`` spread to stride 1, by the
 backend's whole-image FFT, recomputed directly when not finite (``jax.lax.cond``).
 """
@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .._padding import pad_indices
-from .._spec import normalize
-from .._transpose_spec import TransposeSpec
+from .._spec.padding import pad_indices
+from .._spec.spec import normalize
+from .._spec.transpose import TransposeSpec
 from . import jax_backend as jb
+from ._interface import Method
 
 JaxArray = Any
 
@@ -100,9 +101,7 @@ def _fft_unchecked(
     spread = jnp.zeros((y.shape[0], y.shape[1], *length), y.dtype)
     spread = spread.at[(slice(None), slice(None), *placed)].set(y)
     kernel = _flipped_swapped(w, spec)
-    t_spec = normalize(
-        spread.shape, kernel.shape, dilation=forward.dilation, groups=forward.groups, method="fft"
-    )
+    t_spec = normalize(spread.shape, kernel.shape, dilation=forward.dilation, groups=forward.groups)
     out = jb._fft_unchecked(spread, kernel, None, t_spec, precision)
     if forward.padding_mode == "zeros":
         out = out[
@@ -122,9 +121,14 @@ def _fft_unchecked(
 
 
 def _traced(
-    y: JaxArray, w: JaxArray, bias: JaxArray | None, spec: TransposeSpec, precision: str
+    y: JaxArray,
+    w: JaxArray,
+    bias: JaxArray | None,
+    spec: TransposeSpec,
+    precision: str,
+    method: Method,
 ) -> JaxArray:
-    if spec.method != "fft":
+    if method != "fft":
         return _direct(y, w, bias, spec, precision)
     jax = jb._jax()
     out = _fft_unchecked(y, w, bias, spec, precision)
@@ -140,6 +144,7 @@ def _vjp_traced(
     grad_out: JaxArray,
     spec: TransposeSpec,
     precision: str,
+    method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     jax = jb._jax()
     jnp = jax.numpy
@@ -148,7 +153,7 @@ def _vjp_traced(
         _, pullback = jax.vjp(functools.partial(method, spec=spec, precision=precision), y, w, bias)
         return pullback(grad_out)
 
-    if spec.method != "fft":
+    if method != "fft":
         return vjp(_direct)
     grads = vjp(_fft_unchecked)
     finite = jnp.all(jnp.stack([jnp.isfinite(g).all() for g in grads if g is not None]))
@@ -159,18 +164,24 @@ def _vjp_traced(
 def _jitted() -> tuple[Any, Any]:
     jax = jb._jax()
     return (
-        jax.jit(_traced, static_argnames=("spec", "precision")),
-        jax.jit(_vjp_traced, static_argnames=("spec", "precision")),
+        jax.jit(_traced, static_argnames=("spec", "precision", "method")),
+        jax.jit(_vjp_traced, static_argnames=("spec", "precision", "method")),
     )
 
 
 def correlate_transpose(
-    y: JaxArray, w: JaxArray, bias: JaxArray | None, spec: TransposeSpec
+    y: JaxArray, w: JaxArray, bias: JaxArray | None, spec: TransposeSpec, method: Method
 ) -> JaxArray:
-    return _jitted()[0](y, w, bias, spec=spec, precision=jb._precision.get())
+    return _jitted()[0](y, w, bias, spec=spec, precision=jb._precision.get(), method=method)
 
 
 def correlate_transpose_vjp(
-    y: JaxArray, w: JaxArray, bias: JaxArray | None, grad_out: JaxArray, spec: TransposeSpec
+    y: JaxArray,
+    w: JaxArray,
+    bias: JaxArray | None,
+    grad_out: JaxArray,
+    spec: TransposeSpec,
+    method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-    return _jitted()[1](y, w, bias, grad_out, spec=spec, precision=jb._precision.get())
+    precision = jb._precision.get()
+    return _jitted()[1](y, w, bias, grad_out, spec=spec, precision=precision, method=method)

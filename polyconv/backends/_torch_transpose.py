@@ -5,7 +5,7 @@ padded geometry: with ``padding=`` the forward's zero padding where it is the sa
 (else 0), it gives the gradient of the padded input, whose extra samples past the native
 output come from ``output_padding=`` (or, beyond what torch accepts there, ``F.pad``); the
 padding is then folded back onto the samples it copied (a crop for zeros, ``index_add`` of the
-:func:`polyconv._padding.pad_indices` map for the other modes). ``method="fft"`` is the same
+:func:`polyconv._spec.padding.pad_indices` map for the other modes). ``method="fft"`` is the same
 adjoint written as a correlation (``y`` spread to stride 1, the kernel flipped with its channel
 axes swapped per group) by the backend's whole-image FFT, recomputed directly when not finite.
 Gradients of either are autograd's through these steps; float16 on CPU computes in float32 and
@@ -15,12 +15,12 @@ TF32 is held off on CUDA, as for the forward (see :mod:`polyconv.backends.torch_
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 from typing import Any
 
-from .._spec import normalize
-from .._transpose_spec import TransposeSpec
+from .._spec.spec import normalize
+from .._spec.transpose import TransposeSpec
 from . import torch_backend as tb
+from ._interface import Method
 
 Tensor = Any
 
@@ -91,11 +91,7 @@ def _spread_correlation(y: Tensor, w: Tensor, spec: TransposeSpec) -> tuple[Tens
     swapped = w.reshape(g, og, cg, *kernel).transpose(1, 2).reshape(g * cg, og, *kernel)
     flipped = torch.flip(swapped, dims=tuple(range(2, swapped.ndim)))
     t_spec = normalize(
-        tuple(spread.shape),
-        tuple(flipped.shape),
-        dilation=forward.dilation,
-        groups=g,
-        method="fft",
+        tuple(spread.shape), tuple(flipped.shape), dilation=forward.dilation, groups=g
     )
     return spread, flipped, t_spec
 
@@ -130,8 +126,10 @@ def transpose_fft_unchecked(
     return _with_bias(out, bias, spec)
 
 
-def correlate_transpose(y: Tensor, w: Tensor, bias: Tensor | None, spec: TransposeSpec) -> Tensor:
-    if spec.method != "fft":
+def correlate_transpose(
+    y: Tensor, w: Tensor, bias: Tensor | None, spec: TransposeSpec, method: Method
+) -> Tensor:
+    if method != "fft":
         return transpose_direct(y, w, bias, spec)
     out = transpose_fft_unchecked(y, w, bias, spec)
     if not tb._all_finite(out):  # an FFT spreads a NaN or inf everywhere
@@ -140,11 +138,15 @@ def correlate_transpose(y: Tensor, w: Tensor, bias: Tensor | None, spec: Transpo
 
 
 def correlate_transpose_vjp(
-    y: Tensor, w: Tensor, bias: Tensor | None, grad_out: Tensor, spec: TransposeSpec
+    y: Tensor,
+    w: Tensor,
+    bias: Tensor | None,
+    grad_out: Tensor,
+    spec: TransposeSpec,
+    method: Method,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    forward = transpose_fft_unchecked if spec.method == "fft" else transpose_direct
+    forward = transpose_fft_unchecked if method == "fft" else transpose_direct
     grads = tb._forward_with_vjp(y, w, bias, spec, forward)[1](grad_out)  # type: ignore[arg-type]
-    if spec.method == "fft" and not tb._grads_finite(grads):
-        direct = replace(spec, forward=replace(spec.forward, method="direct"))
-        return correlate_transpose_vjp(y, w, bias, grad_out, direct)
+    if method == "fft" and not tb._grads_finite(grads):
+        return correlate_transpose_vjp(y, w, bias, grad_out, spec, "direct")
     return grads

@@ -9,7 +9,7 @@ third-party backend computes it (and its gradients) with nothing more than it al
   the input and ``y`` as the output gradient: ``<T_w y, g> = <y, F_w g>``.
 
 When ``output_padding >= stride`` the forward has more outputs than ``y`` (see
-:mod:`polyconv._transpose_spec`); ``y`` is then extended by zeros with one more correlation, a
+:mod:`polyconv._spec.transpose`); ``y`` is then extended by zeros with one more correlation, a
 per-channel 1-tap kernel of ones with zero padding, exact and NaN-preserving (one product each).
 """
 
@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._spec import normalize
-from .._transpose_spec import TransposeSpec
+from .._spec.spec import normalize
+from .._spec.transpose import TransposeSpec
 
 if TYPE_CHECKING:
-    from ._interface import Backend
+    from ._interface import Backend, Method
 
 Array = Any
 
@@ -62,11 +62,16 @@ def channel_sums(a: Array) -> Array:
 
 
 def correlate_transpose(
-    backend: Backend, y: Array, w: Array, bias: Array | None, spec: TransposeSpec
+    backend: Backend,
+    y: Array,
+    w: Array,
+    bias: Array | None,
+    spec: TransposeSpec,
+    method: Method = "direct",
 ) -> Array:
     zero_input = backend.convert(np.zeros(spec.out_shape), _dtype(backend, y), y)
     grad_y = extended_with_zeros(backend, y, spec)
-    out, _, _ = backend.correlate_vjp(zero_input, w, None, grad_y, spec.forward)
+    out, _, _ = backend.correlate_vjp(zero_input, w, None, grad_y, spec.forward, method=method)
     return out if bias is None else out + _bias_shaped(bias, spec.rank)
 
 
@@ -77,12 +82,13 @@ def correlate_transpose_vjp(
     bias: Array | None,
     grad_out: Array,
     spec: TransposeSpec,
+    method: Method = "direct",
 ) -> tuple[Array, Array, Array | None]:
     forward = spec.forward
-    grad_y = backend.correlate(grad_out, w, None, forward)
+    grad_y = backend.correlate(grad_out, w, None, forward, method=method)
     if any(spec.extra_outputs):
         grad_y = grad_y[(Ellipsis, *(slice(0, i) for i in spec.y_shape[2:]))]
     _, grad_w, _ = backend.correlate_vjp(
-        grad_out, w, None, extended_with_zeros(backend, y, spec), forward
+        grad_out, w, None, extended_with_zeros(backend, y, spec), forward, method=method
     )
     return grad_y, grad_w, None if bias is None else channel_sums(grad_out)

@@ -6,23 +6,31 @@ is a usage error, never a silent pass.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import polyconv
-from polyconv._dtypes import FLOAT_DTYPES
+from polyconv import normalize
+from polyconv._spec.dtypes import FLOAT_DTYPES
 from polyconv.backends import Backend, get, registered
 from polyconv.testing import (
     Problem,
     assert_close,
     assert_vjp_close,
+    assert_within,
     problems,
+    transpose_error_bound,
+    transpose_problems,
+    transpose_vjp_error_bounds,
     unavailable_reason,
     unsupported_dtype_reason,
+    values,
 )
 
 from . import BACKEND_VARIABLE, DEFAULT_MAX_EXAMPLES, MAX_EXAMPLES_VARIABLE
@@ -107,6 +115,20 @@ def test_framework_arrays_are_dispatched_to_the_backend() -> None:
     assert backend.owns(y), f"got {type(y).__name__}, not an array of backend {NAME!r}"
 
 
+@pytest.mark.parametrize("rank", [1, 2])
+def test_choose_method_answers_direct_or_fft_and_both_are_accepted(rank: int) -> None:
+    backend = get(NAME)
+    x_shape, w_shape = (1, 2, *(9,) * rank), (3, 2, *(3,) * rank)
+    spec = normalize(x_shape, w_shape)
+    assert backend.choose_method(spec) in ("direct", "fft")
+    x = backend.convert(np.linspace(-1, 1, math.prod(x_shape)).reshape(x_shape), "float32", None)
+    w = backend.convert(np.linspace(1, -1, math.prod(w_shape)).reshape(w_shape), "float32", x)
+    for method in ("direct", "fft"):
+        y = backend.correlate(x, w, None, spec, method=method)
+        grads = backend.correlate_vjp(x, w, None, y, spec, method=method)
+        assert backend.owns(y) and all(backend.owns(g) for g in grads[:2])
+
+
 def test_result_stays_on_the_input_device() -> None:
     backend = get(NAME)
     x = backend.convert(np.ones((1, 2, 5, 5)), "float32", None)
@@ -168,3 +190,30 @@ def test_convolve_correlates_with_the_flipped_kernel(problem: Problem) -> None:
         dtype=problem.dtype,
         spec_kwargs=problem.spec_kwargs,
     )
+
+
+@EXAMPLES
+@given(st.data())
+def test_correlate_transpose_and_its_vjp_match_the_reference(data: st.DataObject) -> None:
+    dtype = data.draw(st.sampled_from(SUPPORTED_DTYPES), label="dtype")
+    p = data.draw(transpose_problems(dtype), label="problem")
+    backend = get(NAME)
+    y, w, b = (
+        None if a is None else backend.convert(a.astype(dtype), dtype, None)
+        for a in (p.y, p.w, p.bias)
+    )
+    out = polyconv.correlate_transpose(y, w, b, backend=NAME, **p.kwargs)
+    expected = polyconv.reference.correlate_transpose(p.y, p.w, p.bias, **p.kwargs)
+    assert_within(out, expected, transpose_error_bound(p.y, p.w, p.bias, dtype, p.kwargs))
+    grad_out = data.draw(values(tuple(expected.shape), dtype), label="grad_out")
+    grads = polyconv.correlate_transpose_vjp(
+        y, w, b, backend.convert(grad_out.astype(dtype), dtype, None), backend=NAME, **p.kwargs
+    )
+    wanted = polyconv.reference.correlate_transpose_vjp(p.y, p.w, p.bias, grad_out, **p.kwargs)
+    bounds = transpose_vjp_error_bounds(p.y, p.w, p.bias, grad_out, dtype, p.kwargs)
+    for name, got, want, bound in zip(
+        ("grad_y", "grad_w", "grad_bias"), grads, wanted, bounds, strict=True
+    ):
+        assert (got is None) == (want is None), name
+        if want is not None:
+            assert_within(got, want, bound, what=name)

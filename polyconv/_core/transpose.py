@@ -2,51 +2,102 @@
 
 ``correlate_transpose(y, w)`` is the adjoint in ``x`` of ``correlate(x, w)`` with the same
 keywords (``docs/spec.md``, "The transposed correlation"); its size rule and checks live in
-:mod:`polyconv._transpose_spec`.
+:mod:`polyconv._spec.transpose`. Each is an :class:`~polyconv._core.callcache.Operation`
+of the call cache, as the forward operations are.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from ._dispatch import as_input, convert_inputs, select_backend
-from ._layout_calls import call_in_layouts
-from ._layouts import CHANNELS_FIRST
-from ._spec import IntOrTuple, PaddingArg
-from ._transpose_spec import TransposeSpec, normalize_transpose
-from .backends import Array, Backend
+from .._spec.layouts import CHANNELS_FIRST
+from .._spec.options import IntOrTuple, PaddingArg
+from .._spec.transpose import TransposeSpec, normalize_transpose
+from ..backends import Array, Backend, Method
+from .callcache import Operation, Run, call
+from .layouts import call_in_layouts
 
 
-def _prepare(
-    arrays: dict[str, object], settings: dict[str, Any]
-) -> tuple[Backend, dict[str, Array], TransposeSpec]:
-    """Inspect, validate and convert; the arrays come back batched and of one dtype."""
-    settings = dict(settings)
-    backend = settings.pop("backend")
-    inputs = [as_input(n, obj) for n, obj in arrays.items() if obj is not None or n != "bias"]
-    by_name = {i.name: i for i in inputs}
-    chosen = select_backend(backend, inputs)
-    spec = normalize_transpose(
-        by_name["y"].shape,
-        by_name["w"].shape,
-        by_name["bias"].shape if "bias" in by_name else None,
-        backend=chosen.name,
-        **settings,
+def _spec(
+    shapes: dict[str, tuple[int, ...]], options: tuple[Any, ...], method: str
+) -> TransposeSpec:
+    """The spec of a transposed problem: ``y``, ``w`` and ``bias``, with the options
+    ``(stride, padding, output_padding, dilation, groups, padding_mode)``."""
+    stride, padding, output_padding, dilation, groups, padding_mode = options
+    return normalize_transpose(
+        shapes["y"],
+        shapes["w"],
+        shapes.get("bias"),
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        method=method,
     )
-    if "grad_out" in by_name and by_name["grad_out"].shape != spec.user_out_shape:
+
+
+def _check_grad_out(spec: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    if shapes["grad_out"] != spec.user_out_shape:
         raise ValueError(
             f"grad_out must have the transpose's output shape {spec.user_out_shape}, "
-            f"got {by_name['grad_out'].shape}"
+            f"got {shapes['grad_out']}"
         )
-    converted, _ = convert_inputs(chosen, inputs)
-    result: dict[str, Array] = dict.fromkeys(arrays)
-    result.update(zip(by_name, converted, strict=True))
-    if not spec.batched:
-        for name in ("y", "grad_out"):
-            if result.get(name) is not None:
-                result[name] = result[name][None, ...]
-    return chosen, result, spec
+
+
+def _bind_correlate_transpose(backend: Backend, spec: Any, method: Method) -> Run:
+    return functools.partial(backend.correlate_transpose, spec=spec, method=method)
+
+
+def _bind_convolve_transpose(backend: Backend, spec: Any, method: Method) -> Run:
+    axes = tuple(range(2, 2 + spec.rank))
+
+    def convolve_transpose(y: Array, w: Array, bias: Array | None) -> Array:
+        flipped = backend.flip(w, axes)
+        return backend.correlate_transpose(y, flipped, bias, spec, method=method)
+
+    return convolve_transpose
+
+
+def _bind_correlate_transpose_vjp(backend: Backend, spec: Any, method: Method) -> Run:
+    return functools.partial(backend.correlate_transpose_vjp, spec=spec, method=method)
+
+
+def _unbatch_grads(grads: tuple[Array, Array, Array | None]) -> tuple[Array, Array, Array | None]:
+    grad_y, grad_w, grad_bias = grads
+    return grad_y[0, ...], grad_w, grad_bias
+
+
+_ARRAYS = ("y", "w", "bias")
+CORRELATE_TRANSPOSE = Operation(
+    "correlate_transpose",
+    _ARRAYS,
+    frozenset({"bias"}),
+    _spec,
+    _bind_correlate_transpose,
+    batched=frozenset({"y"}),
+)
+CONVOLVE_TRANSPOSE = Operation(
+    "convolve_transpose",
+    _ARRAYS,
+    frozenset({"bias"}),
+    _spec,
+    _bind_convolve_transpose,
+    batched=frozenset({"y"}),
+)
+CORRELATE_TRANSPOSE_VJP = Operation(
+    "correlate_transpose_vjp",
+    (*_ARRAYS, "grad_out"),
+    frozenset({"bias"}),
+    _spec,
+    _bind_correlate_transpose_vjp,
+    batched=frozenset({"y", "grad_out"}),
+    unbatch=_unbatch_grads,
+    check=_check_grad_out,
+)
 
 
 def _settings(
@@ -69,6 +120,14 @@ def _settings(
         "padding_mode": padding_mode,
         "method": method,
     }
+
+
+def _call(operation: Operation, arrays: tuple[object, ...], settings: dict[str, Any]) -> Any:
+    options = tuple(
+        settings[k]
+        for k in ("stride", "padding", "output_padding", "dilation", "groups", "padding_mode")
+    )
+    return call(operation, arrays, (settings["backend"], settings["method"], *options))
 
 
 def correlate_transpose(
@@ -118,9 +177,7 @@ def correlate_transpose(
     settings = _settings(
         backend, stride, padding, output_padding, dilation, groups, padding_mode, method
     )
-    chosen, a, spec = _prepare({"y": y, "w": w, "bias": bias}, settings)
-    out = chosen.correlate_transpose(a["y"], a["w"], a["bias"], spec)
-    return out if spec.batched else out[0, ...]
+    return _call(CORRELATE_TRANSPOSE, (y, w, bias), settings)
 
 
 def convolve_transpose(
@@ -158,10 +215,7 @@ def convolve_transpose(
     settings = _settings(
         backend, stride, padding, output_padding, dilation, groups, padding_mode, method
     )
-    chosen, a, spec = _prepare({"y": y, "w": w, "bias": bias}, settings)
-    flipped = chosen.flip(a["w"], tuple(range(2, 2 + spec.rank)))
-    out = chosen.correlate_transpose(a["y"], flipped, a["bias"], spec)
-    return out if spec.batched else out[0, ...]
+    return _call(CONVOLVE_TRANSPOSE, (y, w, bias), settings)
 
 
 def correlate_transpose_vjp(
@@ -200,12 +254,7 @@ def correlate_transpose_vjp(
     settings = _settings(
         backend, stride, padding, output_padding, dilation, groups, padding_mode, method
     )
-    arrays = {"y": y, "w": w, "bias": bias, "grad_out": grad_out}
-    chosen, a, spec = _prepare(arrays, settings)
-    grad_y, grad_w, grad_bias = chosen.correlate_transpose_vjp(
-        a["y"], a["w"], a["bias"], a["grad_out"], spec
-    )
-    return (grad_y if spec.batched else grad_y[0, ...]), grad_w, grad_bias
+    return _call(CORRELATE_TRANSPOSE_VJP, (y, w, bias, grad_out), settings)
 
 
 def transpose_output_shape(

@@ -1,26 +1,18 @@
-"""The public operations: normalise, pick a backend, convert, compute."""
+"""The public operations, each an :class:`~polyconv._core.callcache.Operation` of the call cache:
+how its spec is built from its arrays' shapes, and which backend computation it binds.
+
+Adding an operation (``correlate_transpose``, say) is one more ``Operation``: its spec
+function (a :class:`CorrSpec` constructor), its ``bind`` (the backend computations it calls)
+and, where the arrays of an unbatched problem differ, ``batched`` and ``unbatch``."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from . import _layouts as layouts
-from ._dispatch import (
-    Input,
-    as_input,
-    call_facts,
-    call_route,
-    call_signature,
-    convert_inputs,
-    facts_reader,
-    select_backend,
-)
-from ._layout_calls import call_in_layouts
-from ._layouts import (
+from .._spec import layouts
+from .._spec.layouts import (
     CHANNELS_FIRST,
     check_format,
     data_to_first,
@@ -28,105 +20,73 @@ from ._layouts import (
     kernel_to_first,
     permuted,
 )
-from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
-from ._transpose_api import transpose_output_shape
-from .backends import Array, Backend
-
-# A call whose arrays have the types, dtypes, shapes and devices of an earlier call's, with the
-# same arguments and backend choice, gets that call's backend and spec, when that call needed no
-# conversion: a small problem then costs little more than the native call. (A backend owns
-# arrays by type, and its ``convert`` returns an array of its own dtype unchanged.)
-_REPEATS: dict[tuple[object, ...], tuple[Backend, CorrSpec]] = {}
-_REPEATS_MAX = 512
+from .._spec.spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ..backends import Array, Backend, Method
+from .callcache import Operation, Run, call
+from .layouts import call_in_layouts
+from .select import Input, as_input
+from .transpose import transpose_output_shape
 
 
-@dataclass(slots=True)
-class _Route:
-    """What ``correlate``, the most called, keeps for one route (arguments and array types):
-    the backend's prepared function per dtypes, shapes and devices (its key read by
-    ``facts``), or, on a backend whose framework keeps its own cache of compiled calls by
-    argument signature (JAX), the whole call, compiled."""
-
-    facts: Callable[[Any, Any, Any], tuple[object, ...] | None]
-    dispatch: Callable[[Any, Any, Any], Array] | None = None
-    correlators: dict[tuple[object, ...], Callable[[Any, Any, Any], Array]] = field(
-        default_factory=dict
-    )
-
-
-_ROUTES: dict[tuple[object, ...], _Route] = {}
-
-
-def _lookup(cache: dict[tuple[object, ...], Any], key: tuple[object, ...] | None) -> Any:
-    try:
-        return None if key is None else cache.get(key)
-    except TypeError:  # an unhashable shape or device of some array type: no shortcut
-        return None
-
-
-def _remember(
-    cache: dict[tuple[object, ...], Any], key: tuple[object, ...] | None, value: Any
-) -> None:
-    if key is None:
-        return
-    if len(cache) >= _REPEATS_MAX:
-        cache.clear()
-    with contextlib.suppress(TypeError):  # see _lookup
-        cache[key] = value
-
-
-def _prepare(
-    arrays: dict[str, object], settings: tuple[object, ...], key: tuple[object, ...] | None
-) -> tuple[Backend, dict[str, Array], CorrSpec]:
-    """Inspect, validate and convert; the arrays come back batched and of one dtype. ``key`` is
-    the call's :func:`call_signature`."""
-    repeat = _lookup(_REPEATS, key)
-    if repeat is not None:
-        chosen, spec = repeat
-        return chosen, _batched(dict(arrays), spec), spec
-    chosen, result, spec = _inspect_and_convert(arrays, settings)
-    if all(result[name] is obj for name, obj in arrays.items()):
-        _remember(_REPEATS, key, (chosen, spec))
-    return chosen, _batched(result, spec), spec
-
-
-def _batched(arrays: dict[str, Array], spec: CorrSpec) -> dict[str, Array]:
-    if not spec.batched:
-        for name in ("x", "grad_y"):
-            if arrays.get(name) is not None:
-                arrays[name] = arrays[name][None, ...]  # Array API: index every axis
-    return arrays
-
-
-def _inspect_and_convert(
-    arrays: dict[str, object], settings: tuple[Any, ...]
-) -> tuple[Backend, dict[str, Array], CorrSpec]:
-    backend, stride, padding, dilation, groups, padding_mode, method = settings
-    # Only bias is optional; a None x, w or grad_y is refused by as_input with its name.
-    inputs = [as_input(n, obj) for n, obj in arrays.items() if obj is not None or n != "bias"]
-    by_name = {i.name: i for i in inputs}
-    chosen = select_backend(backend, inputs)  # before the spec: "auto" uses its cost model
-    spec = normalize(
-        by_name["x"].shape,
-        by_name["w"].shape,
-        by_name["bias"].shape if "bias" in by_name else None,
+def _spec(shapes: dict[str, tuple[int, ...]], options: tuple[Any, ...], method: str) -> CorrSpec:
+    """The spec of a forward problem: ``x``, ``w`` and ``bias``, with the correlation's
+    options ``(stride, padding, dilation, groups, padding_mode)``."""
+    stride, padding, dilation, groups, padding_mode = options
+    return normalize(
+        shapes["x"],
+        shapes["w"],
+        shapes.get("bias"),
         stride=stride,
         padding=padding,
         dilation=dilation,
         groups=groups,
         padding_mode=padding_mode,
         method=method,
-        backend=chosen.name,
     )
-    if "grad_y" in by_name and by_name["grad_y"].shape != spec.user_out_shape:
+
+
+def _check_grad_y(spec: CorrSpec, shapes: dict[str, tuple[int, ...]]) -> None:
+    if shapes["grad_y"] != spec.user_out_shape:
         raise ValueError(
-            f"grad_y must have the output's shape {spec.user_out_shape}, "
-            f"got {by_name['grad_y'].shape}"
+            f"grad_y must have the output's shape {spec.user_out_shape}, got {shapes['grad_y']}"
         )
-    converted, _ = convert_inputs(chosen, inputs)
-    result: dict[str, Array] = dict.fromkeys(arrays)
-    result.update(zip(by_name, converted, strict=True))
-    return chosen, result, spec
+
+
+def _bind_correlate(backend: Backend, spec: CorrSpec, method: Method) -> Run:
+    return functools.partial(backend.correlate, spec=spec, method=method)
+
+
+def _bind_convolve(backend: Backend, spec: CorrSpec, method: Method) -> Run:
+    axes = tuple(range(2, 2 + spec.rank))
+
+    def convolve(x: Array, w: Array, bias: Array | None) -> Array:
+        return backend.correlate(x, backend.flip(w, axes), bias, spec, method=method)
+
+    return convolve
+
+
+def _bind_correlate_vjp(backend: Backend, spec: CorrSpec, method: Method) -> Run:
+    return functools.partial(backend.correlate_vjp, spec=spec, method=method)
+
+
+def _unbatch_grads(grads: tuple[Array, Array, Array | None]) -> tuple[Array, Array, Array | None]:
+    grad_x, grad_w, grad_bias = grads
+    return grad_x[0, ...], grad_w, grad_bias
+
+
+_FORWARD = ("x", "w", "bias")
+CORRELATE = Operation("correlate", _FORWARD, frozenset({"bias"}), _spec, _bind_correlate)
+CONVOLVE = Operation("convolve", _FORWARD, frozenset({"bias"}), _spec, _bind_convolve)
+CORRELATE_VJP = Operation(
+    "correlate_vjp",
+    (*_FORWARD, "grad_y"),
+    frozenset({"bias"}),
+    _spec,
+    _bind_correlate_vjp,
+    batched=frozenset({"x", "grad_y"}),
+    unbatch=_unbatch_grads,
+    check=_check_grad_y,
+)
 
 
 def correlate(
@@ -158,51 +118,9 @@ def correlate(
     """
     if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
         return _in_layouts(correlate, locals(), ("x",), ("data",))
-    settings = (backend, stride, padding, dilation, groups, padding_mode, method)
-    route = call_route(settings, x, w, bias)
-    known = _ROUTES.get(route)  # type: ignore[arg-type]  # (None is never a key)
-    if known is not None:
-        if known.dispatch is not None:
-            try:
-                return known.dispatch(x, w, bias)
-            except Exception:
-                pass  # the validated call says what is wrong, outside the framework's traceback
-        else:
-            run = _lookup(known.correlators, known.facts(x, w, bias))
-            if run is not None:
-                return run(x, w, bias)
-    return _correlate(x, w, bias, settings, route)
-
-
-def _correlate(
-    x: object,
-    w: object,
-    bias: object,
-    settings: tuple[object, ...],
-    route: tuple[object, ...] | None = None,
-) -> Array:
-    """The validated call, which keeps what repeated calls need (with no ``route``: nothing)."""
-    facts = None if route is None else call_facts((x, w, bias))
-    key = None if facts is None else (route, facts)
-    chosen, a, spec = _prepare({"x": x, "w": w, "bias": bias}, settings, key)
-    run = chosen.correlator(spec, a["x"])
-    if _lookup(_REPEATS, key) is not None:  # a call that needs no conversion
-        known = _ROUTES.get(route)  # type: ignore[arg-type]  # (route is not None here)
-        if known is None:
-            known = _Route(facts_reader((type(x), type(w), type(bias))))
-            _remember(_ROUTES, route, known)
-        if known.dispatch is None:  # (else it raised on a call this one validates)
-            dispatch = chosen.dispatcher(functools.partial(_correlate, settings=settings))
-            if dispatch is not None:
-                known.dispatch = dispatch
-                return dispatch(x, w, bias)
-            _remember(known.correlators, facts, run if spec.batched else _unbatched(run))
-    y = run(a["x"], a["w"], a["bias"])
-    return y if spec.batched else y[0, ...]
-
-
-def _unbatched(run: Callable[[Any, Any, Any], Array]) -> Callable[[Any, Any, Any], Array]:
-    return lambda x, w, bias: run(x[None, ...], w, bias)[0, ...]
+    return call(
+        CORRELATE, (x, w, bias), (backend, method, stride, padding, dilation, groups, padding_mode)
+    )
 
 
 def convolve(
@@ -223,12 +141,9 @@ def convolve(
     """True convolution: :func:`correlate` with the kernel flipped along its spatial axes."""
     if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
         return _in_layouts(convolve, locals(), ("x",), ("data",))
-    settings = (backend, stride, padding, dilation, groups, padding_mode, method)
-    arrays = {"x": x, "w": w, "bias": bias}
-    chosen, a, spec = _prepare(arrays, settings, call_signature(tuple(arrays.values()), settings))
-    flipped = chosen.flip(a["w"], tuple(range(2, 2 + spec.rank)))
-    y = chosen.correlate(a["x"], flipped, a["bias"], spec)
-    return y if spec.batched else y[0, ...]
+    return call(
+        CONVOLVE, (x, w, bias), (backend, method, stride, padding, dilation, groups, padding_mode)
+    )
 
 
 def correlate_vjp(
@@ -254,11 +169,8 @@ def correlate_vjp(
     """
     if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
         return _in_layouts(correlate_vjp, locals(), ("x", "grad_y"), ("data", "kernel", None))
-    settings = (backend, stride, padding, dilation, groups, padding_mode, method)
-    arrays = {"x": x, "w": w, "bias": bias, "grad_y": grad_y}
-    chosen, a, spec = _prepare(arrays, settings, call_signature(tuple(arrays.values()), settings))
-    grad_x, grad_w, grad_bias = chosen.correlate_vjp(a["x"], a["w"], a["bias"], a["grad_y"], spec)
-    return (grad_x if spec.batched else grad_x[0, ...]), grad_w, grad_bias
+    settings = (backend, method, stride, padding, dilation, groups, padding_mode)
+    return call(CORRELATE_VJP, (x, w, bias, grad_y), settings)
 
 
 _ARRAY_ARGUMENTS = ("x", "w", "bias", "grad_y")

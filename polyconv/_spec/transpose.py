@@ -25,21 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._spec import (
-    PADDING_STRINGS,
-    CorrSpec,
-    IntOrTuple,
-    PaddingArg,
-    _as_int,
-    _check_padding_mode,
-    _explicit_padding,
-    _freeze,
-    _per_axis,
-    _resolve_padding,
-    _shape,
-    is_plain,
-    normalize,
-)
+from .options import IntOrTuple, PaddingArg, as_int, check_method, check_options
+from .spec import CorrSpec, _freeze, _shape, is_plain, normalize
 
 
 @dataclass(frozen=True)
@@ -60,10 +47,6 @@ class TransposeSpec:
     @property
     def rank(self) -> int:
         return self.forward.rank
-
-    @property
-    def method(self) -> str:
-        return self.forward.method
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -90,13 +73,13 @@ class TransposeSpec:
 def _output_padding(value: object, rank: int) -> tuple[int, ...]:
     items = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
     if items is None:
-        items = (_as_int(value, "output_padding"),) * rank
+        items = (as_int(value, "output_padding"),) * rank
     elif len(items) != rank:
         raise ValueError(
             f"output_padding must be an int or a tuple of {rank} ints (one per spatial axis), "
             f"got {len(items)} values {value!r}"
         )
-    return tuple(_as_int(v, "output_padding") for v in items)
+    return tuple(as_int(v, "output_padding") for v in items)
 
 
 def check_output_padding(
@@ -151,11 +134,11 @@ def normalize_transpose(
     groups: int = 1,
     padding_mode: str = "zeros",
     method: str = "direct",
-    backend: str | None = None,
 ) -> TransposeSpec:
-    """Validate a transposed problem and reduce it to a :class:`TransposeSpec` (cached)."""
+    """Validate a transposed problem and reduce it to a :class:`TransposeSpec` (cached).
+    ``method`` is checked with the other arguments; the spec holds none."""
     frozen = map(_freeze, (y_shape, w_shape, bias_shape, stride, padding, output_padding))
-    args: tuple[Any, ...] = (*frozen, _freeze(dilation), groups, padding_mode, method, backend)
+    args: tuple[Any, ...] = (*frozen, _freeze(dilation), groups, padding_mode, method)
     return (_normalize_cached if all(map(is_plain, args)) else _normalize)(*args)
 
 
@@ -170,8 +153,8 @@ def _normalize(
     groups: object,
     padding_mode: object,
     method: object,
-    backend: str | None,
 ) -> TransposeSpec:
+    check_method(method)
     y_shape, w_shape = _shape(y_shape, "y"), _shape(w_shape, "w")
     rank = len(w_shape) - 2
     if not 1 <= rank <= 3:
@@ -190,9 +173,9 @@ def _normalize(
         raise ValueError(f"y must not be empty, got shape {y_shape}")
     if 0 in w_shape:
         raise ValueError(f"w must not be empty, got shape {w_shape}")
-    groups = _as_int(groups, "groups")
-    if groups <= 0:
-        raise ValueError(f"groups must be a positive int, got {groups}")
+    options = check_options(rank, stride, padding, dilation, groups, padding_mode)
+    groups, mode = options.groups, options.padding_mode
+    stride_t, dilation_t = options.stride, options.dilation
     c_out = w_shape[0]
     if y_batched[1] != c_out:
         raise ValueError(
@@ -207,17 +190,12 @@ def _normalize(
             f"bias of the transpose must have shape (C_in,) = ({c_in},) "
             f"(C_in = w.shape[1] * groups), got {tuple(bias_shape)}"
         )
-    stride_t = _per_axis(stride, rank, "stride")
-    dilation_t = _per_axis(dilation, rank, "dilation")
-    mode = _check_padding_mode(padding_mode)
     extra = check_output_padding(output_padding, stride_t, dilation_t, mode)
     kernel = w_shape[2:]
-    if isinstance(padding, str):
-        if padding not in PADDING_STRINGS:  # the forward's own error
-            _resolve_padding(padding, (1,) * rank, kernel, stride_t, dilation_t)
-        forms: list[str | tuple[int, int]] = [padding] * rank
-    else:
-        forms = list(_explicit_padding(padding, rank))
+    checked = options.padding
+    forms: list[str | tuple[int, int]] = (
+        [checked] * rank if isinstance(checked, str) else list(checked)
+    )
     sizes = []
     for axis, (i, k, s, d, form, op) in enumerate(
         zip(y_batched[2:], kernel, stride_t, dilation_t, forms, extra, strict=True)
@@ -237,12 +215,10 @@ def _normalize(
         (y_batched[0], c_in, *sizes),
         w_shape,
         stride=stride_t,
-        padding=padding,  # type: ignore[arg-type]  # checked above
+        padding=checked,
         dilation=dilation_t,
         groups=groups,
         padding_mode=mode,
-        method=str(method),
-        backend=backend,
     )
     assert all(o >= i for o, i in zip(forward.out_shape[2:], y_batched[2:], strict=True))
     return TransposeSpec(
@@ -255,3 +231,8 @@ def _normalize(
 
 
 _normalize_cached = functools.lru_cache(maxsize=1024)(_normalize)
+
+
+def clear_transpose_spec_cache() -> None:
+    """Forget every cached :func:`normalize_transpose` result."""
+    _normalize_cached.cache_clear()
