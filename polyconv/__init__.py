@@ -1,7 +1,7 @@
 """polyconv: one specification of cross-correlation over NumPy, JAX and PyTorch backends.
 
 The operations, the spec and the backends are imported here; the tools (layers, training,
-``verify``, ``explain``, ``as_matrix``) are imported on first use, so that ``import polyconv``
+``verify``, ``explain``, ``as_matrix``, ``compare``, ``from_module``) are imported on first use, so that ``import polyconv``
 stays light (see ``docs/architecture.md``).
 """
 
@@ -16,14 +16,19 @@ from . import reference
 from ._core.api import convolve, corr2d, correlate, correlate_vjp, output_shape
 from ._core.callcache import clear_caches
 from ._core.select import use_backend
+from ._core.transpose import convolve_transpose, correlate_transpose, correlate_transpose_vjp
 from ._spec.spec import CorrSpec, normalize
+from ._spec.transpose import TransposeSpec, normalize_transpose
 from .backends import available as backends
 
 if TYPE_CHECKING:
     from ._matrix import as_matrix
+    from .adapters import from_module
+    from .compare import CompareReport, compare
     from .explain import explain
     from .layers import Conv1D, Conv2D, Conv3D
     from .training import DivergenceError, fit
+    from .transposed_layers import ConvTranspose1D, ConvTranspose2D, ConvTranspose3D
     from .verify import VerifyReport, verify
 
 __version__ = "0.1.0"
@@ -31,10 +36,16 @@ __version__ = "0.1.0"
 # Public names of the tools, by the module that defines them: imported on first use.
 _TOOLS = {
     "as_matrix": "._matrix",
+    "CompareReport": ".compare",
+    "compare": ".compare",
     "explain": ".explain",
+    "from_module": ".adapters",
     "Conv1D": ".layers",
     "Conv2D": ".layers",
     "Conv3D": ".layers",
+    "ConvTranspose1D": ".transposed_layers",
+    "ConvTranspose2D": ".transposed_layers",
+    "ConvTranspose3D": ".transposed_layers",
     "DivergenceError": ".training",
     "fit": ".training",
     "VerifyReport": ".verify",
@@ -71,22 +82,33 @@ sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
+    "CompareReport",
     "Conv1D",
     "Conv2D",
     "Conv3D",
+    "ConvTranspose1D",
+    "ConvTranspose2D",
+    "ConvTranspose3D",
     "CorrSpec",
     "DivergenceError",
+    "TransposeSpec",
     "VerifyReport",
     "as_matrix",
     "backends",
     "clear_caches",
+    "compare",
     "convolve",
+    "convolve_transpose",
     "corr2d",
     "correlate",
+    "correlate_transpose",
+    "correlate_transpose_vjp",
     "correlate_vjp",
     "explain",
     "fit",
+    "from_module",
     "normalize",
+    "normalize_transpose",
     "output_shape",
     "reference",
     "use_backend",

@@ -201,3 +201,67 @@ def assert_within(actual: object, expected: object, bound: object, *, what: str 
         f"{tuple(int(i) for i in worst)}: actual {a[worst]!r}, expected {e[worst]!r}, "
         f"|difference| {error[worst]:.6g} > bound {b[worst]:.6g}; {shapes}; {dtypes}"
     )
+
+
+def _transpose_keywords(
+    spec_kwargs: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The transposed problem's keywords, and the forward's (without ``output_padding``)."""
+    kwargs = _spec_keywords(spec_kwargs)
+    return kwargs, {k: v for k, v in kwargs.items() if k != "output_padding"}
+
+
+def transpose_error_bound(
+    y: object,
+    w: object,
+    bias: object,
+    dtype: str,
+    spec_kwargs: Mapping[str, Any] | None = None,
+    *,
+    c: float = DEFAULT_C,
+    method: str = "direct",
+) -> np.ndarray:
+    """Per-element bound on ``|correlate_transpose(y, w, bias) - exact|`` computed in ``dtype``:
+    ``c * eps * K * correlate_transpose(|y|, |w|, |bias|)``, ``K`` per element the number of
+    terms it sums (the transpose of all ones: through the padding's folds too), plus
+    :func:`fft_error` with ``method="fft"``."""
+    kwargs, _ = _transpose_keywords(spec_kwargs)
+    abs_y, abs_w = _rounded_abs(y, dtype), _rounded_abs(w, dtype)
+    abs_b = None if bias is None else _rounded_abs(bias, dtype)
+    ones_b = None if abs_b is None else np.ones_like(abs_b)
+    magnitude = reference.correlate_transpose(abs_y, abs_w, abs_b, **kwargs)
+    count = reference.correlate_transpose(
+        np.ones_like(abs_y), np.ones_like(abs_w), ones_b, **kwargs
+    )
+    bound = c * eps(dtype) * count * magnitude
+    if method != "fft":
+        return bound
+    return bound + fft_error(np.zeros_like(magnitude), abs_w, abs_y, _transpose_keywords(kwargs)[1])
+
+
+def transpose_vjp_error_bounds(
+    y: object,
+    w: object,
+    bias: object,
+    grad_out: object,
+    dtype: str,
+    spec_kwargs: Mapping[str, Any] | None = None,
+    *,
+    c: float = DEFAULT_C,
+    method: str = "direct",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-element bounds on the errors of the transpose's ``(grad_y, grad_w, grad_bias)``:
+    ``grad_y`` is the forward correlation of ``grad_out``, ``grad_w`` the forward's kernel
+    gradient (``grad_out`` as input, ``y`` as output gradient); bounds as for those."""
+    kwargs, forward = _transpose_keywords(spec_kwargs)
+    abs_y, abs_w, abs_g = (_rounded_abs(a, dtype) for a in (y, w, grad_out))
+    abs_b = None if bias is None else _rounded_abs(bias, dtype)
+    ones = [None if a is None else np.ones_like(a) for a in (abs_y, abs_w, abs_b, abs_g)]
+    mag = reference.correlate_transpose_vjp(abs_y, abs_w, abs_b, abs_g, **kwargs)
+    count = reference.correlate_transpose_vjp(*ones, **kwargs)
+    scale = c * eps(dtype)
+    extra = 0.0
+    if method == "fft":
+        extra = fft_error(abs_g, abs_w, abs_y, forward)
+    bound_b = None if mag[2] is None or count[2] is None else scale * count[2] * mag[2] + extra
+    return scale * count[0] * mag[0] + extra, scale * count[1] * mag[1] + extra, bound_b

@@ -5,11 +5,20 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from ._spec.spec import CorrSpec
+
 if TYPE_CHECKING:
     from .verify import VerifyReport
 
 # Options at their defaults are left out of the table's header.
-_DEFAULTS = {"stride": 1, "padding": "valid", "dilation": 1, "groups": 1, "padding_mode": "zeros"}
+_DEFAULTS = {
+    "stride": 1,
+    "padding": "valid",
+    "output_padding": 0,
+    "dilation": 1,
+    "groups": 1,
+    "padding_mode": "zeros",
+}
 
 
 def _format_seconds(seconds: float | None) -> str:
@@ -27,17 +36,29 @@ def _format_error(value: float) -> str:
 
 def render(report: VerifyReport) -> str:
     """The report as the table ``polyconv verify`` prints."""
-    spec = report.spec
+    spec, kind = report.spec, report.kind
     shown = {k: v for k, v in report.spec_kwargs.items() if v != _DEFAULTS[k]}
+    if kind.data_format != "channels_first":
+        shown["data_format"] = kind.data_format
+    if kind.kernel_format != "channels_first":
+        shown["kernel_format"] = kind.kernel_format
     keywords = ", ".join(f"{k}={v!r}" for k, v in shown.items()) or "defaults"
-    x_shape = spec.x_shape if spec.batched else spec.x_shape[1:]
-    bias = f", b ({spec.w_shape[0]},)" if spec.has_bias else ""
+    kernel = kind.shape_in_format(report.kernel_shape, 0, kernel=True)
+    names = kind.results
+    if isinstance(spec, CorrSpec):
+        bias = f", b ({spec.w_shape[0]},)" if spec.has_bias else ""
+        terms = f"{spec.terms_per_output + spec.has_bias} terms per output"
+        what = "polyconv verify"
+    else:
+        bias = f", b ({spec.out_shape[1]},)" if spec.has_bias else ""
+        terms = "the terms each output sums (the padding's folds too)"
+        what = "polyconv verify --transpose"
     lines = [
-        f"polyconv verify: x {x_shape}, w {spec.w_shape}{bias} in {report.dtype}; "
-        f"{keywords} -> y {spec.user_out_shape}",
+        f"{what}: {kind.input_name} {report.input_shape}, w {kernel}{bias} in {report.dtype}; "
+        f"{keywords} -> {names[0]} {report.output_shape}",
         f"reference: float64 (polyconv.reference); bound per element: c * eps({report.dtype}) * "
-        f"K * sum(|terms|), c = {report.c:g}, K = {spec.terms_per_output + spec.has_bias} terms "
-        "per output; the FFT method adds a global term (polyconv.testing.fft_error)",
+        f"K * sum(|terms|), c = {report.c:g}, K = {terms}; the FFT method adds a global term "
+        "(polyconv.testing.fft_error)",
         "",
     ]
     header = (
@@ -51,7 +72,9 @@ def render(report: VerifyReport) -> str:
             rows.append((*first, "-", "", "", "", "", "", "FAIL"))
             continue
         for check in result.checks:
-            seconds = {"y": result.forward_seconds, "grad_x": result.vjp_seconds}.get(check.result)
+            seconds = {names[0]: result.forward_seconds, names[1]: result.vjp_seconds}.get(
+                check.result
+            )
             rows.append(
                 (
                     *first,
@@ -79,9 +102,7 @@ def render(report: VerifyReport) -> str:
         ]
     lines.append("")
     if any(r.vjp_seconds is not None for r in report.results):
-        lines.append(
-            "time/call: median; the grad_x row times one correlate_vjp call (all gradients)"
-        )
+        lines.append(f"time/call: median; the {names[1]} row times one VJP call (all gradients)")
     lines += details
     if report.ok:
         lines.append(f"ok: {len(report.results)} backend(s) agree with the reference")

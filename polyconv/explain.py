@@ -14,8 +14,20 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._explain_transpose import dimension_numbers, in_channels_last, jax_transpose, torch_transpose
+from ._spec.layouts import (
+    CHANNELS_FIRST,
+    CHANNELS_LAST,
+    check_channels,
+    check_format,
+    data_to_first,
+    data_to_last,
+    kernel_to_first,
+    permuted,
+)
 from ._spec.padding import NUMPY_PAD_MODE
 from ._spec.spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._spec.transpose import normalize_transpose
 
 __all__ = ["NativeCall", "explain", "native_calls"]
 
@@ -25,6 +37,9 @@ ARRAY_TYPES = {
     "jax": "jax arrays",
     "numpy": "numpy arrays",
     "scipy": "numpy arrays",
+    "torch_module": "torch tensors",
+    "flax_module": "jax arrays",
+    "keras_module": "arrays of the Keras backend",
 }
 _SPATIAL_LETTERS = {1: "L", 2: "HW", 3: "DHW"}
 # torch.nn.functional.pad's names for polyconv's modes; it has no symmetric mode.
@@ -135,9 +150,14 @@ def _torch(spec: CorrSpec, padding: object) -> NativeCall:
     return NativeCall("torch", "\n".join(lines), note)
 
 
-def _jax(spec: CorrSpec, padding: object) -> NativeCall:
+def _jax(
+    spec: CorrSpec,
+    padding: object,
+    data_format: str = CHANNELS_FIRST,
+    kernel_format: str = CHANNELS_FIRST,
+) -> NativeCall:
     rank = spec.rank
-    letters = _SPATIAL_LETTERS[rank]
+    last = data_format == CHANNELS_LAST
     lines = ["from jax import lax"]
     source = "x"
     if not spec.batched:
@@ -146,7 +166,7 @@ def _jax(spec: CorrSpec, padding: object) -> NativeCall:
     conv_padding = str(spec.padding)
     if spec.padding_mode != "zeros" and any(lo or hi for lo, hi in spec.padding):
         lines.insert(0, "import jax.numpy as jnp")
-        pads = str(((0, 0), (0, 0), *spec.padding))
+        pads = str(((0, 0), *spec.padding, (0, 0)) if last else ((0, 0), (0, 0), *spec.padding))
         mode = NUMPY_PAD_MODE[spec.padding_mode]
         lines.append("# lax pads with zeros only: pad with jnp.pad (numpy's mode names) first")
         lines.append(f'x_padded = jnp.pad({source}, {pads}, mode="{mode}")')
@@ -162,7 +182,7 @@ def _jax(spec: CorrSpec, padding: object) -> NativeCall:
         f"    window_strides={tuple(spec.stride)},",
         f"    padding={conv_padding},{padding_comment}",
         f"    rhs_dilation={tuple(spec.dilation)},",
-        f'    dimension_numbers=("NC{letters}", "OI{letters}", "NC{letters}"),',
+        f"    dimension_numbers={dimension_numbers(rank, data_format, kernel_format)},",
         f"    feature_group_count={spec.groups},",
         "    # HIGHEST: full-precision products on GPU and TPU, where the default may use",
         "    # TF32 or bfloat16 passes",
@@ -170,7 +190,8 @@ def _jax(spec: CorrSpec, padding: object) -> NativeCall:
         ")",
     ]
     if spec.has_bias:
-        lines.append(f"y = y + b.reshape(1, -1{', 1' * rank})")
+        shape = f"{', 1' * rank}, -1" if last else f", -1{', 1' * rank}"
+        lines.append(f"y = y + b.reshape(1{shape})")
     if not spec.batched:
         lines.append("y = y[0]")
     return NativeCall("jax", "\n".join(lines))
@@ -293,7 +314,11 @@ def native_calls(
     groups: int = 1,
     padding_mode: str = "zeros",
 ) -> dict[str, NativeCall]:
-    """The equivalent native call per framework (``torch``, ``jax``, ``numpy``, ``scipy``)."""
+    """The equivalent native call per framework (``torch``, ``jax``, ``numpy``, ``scipy``), and
+    the equivalent layer (``torch_module``, ``flax_module``, ``keras_module``): the module
+    :func:`polyconv.adapters.to_module` writes, with the weight transposes between layouts."""
+    from .adapters._code import MODULE_CALLS
+
     spec = normalize(
         x_shape,
         w_shape,
@@ -309,6 +334,86 @@ def native_calls(
         "jax": _jax(spec, padding),
         "numpy": _numpy(spec),
         "scipy": _scipy(spec, padding),
+        **{
+            name: NativeCall(name, *module_call(spec, padding))
+            for name, module_call in MODULE_CALLS.items()
+        },
+    }
+
+
+def _channels_first_shapes(
+    x_shape: Sequence[int], w_shape: Sequence[int], data_format: str, kernel_format: str
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    rank = len(w_shape) - 2
+    if data_format == CHANNELS_LAST and rank >= 1:
+        x_shape = permuted(x_shape, data_to_first(len(x_shape), len(x_shape) == rank + 2))
+    if kernel_format == CHANNELS_LAST and rank >= 1:
+        w_shape = permuted(w_shape, kernel_to_first(len(w_shape)))
+    return x_shape, w_shape
+
+
+def _layout_calls(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    bias: bool,
+    kwargs: dict[str, object],
+    data_format: str,
+    kernel_format: str,
+) -> dict[str, NativeCall]:
+    """The forward's native calls for arrays in these layouts (shapes channels first)."""
+    calls = native_calls(x_shape, w_shape, bias=bias, **kwargs)  # type: ignore[arg-type]
+    spec = normalize(x_shape, w_shape, (w_shape[0],) if bias else None, **kwargs)  # type: ignore[arg-type]
+    data, kernel = data_format == CHANNELS_LAST, kernel_format == CHANNELS_LAST
+    result = {}
+    for name, call in calls.items():
+        if name == "jax":
+            jax_call = _jax(spec, kwargs["padding"], data_format, kernel_format)
+            call = NativeCall("jax", jax_call.code, "The layouts go to dimension_numbers.")
+        elif call.code:
+            wrapped = in_channels_last(call.code, name, spec.rank, spec.batched, data, kernel)
+            note = (
+                "permute gives views in torch.channels_last memory format, which the native "
+                "convolution takes as they are."
+                if name == "torch"
+                else "The arrays are transposed to channels first and back."
+            )
+            call = NativeCall(name, wrapped, " ".join(filter(None, (call.note, note))))
+        result[name] = call
+    return result
+
+
+def _transpose_calls(
+    y_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    bias: bool,
+    kwargs: dict[str, object],
+    data_format: str,
+    kernel_format: str,
+) -> dict[str, NativeCall]:
+    spec = normalize_transpose(y_shape, w_shape, **kwargs)  # type: ignore[arg-type]
+    torch_code, torch_note = torch_transpose(spec, bias)
+    if CHANNELS_LAST in (data_format, kernel_format):
+        torch_code = in_channels_last(
+            torch_code,
+            "torch",
+            spec.rank,
+            spec.batched,
+            data_format == CHANNELS_LAST,
+            kernel_format == CHANNELS_LAST,
+            names=("y", "out"),
+        )
+    jax_code, jax_note = jax_transpose(spec, bias, data_format, kernel_format)
+    return {
+        "torch": NativeCall("torch", torch_code, torch_note),
+        "jax": NativeCall("jax", jax_code, jax_note),
+        "numpy": NativeCall(
+            "numpy",
+            "",
+            "NumPy has no transposed convolution; polyconv.reference.correlate_transpose is its "
+            "adjoint sum written in NumPy.",
+        ),
+        "scipy": NativeCall("scipy", "", "scipy.signal has no transposed correlation."),
     }
 
 
@@ -322,18 +427,56 @@ def explain(
     dilation: IntOrTuple = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    transpose: bool = False,
+    output_padding: IntOrTuple = 0,
+    data_format: str = CHANNELS_FIRST,
+    kernel_format: str = CHANNELS_FIRST,
 ) -> str:
     """The polyconv call for these shapes and keywords, and the native call each framework needs
     to compute the same values, as text: one block per framework, runnable as printed given
-    ``x``, ``w`` (and ``b`` with ``bias=True``) as that framework's arrays; each leaves ``y``."""
-    kwargs = {
+    ``x``, ``w`` (and ``b`` with ``bias=True``) as that framework's arrays; each leaves ``y``.
+
+    ``transpose=True`` explains :func:`polyconv.correlate_transpose` (with ``output_padding``):
+    ``x_shape`` is then the shape of its input ``y``, and each snippet takes ``y``, ``w`` (and
+    ``b``) and leaves ``out``. ``data_format``/``kernel_format`` say the layouts of the shapes
+    and of the arrays the snippets take and give.
+    """
+    data_format = check_format(data_format, "data_format")
+    kernel_format = check_format(kernel_format, "kernel_format")
+    if CHANNELS_LAST in (data_format, kernel_format):
+        check_channels(
+            "y" if transpose else "x",
+            tuple(x_shape),
+            tuple(w_shape),
+            data_format=data_format,
+            kernel_format=kernel_format,
+            groups=groups,
+            transpose=bool(transpose),
+        )
+    given_x, given_w = tuple(x_shape), tuple(w_shape)
+    x_shape, w_shape = _channels_first_shapes(x_shape, w_shape, data_format, kernel_format)
+    kwargs: dict[str, object] = {
         "stride": stride,
         "padding": padding,
         "dilation": dilation,
         "groups": groups,
         "padding_mode": padding_mode,
     }
-    calls = native_calls(x_shape, w_shape, bias=bias, **kwargs)  # type: ignore[arg-type]
+    if transpose:
+        return _explain_transpose(
+            (given_x, given_w),
+            (x_shape, w_shape),
+            bias,
+            {**kwargs, "output_padding": output_padding},
+            data_format,
+            kernel_format,
+        )
+    if output_padding != 0:
+        raise ValueError("output_padding applies to the transposed operation only (transpose=True)")
+    if CHANNELS_LAST in (data_format, kernel_format):
+        calls = _layout_calls(x_shape, w_shape, bias, kwargs, data_format, kernel_format)
+    else:
+        calls = native_calls(x_shape, w_shape, bias=bias, **kwargs)  # type: ignore[arg-type]
     spec = normalize(x_shape, w_shape, (w_shape[0],) if bias else None, **kwargs)  # type: ignore[arg-type]
     defaults = {
         "stride": 1,
@@ -342,23 +485,70 @@ def explain(
         "groups": 1,
         "padding_mode": "zeros",
     }
+    kwargs.update(data_format=data_format, kernel_format=kernel_format)
+    defaults.update(data_format=CHANNELS_FIRST, kernel_format=CHANNELS_FIRST)
     shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v != defaults[k])
     arguments = ", ".join(["x", "w"] + (["b"] if bias else []) + ([shown] if shown else []))
-    shapes = f"x {tuple(x_shape)}, w {tuple(w_shape)}" + (f", b ({w_shape[0]},)" if bias else "")
+    shapes = f"x {given_x}, w {given_w}" + (f", b ({w_shape[0]},)" if bias else "")
+    out_shape = spec.user_out_shape
+    if data_format == CHANNELS_LAST:
+        out_shape = permuted(out_shape, data_to_last(len(out_shape), spec.batched))
     text = [
         f"polyconv.correlate({arguments})",
-        f"  {shapes} -> y {spec.user_out_shape}",
+        f"  {shapes} -> y {out_shape}",
         f"  padding (lo, hi) per spatial axis: {', '.join(map(str, spec.padding))}",
     ]
+    return _render_calls(text, calls, bias, "x, w")
+
+
+def _render_calls(text: list[str], calls: dict[str, NativeCall], bias: bool, arrays: str) -> str:
     for name, call in calls.items():
         text.append("")
         if not call.code:
             text.append(textwrap.fill(f"{name}: {call.note}", width=100, subsequent_indent="  "))
             continue
-        text.append(f"{name} (x, w{', b' if bias else ''} are {ARRAY_TYPES[name]}):")
+        text.append(f"{name} ({arrays}{', b' if bias else ''} are {ARRAY_TYPES[name]}):")
         text += [f"    {line}" for line in call.code.splitlines()]
         if call.note:
             text.append(
                 textwrap.fill(call.note, width=100, initial_indent="  ", subsequent_indent="  ")
             )
     return "\n".join(text)
+
+
+def _explain_transpose(
+    given: tuple[tuple[int, ...], tuple[int, ...]],
+    shapes: tuple[tuple[int, ...], tuple[int, ...]],
+    bias: bool,
+    kwargs: dict[str, object],
+    data_format: str,
+    kernel_format: str,
+) -> str:
+    """:func:`explain` for the transpose: ``given`` the shapes as given, ``shapes`` channels
+    first, ``kwargs`` those of :func:`polyconv.correlate_transpose`."""
+    spec = normalize_transpose(*shapes, **kwargs)  # type: ignore[arg-type]
+    calls = _transpose_calls(*shapes, bias, kwargs, data_format, kernel_format)
+    defaults = {
+        "stride": 1,
+        "padding": "valid",
+        "dilation": 1,
+        "groups": 1,
+        "padding_mode": "zeros",
+        "output_padding": 0,
+        "data_format": CHANNELS_FIRST,
+        "kernel_format": CHANNELS_FIRST,
+    }
+    shown_kwargs = dict(kwargs, data_format=data_format, kernel_format=kernel_format)
+    shown = ", ".join(f"{k}={v!r}" for k, v in shown_kwargs.items() if v != defaults[k])
+    arguments = ", ".join(["y", "w"] + (["b"] if bias else []) + ([shown] if shown else []))
+    out_shape = spec.user_out_shape
+    if data_format == CHANNELS_LAST:
+        out_shape = permuted(out_shape, data_to_last(len(out_shape), spec.batched))
+    described = f"y {given[0]}, w {given[1]}" + (f", b ({spec.out_shape[1]},)" if bias else "")
+    text = [
+        f"polyconv.correlate_transpose({arguments})",
+        f"  {described} -> out {out_shape}",
+        "  the adjoint of the correlation whose padding (lo, hi) per spatial axis is "
+        f"{', '.join(map(str, spec.forward.padding))}",
+    ]
+    return _render_calls(text, calls, bias, "y, w")

@@ -31,6 +31,13 @@ import numpy as np
 from ._core.api import _lift, correlate
 from ._core.select import as_input, select_backend
 from ._spec.dtypes import FLOAT_DTYPES, result_dtype
+from ._spec.layouts import (
+    CHANNELS_FIRST,
+    CHANNELS_LAST,
+    check_format,
+    kernel_to_first,
+    kernel_to_last,
+)
 from ._spec.options import (
     IntOrTuple,
     PaddingArg,
@@ -39,6 +46,7 @@ from ._spec.options import (
     per_axis,
     positive_int,
 )
+from ._spec.spec import normalize
 from .backends import Array, Backend
 from .backends import get as get_backend
 
@@ -107,6 +115,8 @@ class _ConvND:
         seed: int = 0,
         dtype: str = "float32",
         method: str = "auto",
+        data_format: str = CHANNELS_FIRST,
+        kernel_format: str = CHANNELS_FIRST,
     ) -> None:
         rank = self.rank
         self.kernel_size = per_axis(kernel_size, rank, "kernel_size")
@@ -128,6 +138,8 @@ class _ConvND:
             raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
         check_method(method)
         self.dtype = dtype
+        self.data_format = check_format(data_format, "data_format")
+        self.kernel_format = check_format(kernel_format, "kernel_format")
         # How the layer computes, not what: not part of config (nor of a saved file).
         self.method = method
         self.backend = select_backend(backend, [])
@@ -145,8 +157,22 @@ class _ConvND:
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
-        """``(out_channels, in_channels // groups, *kernel_size)``, as :func:`correlate` wants."""
+        """``(out_channels, in_channels // groups, *kernel_size)``, as :func:`correlate` wants:
+        the layout the layer computes in (:attr:`params`), whatever its ``kernel_format``."""
         return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    @property
+    def bias_shape(self) -> tuple[int, ...]:
+        """``(out_channels,)``."""
+        return (self.out_channels,)
+
+    @property
+    def kernel_shape_in_format(self) -> tuple[int, ...]:
+        """The shape of :attr:`weight` as the layer's ``kernel_format`` holds it."""
+        shape = self.weight_shape
+        if self.kernel_format == CHANNELS_LAST:
+            return tuple(shape[a] for a in kernel_to_last(len(shape)))
+        return shape
 
     def _initial_params(
         self, rng: np.random.Generator, bias: bool
@@ -156,21 +182,26 @@ class _ConvND:
         else:
             bound = 1.0 / math.sqrt(math.prod(self.weight_shape[1:]))
             weight = rng.uniform(-bound, bound, self.weight_shape)
-        return weight, (np.zeros(self.out_channels) if bias else None)
+        return weight, (np.zeros(self.bias_shape) if bias else None)
 
     @property
     def params(self) -> Params:
-        """``(weight, bias)`` as arrays of the layer's backend."""
+        """``(weight, bias)`` as arrays of the layer's backend, the weight channels first
+        (:attr:`weight_shape`) whatever the layer's ``kernel_format``: what it computes with."""
         return self._params
 
     @property
     def weight(self) -> Array:
-        """The kernel, ``(out_channels, in_channels // groups, *kernel_size)``."""
-        return self._params.weight
+        """The kernel: ``(out_channels, in_channels // groups, *kernel_size)``, or with
+        ``kernel_format="channels_last"`` ``(*kernel_size, in_channels // groups, out_channels)``."""
+        weight = self._params.weight
+        if self.kernel_format == CHANNELS_LAST:
+            return self.backend.permute(weight, kernel_to_last(weight.ndim))
+        return weight
 
     @weight.setter
     def weight(self, value: object) -> None:
-        self._set("weight", value, self.weight_shape)
+        self._set("weight", value, self.kernel_shape_in_format)
 
     @property
     def bias(self) -> Array | None:
@@ -181,13 +212,16 @@ class _ConvND:
     def bias(self, value: object) -> None:
         if self._params.bias is None:
             raise ValueError("this layer was made with bias=False; it has no bias to set")
-        self._set("bias", value, (self.out_channels,))
+        self._set("bias", value, self.bias_shape)
 
     def _set(self, name: str, value: object, shape: tuple[int, ...]) -> None:
         given_shape = as_input(name, value).shape
         if given_shape != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {given_shape}")
+            layout = f" (kernel_format={self.kernel_format!r})" if name == "weight" else ""
+            raise ValueError(f"{name} must have shape {shape}{layout}, got {given_shape}")
         array = to_backend(name, value, self.backend, self.dtype, self._params.weight)
+        if name == "weight" and self.kernel_format == CHANNELS_LAST:
+            array = self.backend.permute(array, kernel_to_first(array.ndim))
         self._params = self._params._replace(**{name: array})
 
     def _replace_params(self, params: Params) -> None:
@@ -208,24 +242,40 @@ class _ConvND:
             "method": self.method,
         }
 
+    def spec(self, x_shape: Sequence[int], *, with_bias: bool = False) -> Any:
+        """The normalised problem of this layer on a channels-first input of ``x_shape``
+        (a :class:`~polyconv.CorrSpec`; a :class:`~polyconv.TransposeSpec` for a transposed
+        layer)."""
+        return normalize(
+            x_shape, self.weight_shape, self.bias_shape if with_bias else None, **self.options
+        )
+
     def is_plain_input(self, x_shape: Sequence[int]) -> bool:
         """Whether ``x_shape`` is a channel-less ``(*spatial)`` input, as in the lesson's corr2d."""
         return len(x_shape) == self.rank and self.in_channels == self.out_channels == 1
 
+    @staticmethod
+    def _operation(*args: Any, **kwargs: Any) -> Array:
+        """The operation the layer computes, with its parameters as ``w`` and ``bias``."""
+        return correlate(*args, **kwargs)
+
     def __call__(self, x: object) -> Array:
         """``correlate(x, weight, bias)`` on the layer's backend.
 
-        ``x`` is ``(N, C_in, *spatial)`` or ``(C_in, *spatial)``; a layer with one input and one
-        output channel also takes a plain ``(*spatial)`` input and returns a plain output, like
-        ``corr2d(X, K) + b``. Inputs of other frameworks are converted to the layer's backend.
+        ``x`` is ``(N, C_in, *spatial)`` or ``(C_in, *spatial)`` (with
+        ``data_format="channels_last"``: ``(N, *spatial, C_in)`` or ``(*spatial, C_in)``, and
+        the result likewise); a layer with one input and one output channel also takes a plain
+        ``(*spatial)`` input and returns a plain output, like ``corr2d(X, K) + b``. Inputs of
+        other frameworks are converted to the layer's backend.
         """
         given = as_input("x", x)
         plain = self.is_plain_input(given.shape)
-        y = correlate(
+        y = self._operation(
             _lift(given) if plain else x,
-            self.weight,
+            self._params.weight,
             self.bias,
             backend=self.backend.name,
+            data_format=CHANNELS_FIRST if plain else self.data_format,
             **self.options,
         )
         return y[0, 0, ...] if plain else y
@@ -248,13 +298,17 @@ class _ConvND:
             "padding_mode": self.padding_mode,
             "bias": self._params.bias is not None,
             "dtype": self.dtype,
+            "data_format": self.data_format,
+            "kernel_format": self.kernel_format,
         }
 
     def _clone_on(self: LayerT, backend: Backend) -> LayerT:
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.backend = backend
-        weight = to_backend("weight", self.backend.to_numpy(self.weight), backend, self.dtype, None)
+        weight = to_backend(
+            "weight", self.backend.to_numpy(self._params.weight), backend, self.dtype, None
+        )
         bias = None
         if self.bias is not None:
             bias = to_backend("bias", self.backend.to_numpy(self.bias), backend, self.dtype, weight)
@@ -265,11 +319,18 @@ class _ConvND:
         """A copy of this layer on ``backend``, parameters bit for bit; ``self`` is unchanged."""
         return self._clone_on(get_backend(backend))
 
+    def to_module(self, framework: str) -> Any:
+        """A native layer of ``framework`` (``"torch"``, ``"flax"``, ``"keras"``) with these
+        weights, computing the same function: see :func:`polyconv.adapters.to_module`."""
+        from .adapters import to_module
+
+        return to_module(self, framework)
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the parameters and :attr:`config` to the ``.npz`` file ``path`` (exactly that
         name), atomically: a crash never leaves a half-written file in its place."""
         path = os.fspath(path)
-        arrays: dict[str, Any] = {"weight": self.backend.to_numpy(self.weight)}
+        arrays: dict[str, Any] = {"weight": self.backend.to_numpy(self._params.weight)}
         if self.bias is not None:
             arrays["bias"] = self.backend.to_numpy(self.bias)
         config = json.dumps({"polyconv_format": FILE_FORMAT_VERSION, **self.config})
@@ -312,6 +373,10 @@ class _ConvND:
             config = json.loads(str(config_array))
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: config is not valid JSON: {error}") from None
+        # Files written before layouts existed hold channels-first layers.
+        if isinstance(config, dict):
+            config.setdefault("data_format", CHANNELS_FIRST)
+            config.setdefault("kernel_format", CHANNELS_FIRST)
         version = config.pop("polyconv_format", None)
         if version != FILE_FORMAT_VERSION:
             raise ValueError(
@@ -335,9 +400,9 @@ class _ConvND:
                     f"{path}: {field} is {config.get(field)!r} in the file but "
                     f"{ours.get(field)!r} in this layer"
                 )
-        expected = {"weight": self.weight_shape}
+        expected = {"weight": self.weight_shape}  # saved channels first, as computed
         if self.bias is not None:
-            expected["bias"] = (self.out_channels,)
+            expected["bias"] = self.bias_shape
         if arrays.keys() != expected.keys():
             raise ValueError(
                 f"{path}: expected arrays {sorted(expected)}, the file holds {sorted(arrays)}"
@@ -348,10 +413,12 @@ class _ConvND:
                     f"{path}: {name} has shape {arrays[name].shape} and dtype "
                     f"{arrays[name].dtype}, this layer needs shape {shape} and dtype {self.dtype}"
                 )
-        weight = to_backend("weight", arrays["weight"], self.backend, self.dtype, self.weight)
+        weight = to_backend(
+            "weight", arrays["weight"], self.backend, self.dtype, self._params.weight
+        )
         bias = None
         if "bias" in arrays:
-            bias = to_backend("bias", arrays["bias"], self.backend, self.dtype, self.weight)
+            bias = to_backend("bias", arrays["bias"], self.backend, self.dtype, self._params.weight)
         self._params = Params(weight, bias)
         return self
 
@@ -367,22 +434,17 @@ class _ConvND:
                 f"{path}: layer is {config.get('layer')!r} in the file, not {cls.__name__!r}"
             )
         try:
-            layer = cls(
-                config["kernel_size"],
-                in_channels=config["in_channels"],
-                out_channels=config["out_channels"],
-                stride=config["stride"],
-                padding=config["padding"],
-                dilation=config["dilation"],
-                groups=config["groups"],
-                padding_mode=config["padding_mode"],
-                bias=config["bias"],
-                dtype=config["dtype"],
-                backend=backend,
-            )
+            layer = cls(config["kernel_size"], backend=backend, **cls._constructor_config(config))
         except KeyError as error:
             raise ValueError(f"{path}: config lacks the field {error.args[0]!r}") from None
         return layer.load(path)
+
+    @classmethod
+    def _constructor_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The constructor's keywords (but ``kernel_size``) from a saved :attr:`config`."""
+        names = ["in_channels", "out_channels", "stride", "padding", "dilation", "groups"]
+        names += ["padding_mode", "bias", "dtype", "data_format", "kernel_format"]
+        return {name: config[name] for name in names}
 
     def __repr__(self) -> str:
         fields = {
@@ -394,6 +456,9 @@ class _ConvND:
             "dtype": self.dtype,
             "backend": self.backend.name,
         }
+        for name in ("data_format", "kernel_format"):
+            if getattr(self, name) != CHANNELS_FIRST:
+                fields[name] = getattr(self, name)
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
 
 

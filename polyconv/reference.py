@@ -5,7 +5,9 @@
 where ``g(o) = o // (C_out/G)`` and ``P`` is the padding, taken from ``np.pad`` itself as a matrix
 per spatial axis. Its gradients are the same sums read the other way: ``grad_w`` sums
 ``grad_y * P(x)`` over batch and positions, and ``grad_x`` is ``P^T`` applied to the scatter of
-``w * grad_y``. Slow but plain; used by the tests and by :func:`polyconv.verify`.
+``w * grad_y``. The transposed correlation is the
+adjoint sum read from the same definition (:func:`correlate_transpose`). Slow but plain; used by
+the tests and by :func:`polyconv.verify`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from ._spec.padding import NUMPY_PAD_MODE
 from ._spec.spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._spec.transpose import TransposeSpec, normalize_transpose
 
 
 def _padding_matrix(size: int, lo: int, hi: int, mode: str) -> np.ndarray:
@@ -130,3 +133,93 @@ def correlate_vjp(
     grad_x = _apply_along(grad_xp, [m.T for m in matrices])
     grad_bias = None if b64 is None else g64.sum(axis=(0, *range(2, g64.ndim)))
     return (grad_x if spec.batched else grad_x[0]), grad_w.reshape(w64.shape), grad_bias
+
+
+def _transpose_problem(
+    y: object, w: object, bias: object, kwargs: Mapping[str, Any]
+) -> tuple[TransposeSpec, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The transposed problem's spec, and ``y`` batched and extended by zeros to the forward's
+    output shape (the forward outputs beyond ``y``'s read nothing of it), ``w`` and ``bias``
+    in float64."""
+    y64, w64 = np.asarray(y, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    b64 = None if bias is None else np.asarray(bias, dtype=np.float64)
+    tspec = normalize_transpose(y64.shape, w64.shape, None if b64 is None else b64.shape, **kwargs)
+    extended = np.zeros(tspec.forward.out_shape)
+    extended[_first(tspec.y_shape[2:])] = y64.reshape(tspec.y_shape)
+    return tspec, extended, w64, b64
+
+
+def _first(sizes: tuple[int, ...]) -> tuple[Any, ...]:
+    """Index of the first ``sizes`` samples of every spatial axis (leading axes kept)."""
+    return (Ellipsis, *(slice(0, i) for i in sizes))
+
+
+def correlate_transpose(
+    y: object,
+    w: object,
+    bias: object = None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = "valid",
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> np.ndarray:
+    """The transposed correlation in float64, as the adjoint sum of the definition: each
+    ``y[n, o, i]`` times ``w[o, c, k]`` lands on the padded position ``i*s + k*d`` it was read
+    from, and the padding's transpose ``P^T`` adds each padded position to its source."""
+    kwargs: dict[str, Any] = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+    )
+    tspec, y64, w64, b64 = _transpose_problem(y, w, bias, kwargs)
+    spec, g = tspec.forward, tspec.forward.groups
+    gy = y64.reshape(y64.shape[0], g, -1, *y64.shape[2:])
+    wg = w64.reshape(g, -1, *w64.shape[1:])
+    grad_xp = np.zeros((y64.shape[0], g, wg.shape[2], *spec.padded_shape))
+    for offset, window in _terms(spec):
+        grad_xp[window] += np.einsum("goc,ngo...->ngc...", wg[offset], gy)
+    grad_xp = grad_xp.reshape(grad_xp.shape[0], -1, *grad_xp.shape[3:])
+    out = _apply_along(grad_xp, [m.T for m in _padding_matrices(spec)])
+    if b64 is not None:
+        out += b64.reshape(-1, *([1] * spec.rank))
+    return out if tspec.batched else out[0]
+
+
+def correlate_transpose_vjp(
+    y: object,
+    w: object,
+    bias: object,
+    grad_out: object,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = "valid",
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of ``sum(correlate_transpose(y, w, bias) * grad_out)``, in float64: the
+    transpose of the transpose is the forward (``grad_y``, cut to ``y``'s outputs), and
+    ``grad_w`` is the forward's kernel gradient with ``grad_out`` as its input and ``y`` as its
+    output gradient."""
+    kwargs: dict[str, Any] = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+    )
+    tspec, y64, w64, b64 = _transpose_problem(y, w, bias, kwargs)
+    forward = {k: v for k, v in kwargs.items() if k != "output_padding"}
+    g64 = np.asarray(grad_out, dtype=np.float64).reshape(tspec.out_shape)
+    grad_y = correlate(g64, w64, **forward)[_first(tspec.y_shape[2:])]
+    _, grad_w, _ = correlate_vjp(g64, w64, None, y64, **forward)
+    grad_bias = None if b64 is None else g64.sum(axis=(0, *range(2, g64.ndim)))
+    return (grad_y if tspec.batched else grad_y[0]), grad_w, grad_bias

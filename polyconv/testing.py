@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 
 from . import reference
@@ -53,9 +53,11 @@ from ._bounds import (
     fft_error,
     round_to,
     to_numpy,
+    transpose_error_bound,
+    transpose_vjp_error_bounds,
     vjp_error_bounds,
 )
-from ._core.api import correlate, correlate_vjp
+from ._core.api import correlate, correlate_vjp, output_shape
 from ._spec.dtypes import FLOAT_DTYPES
 from ._spec.options import PADDING_MODES
 from ._spec.spec import CorrSpec, normalize
@@ -66,6 +68,7 @@ __all__ = [
     "PADDING_FORMS",
     "VALUE_STYLES",
     "Problem",
+    "TransposeProblem",
     "assert_close",
     "assert_vjp_close",
     "assert_within",
@@ -78,6 +81,9 @@ __all__ = [
     "problems",
     "round_to",
     "to_numpy",
+    "transpose_error_bound",
+    "transpose_problems",
+    "transpose_vjp_error_bounds",
     "unavailable_reason",
     "unsupported_dtype_reason",
     "values",
@@ -380,6 +386,52 @@ def problems(
         batched,
         with_grad_y,
     )
+
+
+@dataclass(frozen=True)
+class TransposeProblem:
+    """One valid transposed problem: ``kwargs`` holds the keywords of
+    :func:`polyconv.correlate_transpose`."""
+
+    y: np.ndarray
+    w: np.ndarray
+    bias: np.ndarray | None
+    kwargs: dict[str, Any]  # the keywords of correlate_transpose
+    dtype: str
+
+    @property
+    def forward_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.kwargs.items() if k != "output_padding"}
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return output_shape(self.y.shape, self.w.shape, transpose=True, **self.kwargs)
+
+
+@st.composite
+def transpose_problems(draw: st.DrawFn, dtype: str = "float64", **limits: Any) -> TransposeProblem:
+    """Valid transposed problems: the geometry of a forward problem of :func:`problems`
+    (``limits`` are its keywords), ``y`` of its output shape and ``output_padding`` drawn in
+    its allowed range."""
+    limits = {"max_size": 5 if draw(st.booleans()) else 3, **limits}
+    forward = draw(problems(dtypes=[dtype], with_grad_y=True, **limits))
+    spec = forward.spec
+    kwargs = dict(forward.spec_kwargs)
+    limit = [
+        s if spec.padding_mode != "zeros" else max(s, d)
+        for s, d in zip(spec.stride, spec.dilation, strict=True)
+    ]
+    kwargs["output_padding"] = tuple(draw(st.integers(0, n - 1)) for n in limit)
+    bias = None
+    if forward.bias is not None:
+        bias = draw(values((spec.x_shape[1],), dtype))
+    assert forward.grad_y is not None
+    problem = TransposeProblem(forward.grad_y, forward.w, bias, kwargs, dtype)
+    try:
+        problem.out_shape  # noqa: B018 -- below one sample (as torch's size formula counts)
+    except ValueError:
+        assume(False)
+    return problem
 
 
 # --- error bounds ----------------------------------------------------------------------------

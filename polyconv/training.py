@@ -31,7 +31,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ._core.select import as_input, resolve_method
-from ._spec.spec import CorrSpec, normalize
+from ._spec.layouts import CHANNELS_LAST, data_to_first, data_to_last, permuted
+from ._spec.spec import CorrSpec
+from ._spec.transpose import TransposeSpec
 from .backends import Array, Backend, Method
 from .backends import get as get_backend
 from .layers import Params, _ConvND, to_backend
@@ -128,7 +130,7 @@ LOSSES: dict[str, Loss] = {
 
 
 def _compiled_step(
-    backend: Backend, spec: CorrSpec, loss_name: str, method: Method = "direct"
+    backend: Backend, spec: CorrSpec | TransposeSpec, loss_name: str, method: Method = "direct"
 ) -> Callable[..., tuple[Params, SGDState, Array]]:
     """One training step for this geometry, compiled by the backend. Compiled afresh for every
     ``fit``: a backend setting read while tracing (JAX's matmul precision) must never be served
@@ -144,9 +146,14 @@ def _compiled_step(
         learning_rate: float,
         momentum: float,
     ) -> tuple[Params, SGDState, Array]:
-        y_hat, vjp = backend.correlate_with_vjp(
-            x, params.weight, params.bias, spec, with_grad_x=False, method=method
-        )
+        if isinstance(spec, TransposeSpec):
+            y_hat, vjp = backend.correlate_transpose_with_vjp(
+                x, params.weight, params.bias, spec, method=method
+            )
+        else:
+            y_hat, vjp = backend.correlate_with_vjp(
+                x, params.weight, params.bias, spec, with_grad_x=False, method=method
+            )
         residual = y_hat - y
         grad_y = loss.grad(residual, outputs)
         _, grad_w, grad_b = vjp(grad_y)
@@ -216,12 +223,19 @@ def _batches(
     """
     x_shape, y_shape = as_input("x", x).shape, as_input("y", y).shape
     batched_shape = _batched_shape(layer, x_shape)
-    spec = normalize(batched_shape, layer.weight_shape, **layer.options)
+    # The layer's layout on the way in; the steps compute channels first.
+    to_first = to_last = None
+    if layer.data_format == CHANNELS_LAST and not layer.is_plain_input(x_shape):
+        to_first = data_to_first(len(batched_shape), batched=True)
+        to_last = data_to_last(len(batched_shape), batched=True)
+        batched_shape = permuted(batched_shape, to_first)
+    out_shape = layer.spec(batched_shape).out_shape
+    if to_last is not None:
+        out_shape = permuted(out_shape, to_last)
     added_axes = len(batched_shape) - len(x_shape)
-    if y_shape != spec.out_shape[added_axes:]:
+    if y_shape != out_shape[added_axes:]:
         raise ValueError(
-            f"y must have the shape the layer gives for x, {spec.out_shape[added_axes:]}, "
-            f"got {y_shape}"
+            f"y must have the shape the layer gives for x, {out_shape[added_axes:]}, got {y_shape}"
         )
     samples = batched_shape[0]
     if batch_size is None:
@@ -240,6 +254,8 @@ def _batches(
         lift = (None,) * added_axes + (...,)
         x_all = to_backend("x", x, backend, dtype, like)[lift]
         y_all = to_backend("y", y, backend, dtype, like)[lift]
+        if to_first is not None:
+            x_all, y_all = backend.permute(x_all, to_first), backend.permute(y_all, to_first)
         if batch_size == samples:
             return itertools.repeat((x_all, y_all)), batched_shape
         indices = _minibatch_indices(samples, batch_size, seed)
@@ -247,6 +263,9 @@ def _batches(
     host = get_backend("numpy")
     x_host = to_backend("x", x, host, dtype, None)
     y_host = to_backend("y", y, host, dtype, None)
+    if to_first is not None:
+        x_host = np.ascontiguousarray(x_host.transpose(to_first))
+        y_host = np.ascontiguousarray(y_host.transpose(to_first))
     batches = (
         (backend.convert(x_host[index], dtype, like), backend.convert(y_host[index], dtype, like))
         for index in _minibatch_indices(samples, batch_size, seed)
@@ -284,17 +303,13 @@ def fit(
     """
     if not isinstance(layer, _ConvND):
         raise TypeError(
-            f"layer must be a polyconv Conv1D, Conv2D or Conv3D, got {type(layer).__name__}"
+            "layer must be a polyconv Conv1D, Conv2D, Conv3D or ConvTranspose1D, 2D, 3D, "
+            f"got {type(layer).__name__}"
         )
     lr, steps, momentum = _check_hyperparameters(lr, steps, momentum, loss, callback)
     batches, batch_shape = _batches(layer, x, y, batch_size, seed)
     backend = layer.backend
-    spec = normalize(
-        batch_shape,
-        layer.weight_shape,
-        None if layer.bias is None else (layer.out_channels,),
-        **layer.options,
-    )
+    spec = layer.spec(batch_shape, with_bias=layer.bias is not None)
     method = resolve_method(backend, spec, layer.options["method"])
     step_fn = _compiled_step(backend, spec, loss, method)
 

@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from . import reference
-from ._bounds import DEFAULT_C, assert_within, error_bound, fft_error, to_numpy, vjp_error_bounds
-from ._core.api import correlate, correlate_vjp
+from ._bounds import DEFAULT_C, assert_within, to_numpy
 from ._core.select import resolve_method
 from ._spec.dtypes import FLOAT_DTYPES, result_dtype
 from ._spec.options import IntOrTuple, PaddingArg
 from ._spec.spec import CorrSpec, normalize
+from ._spec.transpose import TransposeSpec, normalize_transpose
 from ._timing import median_seconds
+from ._verify_problem import CORRELATE, ProblemKind, problem_kind
 from ._verify_text import render
 from .backends import Array, Backend, available, get
 from .cli import spec_args  # the reproducing command line of a report
@@ -88,13 +88,32 @@ class VerifyReport:
     """The outcome of :func:`verify`: one :class:`BackendResult` per backend. ``str()`` gives a
     table; ``ok`` is whether every backend agreed with the reference."""
 
-    spec: CorrSpec
+    spec: CorrSpec | TransposeSpec
     spec_kwargs: Mapping[str, Any]
     dtype: str
     seed: int
     results: tuple[BackendResult, ...]
     c: float = DEFAULT_C
     method: str = "auto"
+    #: the operation (correlate or its transpose) and the layouts of the arrays
+    kind: ProblemKind = CORRELATE
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of the operation's first input as the caller gave it (its layout)."""
+        spec = self.spec
+        shape = spec.user_y_shape if isinstance(spec, TransposeSpec) else _user_x_shape(spec)
+        return self.kind.shape_in_format(shape, len(self.kernel_shape) - 2)
+
+    @property
+    def kernel_shape(self) -> tuple[int, ...]:
+        spec = self.spec
+        return spec.forward.w_shape if isinstance(spec, TransposeSpec) else spec.w_shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        rank = len(self.kernel_shape) - 2
+        return self.kind.shape_in_format(self.spec.user_out_shape, rank)
 
     @property
     def ok(self) -> bool:
@@ -111,9 +130,17 @@ class VerifyReport:
     def command(self) -> str:
         """The ``polyconv verify`` command that runs this check again (for inputs given as
         arrays it reruns the shapes and keywords, on values drawn from the seed)."""
-        x_shape = self.spec.x_shape if self.spec.batched else self.spec.x_shape[1:]
+        kernel = self.kind.shape_in_format(self.kernel_shape, 0, kernel=True)
         flags = spec_args.spec_flags(
-            x_shape, self.spec.w_shape, self.spec_kwargs, bias=self.spec.has_bias
+            self.input_shape, kernel, self.spec_kwargs, bias=self.spec.has_bias
+        )
+        flags += spec_args.layout_flags(
+            {
+                "transpose": self.kind.transpose,
+                "output_padding": self.spec_kwargs.get("output_padding", 0),
+                "data_format": self.kind.data_format,
+                "kernel_format": self.kind.kernel_format,
+            }
         )
         flags += ["--dtype", self.dtype, "--seed", str(self.seed)]
         if self.method != "auto":
@@ -123,6 +150,10 @@ class VerifyReport:
 
     def __str__(self) -> str:
         return render(self)
+
+
+def _user_x_shape(spec: CorrSpec) -> tuple[int, ...]:
+    return spec.x_shape if spec.batched else spec.x_shape[1:]
 
 
 def _is_shape(obj: object) -> bool:
@@ -181,31 +212,40 @@ def _run_backend(
     dtype: str,
     kwargs: Mapping[str, Any],
     timing: bool,
+    kind: ProblemKind = CORRELATE,
 ) -> BackendResult:
     backend = get(name)
     device = "?"
+    rank = inputs[1].ndim - 2
+    call, call_vjp = kind.calls(kwargs)
     try:
         x, w, b, g = (
-            None if a is None else backend.convert(a.astype(dtype), dtype, None) for a in inputs
+            None if a is None else backend.convert(a.astype(dtype), dtype, None)
+            for a in (
+                kind.data_in_format(inputs[0], rank),
+                kind.kernel_in_format(inputs[1]),
+                inputs[2],
+                kind.data_in_format(inputs[3], rank),
+            )
         )
         device = backend.device(x) or "?"
-        y = correlate(x, w, b, backend=name, **kwargs)
+        y = call(x, w, b, backend=name)
         backend.synchronize(y)  # the first call compiles (JAX) or warms up; it is not timed
-        grads = correlate_vjp(x, w, b, g, backend=name, **kwargs)
+        grads = call_vjp(x, w, b, g, backend=name)
         backend.synchronize(grads[0])
-        forward = median_seconds(
-            lambda: correlate(x, w, b, backend=name, **kwargs), backend, timing
-        )
-        vjp = median_seconds(
-            lambda: correlate_vjp(x, w, b, g, backend=name, **kwargs)[0], backend, timing
-        )
+        forward = median_seconds(lambda: call(x, w, b, backend=name), backend, timing)
+        vjp = median_seconds(lambda: call_vjp(x, w, b, g, backend=name)[0], backend, timing)
+        y, *read = kind.read_back(backend, (y, *grads), rank)
+        grads = (read[0], read[1], read[2])
     except Exception as error:  # a backend that raises fails the check; the report says how
         return BackendResult(
             name, dtype, device, method, error=f"raised {type(error).__name__}: {error}"
         )
     checks = [
         _check(result, backend, actual, want, bound, dtype)
-        for result, actual, want, bound in zip(RESULTS, (y, *grads), expected, bounds, strict=True)
+        for result, actual, want, bound in zip(
+            kind.results, (y, *grads), expected, bounds, strict=True
+        )
         if want is not None and bound is not None
     ]
     if (grads[2] is None) != (expected[3] is None):
@@ -251,6 +291,10 @@ def verify(
     groups: int = 1,
     padding_mode: str = "zeros",
     method: str = "auto",
+    transpose: bool = False,
+    output_padding: IntOrTuple = 0,
+    data_format: str = "channels_first",
+    kernel_format: str = "channels_first",
 ) -> VerifyReport:
     """Run one correlation problem on every backend, forward and backward, against the float64
     reference; the report renders as a table (``print(report)``) and ``report.ok`` says whether
@@ -265,7 +309,14 @@ def verify(
     installed backend). ``grad_y``: the output gradient of the VJP (default: drawn from
     ``seed``). ``timing=False`` skips the timing. The other keywords are
     :func:`polyconv.correlate`'s.
+
+    ``transpose=True`` verifies :func:`polyconv.correlate_transpose` (with ``output_padding``)
+    and its VJP instead: ``x`` is then its input ``y`` and ``grad_y`` the gradient of its
+    output. ``data_format`` and ``kernel_format`` say the layouts of ``x`` (and ``grad_y``) and
+    ``w``, shapes or arrays; the backends are called in those layouts, and the report compares
+    their results, read back channels first, with the channels-first reference.
     """
+    kind = problem_kind(transpose, data_format, kernel_format)
     kwargs: dict[str, Any] = {
         "stride": stride,
         "padding": padding,
@@ -290,45 +341,60 @@ def verify(
     for name in names:
         get(name)  # an unknown or uninstalled backend is a ValueError naming the choices
 
+    if transpose:
+        kwargs["output_padding"] = output_padding
+    elif output_padding != 0:
+        raise ValueError(
+            f"output_padding={output_padding!r} applies to the transposed operation only; "
+            "pass transpose=True"
+        )
     rng = np.random.default_rng(seed)
-    x64 = _values(rng, x, dtype) if _is_shape(x) else _as_float64("x", x, dtype)
+    name_x = kind.input_name
+    x64 = _values(rng, x, dtype) if _is_shape(x) else _as_float64(name_x, x, dtype)
     w64 = _values(rng, w, dtype) if _is_shape(w) else _as_float64("w", w, dtype)
+    kind.check_shapes(x64.shape, w64.shape, groups)
+    rank = w64.ndim - 2
+    x64, w64 = kind.data_first(x64, rank), kind.kernel_first(w64)  # channels first from here
+    bias_size = w64.shape[1] * groups if transpose and w64.ndim > 1 else w64.shape[0]
     if bias is True:
-        b64: np.ndarray | None = _values(rng, (w64.shape[0],), dtype)
+        b64: np.ndarray | None = _values(rng, (bias_size,), dtype)
     elif bias is None or bias is False:
         b64 = None
     else:
         b64 = _as_float64("bias", bias, dtype)
-    spec = normalize(x64.shape, w64.shape, None if b64 is None else b64.shape, **kwargs)
+    b_shape = None if b64 is None else b64.shape
+    spec: CorrSpec | TransposeSpec = (
+        normalize_transpose(x64.shape, w64.shape, b_shape, **kwargs)
+        if transpose
+        else normalize(x64.shape, w64.shape, b_shape, **kwargs)
+    )
     if grad_y is None:
         g64 = _values(rng, spec.user_out_shape, dtype)
     else:
-        g64 = _as_float64("grad_y", grad_y, dtype)
+        g64 = kind.data_first(_as_float64("grad_y", grad_y, dtype), rank)
         if g64.shape != spec.user_out_shape:
             raise ValueError(
-                f"grad_y must have the output's shape {spec.user_out_shape}, got {g64.shape}"
+                f"grad_y must have the output's shape "
+                f"{kind.shape_in_format(spec.user_out_shape, rank)}, "
+                f"got {kind.shape_in_format(g64.shape, rank)}"
             )
 
-    expected = (
-        reference.correlate(x64, w64, b64, **kwargs),
-        *reference.correlate_vjp(x64, w64, b64, g64, **kwargs),
-    )
-    direct_bounds = (
-        error_bound(x64, w64, b64, dtype, kwargs),
-        *vjp_error_bounds(x64, w64, b64, g64, dtype, kwargs),
-    )
-    fft_term = fft_error(x64, w64, g64, kwargs)
-    fft_bounds = tuple(None if b is None else b + fft_term for b in direct_bounds)
+    expected = kind.expected(x64, w64, b64, g64, kwargs)
+    direct_bounds, fft_bounds = kind.bounds(x64, w64, b64, g64, dtype, kwargs)
+    forward = spec.forward if isinstance(spec, TransposeSpec) else spec
+    forward_kwargs = {k: v for k, v in kwargs.items() if k != "output_padding"}
     results = []
     for name in names:
-        used = resolve_method(get(name), normalize(spec.x_shape, spec.w_shape, **kwargs), method)
+        used = resolve_method(
+            get(name), normalize(forward.x_shape, forward.w_shape, **forward_kwargs), method
+        )
         bounds = fft_bounds if used == "fft" else direct_bounds
         inputs = (x64, w64, b64, g64)
         call_kwargs = {**kwargs, "method": method}
         results.append(
-            _run_backend(name, used, inputs, expected, bounds, dtype, call_kwargs, timing)
+            _run_backend(name, used, inputs, expected, bounds, dtype, call_kwargs, timing, kind)
         )
-    return VerifyReport(spec, kwargs, dtype, seed, tuple(results), method=method)
+    return VerifyReport(spec, kwargs, dtype, seed, tuple(results), method=method, kind=kind)
 
 
 # --- random problems -----------------------------------------------------------------------
@@ -376,31 +442,49 @@ def random_search(
     dtype: str = "float32",
     seed: int = 0,
     backends: Sequence[str] | None = None,
+    transpose: bool = False,
+    data_format: str = "channels_first",
+    kernel_format: str = "channels_first",
 ) -> RandomOutcome:
-    """Check ``examples`` random problems from :func:`polyconv.testing.problems`; a failing one is
-    shrunk by Hypothesis to the smallest it finds."""
+    """Check ``examples`` random problems from :func:`polyconv.testing.problems` (with
+    ``transpose``: :func:`polyconv.testing.transpose_problems`), their arrays given in
+    ``data_format`` and ``kernel_format``; a failing one is shrunk by Hypothesis to the smallest
+    it finds."""
+    kind = problem_kind(transpose, data_format, kernel_format)
     try:
         import hypothesis
         from hypothesis import HealthCheck, Phase, settings
 
-        from .testing import problems
+        from .testing import problems, transpose_problems
     except ImportError as error:
         raise ValueError(f"--random needs Hypothesis (pip install hypothesis): {error}") from None
 
     worst: list[tuple[float, VerifyReport, Any]] = []
     failures: list[tuple[VerifyReport, Any]] = []
 
+    def arguments(problem: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The problem's input and kernel in the layouts checked, and its keywords."""
+        given = problem.y if transpose else problem.x
+        rank = problem.w.ndim - 2
+        keywords = dict(problem.kwargs if transpose else problem.spec_kwargs)
+        keywords.update(transpose=transpose, data_format=data_format, kernel_format=kernel_format)
+        return kind.data_in_format(given, rank), kind.kernel_in_format(problem.w), keywords
+
     def check(problem: Any) -> None:
+        given, kernel, keywords = arguments(problem)
+        grad_y = None
+        if not transpose:
+            grad_y = kind.data_in_format(problem.grad_y, problem.w.ndim - 2)
         report = verify(
-            problem.x,
-            problem.w,
+            given,
+            kernel,
             False if problem.bias is None else problem.bias,
-            grad_y=problem.grad_y,
+            grad_y=grad_y,
             dtype=dtype,
             backends=backends,
             seed=seed,
             timing=False,
-            **problem.spec_kwargs,
+            **keywords,
         )
         ratio = report.worst_ratio
         hypothesis.target(min(ratio, 1e9), label="error / bound")
@@ -418,7 +502,13 @@ def random_search(
             phases=(Phase.generate, Phase.target, Phase.shrink),
             report_multiple_bugs=False,
             suppress_health_check=list(HealthCheck),
-        )(hypothesis.given(problems(dtypes=(dtype,), with_grad_y=True))(check))
+        )(
+            hypothesis.given(
+                transpose_problems(dtype)
+                if transpose
+                else problems(dtypes=(dtype,), with_grad_y=True)
+            )(check)
+        )
     )
     try:
         search()
@@ -429,14 +519,15 @@ def random_search(
         _, report, problem = worst[0]
     # The command reruns the shapes and keywords on values drawn from the seed: when that gives
     # the same verdict, show its (timed) report; else the failure needs the drawn values.
+    given, kernel, keywords = arguments(problem)
     shaped = verify(
-        problem.x.shape,
-        problem.w.shape,
+        given.shape,
+        kernel.shape,
         problem.bias is not None,
         dtype=dtype,
         seed=seed,
         backends=[r.backend for r in report.results],
-        **problem.spec_kwargs,
+        **keywords,
     )
     reproduced = shaped.ok == report.ok
     return RandomOutcome(examples, shaped if reproduced else report, problem, reproduced)

@@ -123,3 +123,19 @@ def test_large_image_writes_the_edges_of_its_zarr_image_chunked_like_it(
     np.testing.assert_allclose(edges.compute(), expected, rtol=1e-5, atol=1e-5)
     losses = re.search(r"training: loss (\S+) -> (\S+) in 20 steps", capsys.readouterr().out)
     assert losses is not None and float(losses[2]) < float(losses[1]) / 4
+
+
+def test_porting_a_model_finds_the_same_padding_mistake_and_passes_the_corrected_port(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for framework in ("torch", "flax"):
+        pytest.importorskip(framework)
+    assert _run("porting_a_model") == 0
+    out = capsys.readouterr().out
+    first_try, corrected, model = out.split("== ")[1:]
+    assert "layer 1: FAIL" in first_try and "layer 2: ok" in first_try
+    assert "flax padding='SAME' at stride 2 pads (0, 1)" in first_try
+    assert corrected.count(": ok") == 3
+    differences = re.findall(r"max \|difference\| ([\d.e+-]+)", model)
+    assert len(differences) == 2 and all(float(d) < 1e-5 for d in differences)
+    assert "corrected port: all three layers agree" in model

@@ -15,7 +15,17 @@ import sys
 import polyconv as pc
 
 # Heavy or optional modules a NumPy user must never pay for.
-NOT_IMPORTED = ("torch", "jax", "jaxlib", "scipy", "hypothesis", "matplotlib", "dask")
+NOT_IMPORTED = (
+    "torch",
+    "jax",
+    "jaxlib",
+    "scipy",
+    "hypothesis",
+    "matplotlib",
+    "dask",
+    "flax",
+    "keras",
+)
 
 # The built-in backends and the framework each needs.
 BUILTIN_FRAMEWORKS = {"numpy": "numpy", "torch": "torch", "jax": "jax", "dask": "dask"}
@@ -90,6 +100,8 @@ TOOL_MODULES = (
     "polyconv.verify",
     "polyconv._matrix",
     "polyconv.plots",
+    "polyconv.adapters",
+    "polyconv.compare",
     "argparse",
 )
 
@@ -123,3 +135,19 @@ result["types"] = [type(pc.explain).__name__, type(pc.verify).__name__]
 """
     )
     assert result["types"] == ["function", "function"]
+
+
+def test_torch_layers_in_and_out_import_no_other_framework() -> None:
+    result = run_fresh(
+        """
+import torch
+import polyconv as pc
+
+conv = torch.nn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="reflect")
+layer = pc.from_module(conv)
+module = layer.to_module("torch")
+result["ok"] = pc.compare(conv, module, (1, 2, 6, 6)).ok
+"""
+    )
+    assert result["ok"] is True
+    assert result["imported"] == ["torch"]

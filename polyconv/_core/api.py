@@ -8,13 +8,24 @@ and, where the arrays of an unbatched problem differ, ``batched`` and ``unbatch`
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._spec import layouts
+from .._spec.layouts import (
+    CHANNELS_FIRST,
+    check_format,
+    data_to_first,
+    data_to_last,
+    kernel_to_first,
+    permuted,
+)
 from .._spec.spec import CorrSpec, IntOrTuple, PaddingArg, normalize
 from ..backends import Array, Backend, Method
 from .callcache import Operation, Run, call
+from .layouts import call_in_layouts
 from .select import Input, as_input
+from .transpose import transpose_output_shape
 
 
 def _spec(shapes: dict[str, tuple[int, ...]], options: tuple[Any, ...], method: str) -> CorrSpec:
@@ -90,6 +101,8 @@ def correlate(
     padding_mode: str = "zeros",
     method: str = "auto",
     backend: str | None = None,
+    data_format: str = CHANNELS_FIRST,
+    kernel_format: str = CHANNELS_FIRST,
 ) -> Array:
     """Cross-correlation ``y[n, o, i] = bias[o] + sum_{c, k} w[o, c, k] * x_pad[n, c', i*s + k*d]``.
 
@@ -99,7 +112,12 @@ def correlate(
     kernels on large inputs, its rounding error bounded by norms rather than per element) or
     ``"auto"``, the faster of the two by the backend's cost model (``docs/benchmarks.md``).
     See ``docs/spec.md`` for padding forms and modes, dtypes and backend selection.
+    ``data_format="channels_last"`` takes ``x`` as ``(N, *spatial, C_in)`` (or
+    ``(*spatial, C_in)``) and returns ``y`` likewise; ``kernel_format="channels_last"`` takes
+    ``w`` as ``(*kernel, C_in // groups, C_out)`` (Flax, Keras, TensorFlow).
     """
+    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
+        return _in_layouts(correlate, locals(), ("x",), ("data",))
     return call(
         CORRELATE, (x, w, bias), (backend, method, stride, padding, dilation, groups, padding_mode)
     )
@@ -117,8 +135,12 @@ def convolve(
     padding_mode: str = "zeros",
     method: str = "auto",
     backend: str | None = None,
+    data_format: str = CHANNELS_FIRST,
+    kernel_format: str = CHANNELS_FIRST,
 ) -> Array:
     """True convolution: :func:`correlate` with the kernel flipped along its spatial axes."""
+    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
+        return _in_layouts(convolve, locals(), ("x",), ("data",))
     return call(
         CONVOLVE, (x, w, bias), (backend, method, stride, padding, dilation, groups, padding_mode)
     )
@@ -137,13 +159,46 @@ def correlate_vjp(
     padding_mode: str = "zeros",
     method: str = "auto",
     backend: str | None = None,
+    data_format: str = CHANNELS_FIRST,
+    kernel_format: str = CHANNELS_FIRST,
 ) -> tuple[Array, Array, Array | None]:
     """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to ``x``, ``w``, ``bias``.
 
-    ``grad_bias`` is ``None`` when ``bias`` is ``None``.
+    ``grad_bias`` is ``None`` when ``bias`` is ``None``. The gradients come back in the
+    layouts of ``x`` and ``w`` (``data_format``, ``kernel_format``).
     """
+    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
+        return _in_layouts(correlate_vjp, locals(), ("x", "grad_y"), ("data", "kernel", None))
     settings = (backend, method, stride, padding, dilation, groups, padding_mode)
     return call(CORRELATE_VJP, (x, w, bias, grad_y), settings)
+
+
+_ARRAY_ARGUMENTS = ("x", "w", "bias", "grad_y")
+
+
+def _in_layouts(
+    fn: Callable[..., Any],
+    arguments: dict[str, Any],
+    data: tuple[str, ...],
+    results: tuple[str | None, ...],
+) -> Any:
+    """``fn`` called channels first on the arguments of a call in other layouts."""
+    arrays = {k: v for k, v in arguments.items() if k in _ARRAY_ARGUMENTS}
+    options = {
+        k: v
+        for k, v in arguments.items()
+        if k not in _ARRAY_ARGUMENTS and k not in ("data_format", "kernel_format")
+    }
+    return call_in_layouts(
+        fn,
+        arrays,
+        options,
+        data_format=arguments["data_format"],
+        kernel_format=arguments["kernel_format"],
+        data=data,
+        kernel="w",
+        results=results,
+    )
 
 
 def corr2d(X: object, K: object, *, backend: str | None = None) -> Array:
@@ -174,8 +229,54 @@ def output_shape(
     dilation: IntOrTuple = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    transpose: bool = False,
+    output_padding: IntOrTuple = 0,
+    data_format: str = CHANNELS_FIRST,
+    kernel_format: str = CHANNELS_FIRST,
 ) -> tuple[int, ...]:
-    """The shape :func:`correlate` returns for these shapes, computed without arrays."""
+    """The shape :func:`correlate` returns for these shapes, computed without arrays.
+
+    With ``transpose=True``, the shape :func:`correlate_transpose` returns: ``x_shape`` is then
+    the shape of its input ``y``, ``w_shape`` the forward's kernel, and ``output_padding`` is
+    taken (it is an error without ``transpose``). ``data_format`` and ``kernel_format`` say the
+    layouts of the shapes given, and the result is in ``data_format``.
+    """
+    if transpose is not False and transpose is not True:
+        raise TypeError(f"transpose must be True or False, got {transpose!r}")
+    data_format = check_format(data_format, "data_format")
+    kernel_format = check_format(kernel_format, "kernel_format")
+    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
+        return _output_shape_in_layouts(
+            x_shape,
+            w_shape,
+            data_format,
+            kernel_format,
+            dict(
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                padding_mode=padding_mode,
+                transpose=transpose,
+                output_padding=output_padding,
+            ),
+        )
+    if transpose:
+        return transpose_output_shape(
+            x_shape,
+            w_shape,
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+        )
+    if output_padding != 0:
+        raise ValueError(
+            f"output_padding={output_padding!r} applies to the transposed operation only; "
+            "pass transpose=True"
+        )
     spec = normalize(
         x_shape,
         w_shape,
@@ -186,3 +287,32 @@ def output_shape(
         padding_mode=padding_mode,
     )
     return spec.user_out_shape
+
+
+def _output_shape_in_layouts(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    data_format: str,
+    kernel_format: str,
+    options: dict[str, Any],
+) -> tuple[int, ...]:
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    layouts.check_channels(
+        "y" if options["transpose"] else "x",
+        x_shape,
+        w_shape,
+        data_format=data_format,
+        kernel_format=kernel_format,
+        groups=options["groups"],
+        transpose=options["transpose"],
+    )
+    rank = len(w_shape) - 2
+    batched = len(x_shape) == rank + 2
+    if data_format != CHANNELS_FIRST and rank >= 1 and len(x_shape) in (rank + 1, rank + 2):
+        x_shape = permuted(x_shape, data_to_first(len(x_shape), batched))
+    if kernel_format != CHANNELS_FIRST and rank >= 1:
+        w_shape = permuted(w_shape, kernel_to_first(len(w_shape)))
+    shape = output_shape(x_shape, w_shape, **options)
+    if data_format != CHANNELS_FIRST and len(shape) in (rank + 1, rank + 2):
+        shape = permuted(shape, data_to_last(len(shape), batched))
+    return shape

@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import backends as _registry
 from .._spec.spec import PLAIN_SCALARS, CorrSpec, clear_spec_cache, is_plain
+from .._spec.transpose import TransposeSpec, clear_transpose_spec_cache
 from ..backends import Array, Backend, Method
 from .select import ENV_VAR, as_input, convert_inputs, resolve_method, select_backend, selected
 
@@ -50,11 +51,11 @@ class Operation:
     name: str
     arrays: tuple[str, ...]
     optional: frozenset[str]
-    spec: Callable[[dict[str, tuple[int, ...]], tuple[Any, ...], str], CorrSpec]
-    bind: Callable[[Backend, CorrSpec, Method], Run]
+    spec: Callable[[dict[str, tuple[int, ...]], tuple[Any, ...], str], CorrSpec | TransposeSpec]
+    bind: Callable[[Backend, Any, Method], Run]
     batched: frozenset[str] = frozenset({"x"})
     unbatch: Callable[[Any], Any] = _drop_batch_axis
-    check: Callable[[CorrSpec, dict[str, tuple[int, ...]]], None] | None = None
+    check: Callable[[Any, dict[str, tuple[int, ...]]], None] | None = None
 
 
 class CallCache:
@@ -102,6 +103,7 @@ def clear_caches() -> None:
     validated afresh)."""
     CALLS.clear()
     clear_spec_cache()
+    clear_transpose_spec_cache()
     _READERS.clear()
 
 
@@ -143,7 +145,9 @@ def _first_call(
     return run(*native.values())
 
 
-def bind(operation: Operation, backend: Backend, spec: CorrSpec, method: Method) -> Run:
+def bind(
+    operation: Operation, backend: Backend, spec: CorrSpec | TransposeSpec, method: Method
+) -> Run:
     """``operation``'s computation on ``backend`` for ``spec`` and ``method``, as a function of
     the arrays as the user passed them (unbatched ones included)."""
     run = operation.bind(backend, spec, method)

@@ -13,6 +13,7 @@ import numpy as np
 from .. import backends as _registry
 from .._spec.dtypes import result_dtype
 from .._spec.spec import CorrSpec
+from .._spec.transpose import TransposeSpec
 from ..backends import Array, Backend, Method
 
 ENV_VAR = "POLYCONV_BACKEND"
@@ -117,8 +118,9 @@ def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], 
     return arrays, dtype
 
 
-def resolve_method(backend: Backend, spec: CorrSpec, method: str) -> Method:
+def resolve_method(backend: Backend, spec: CorrSpec | TransposeSpec, method: str) -> Method:
     """``method`` as ``backend`` computes ``spec``: ``"auto"`` is the backend's own choice."""
     if method == "auto":
-        return backend.choose_method(spec)
+        # A transposed problem costs what its forward's input gradient does.
+        return backend.choose_method(spec.forward if isinstance(spec, TransposeSpec) else spec)
     return "fft" if method == "fft" else "direct"

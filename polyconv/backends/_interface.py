@@ -15,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .._spec.spec import CorrSpec
+from .._spec.transpose import TransposeSpec
+from . import _transpose_default
 
 Array = Any
 #: How a backend computes a spec: the defining sum or by FFT.
@@ -86,6 +88,64 @@ class Backend(abc.ABC):
         method: Method = "direct",
     ) -> tuple[Array, Array, Array | None]:
         """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to x, w and bias."""
+
+    def correlate_transpose(
+        self,
+        y: Array,
+        w: Array,
+        bias: Array | None,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> Array:
+        """The transposed correlation of batched ``y`` (``spec.y_shape``) with the forward's
+        kernel ``w``, plus ``bias`` (``C_in`` entries): the adjoint in ``x`` of the correlation
+        ``spec.forward``. The default is the forward's ``correlate_vjp`` input gradient, at a
+        zero input (:mod:`polyconv.backends._transpose_default`); built-in backends override it
+        to skip the kernel gradient's work."""
+        return _transpose_default.correlate_transpose(self, y, w, bias, spec, method)
+
+    def correlate_transpose_vjp(
+        self,
+        y: Array,
+        w: Array,
+        bias: Array | None,
+        grad_out: Array,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> tuple[Array, Array, Array | None]:
+        """Gradients of ``sum(correlate_transpose(y, w, bias) * grad_out)`` with respect to
+        ``y``, ``w`` and ``bias``. The default computes them as the forward's correlations: the
+        transpose of the transpose is the forward (``grad_y``), and ``grad_w`` is the forward's
+        kernel gradient with the roles of input and output gradient read the other way."""
+        return _transpose_default.correlate_transpose_vjp(self, y, w, bias, grad_out, spec, method)
+
+    def correlate_transpose_with_vjp(
+        self,
+        y: Array,
+        w: Array,
+        bias: Array | None,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> tuple[Array, Callable[[Array], tuple[Array | None, Array, Array | None]]]:
+        """The transpose, and the function of ``grad_out`` that gives its VJP (as
+        :meth:`correlate_with_vjp` for the forward; used by :func:`polyconv.fit`)."""
+
+        def vjp(grad_out: Array) -> tuple[Array | None, Array, Array | None]:
+            return self.correlate_transpose_vjp(y, w, bias, grad_out, spec, method=method)
+
+        return self.correlate_transpose(y, w, bias, spec, method=method), vjp
+
+    def permute(self, a: Array, axes: tuple[int, ...]) -> Array:
+        """``a`` with its axes reordered (``result.shape[i] == a.shape[axes[i]]``): how a
+        channels-last array is read channels-first. The default uses the Array API's
+        ``permute_dims`` where the array has a namespace, else ``a.transpose(axes)``."""
+        namespace = getattr(a, "__array_namespace__", None)
+        if namespace is not None:
+            return namespace().permute_dims(a, axes)
+        return a.transpose(axes)
 
     def correlate_with_vjp(
         self,

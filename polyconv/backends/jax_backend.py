@@ -56,6 +56,7 @@ import numpy as np
 from .._plan.whole import kernel_taps, output_window, whole_image_fft
 from .._spec.padding import pad_indices
 from .._spec.spec import CorrSpec
+from .._spec.transpose import TransposeSpec
 from ._cost import choose_method
 from ._interface import Backend, Method
 from ._jax_sharding import gradient_shardings, input_layout, laid_out_like, placement
@@ -400,3 +401,30 @@ class JaxBackend(Backend):
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return _jax().jit(fn)
+
+    def correlate_transpose(
+        self,
+        y: JaxArray,
+        w: JaxArray,
+        bias: JaxArray | None,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> JaxArray:
+        from . import _jax_transpose  # it builds on this module's helpers
+
+        return _jax_transpose.correlate_transpose(y, w, bias, spec, method)
+
+    def correlate_transpose_vjp(
+        self,
+        y: JaxArray,
+        w: JaxArray,
+        bias: JaxArray | None,
+        grad_out: JaxArray,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
+        from . import _jax_transpose
+
+        return _jax_transpose.correlate_transpose_vjp(y, w, bias, grad_out, spec, method)

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from .._spec.padding import pad_indices
-from .._spec.spec import CorrSpec
+from .._spec.spec import CorrSpec, normalize
+from .._spec.transpose import TransposeSpec
 from ._cost import choose_method
 from ._interface import Backend, Method
 from ._numpy import direct as _numpy_direct
@@ -142,6 +143,33 @@ def correlate_vjp(
     )
 
 
+def correlate_transpose(
+    y: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: TransposeSpec, method: Method
+) -> np.ndarray:
+    """The transpose as a correlation (the forward's input gradient, as :func:`correlate_vjp`
+    computes it by :func:`_numpy_direct._input_gradient`): ``y`` spread to stride 1 (zeros
+    between samples, the forward's extra outputs left zero) and padded by the kernel extent
+    less one, correlated with the flipped kernel with its channel axes swapped per group, by
+    ``method``; then the padding folded back onto the samples it copied."""
+    forward = spec.forward
+    g, (c_out, cg), kernel = forward.groups, w.shape[:2], forward.kernel_shape
+    og = c_out // g
+    extents = forward.extents
+    length = [p + e - 1 for p, e in zip(forward.padded_shape, extents, strict=True)]
+    spread = np.zeros((y.shape[0], c_out, *length), dtype=y.dtype)
+    placed = tuple(
+        slice(e - 1, e - 1 + (i - 1) * s + 1, s)
+        for e, i, s in zip(extents, spec.y_shape[2:], forward.stride, strict=True)
+    )
+    spread[(slice(None), slice(None), *placed)] = y
+    swapped = w.reshape(g, og, cg, *kernel).swapaxes(1, 2).reshape(g * cg, og, *kernel)
+    flipped = np.flip(swapped, axis=tuple(range(2, swapped.ndim)))
+    t_spec = normalize(spread.shape, flipped.shape, dilation=forward.dilation, groups=g)
+    grad_xp = correlate(spread, flipped, None, t_spec, method)
+    out = unpad_grad(grad_xp, forward)
+    return _add_bias(out, bias, forward).astype(y.dtype, copy=False)
+
+
 class NumpyBackend(Backend):
     name = "numpy"
     framework = "numpy"
@@ -190,3 +218,28 @@ class NumpyBackend(Backend):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         with np.errstate(over="ignore", invalid="ignore"):
             return correlate_vjp(x, w, bias, grad_y, spec, method)
+
+    def correlate_transpose(
+        self,
+        y: np.ndarray,
+        w: np.ndarray,
+        bias: np.ndarray | None,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return correlate_transpose(y, w, bias, spec, method)
+
+    def correlate_transpose_vjp(
+        self,
+        y: np.ndarray,
+        w: np.ndarray,
+        bias: np.ndarray | None,
+        grad_out: np.ndarray,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return super().correlate_transpose_vjp(y, w, bias, grad_out, spec, method=method)

@@ -55,6 +55,7 @@ import numpy as np
 from .._plan.whole import kernel_taps, output_window, whole_image_fft
 from .._spec.padding import pad_indices
 from .._spec.spec import CorrSpec
+from .._spec.transpose import TransposeSpec
 from ._cost import choose_method
 from ._interface import Backend, Method
 from ._precision import PrecisionSetting
@@ -488,3 +489,53 @@ class TorchBackend(Backend):
         method: Method = "direct",
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         return _vjp(x, w, bias, grad_y, spec, method)
+
+    def correlate_transpose(
+        self,
+        y: Tensor,
+        w: Tensor,
+        bias: Tensor | None,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> Tensor:
+        from . import _torch_transpose  # it builds on this module's helpers
+
+        return _torch_transpose.correlate_transpose(y, w, bias, spec, method)
+
+    def correlate_transpose_vjp(
+        self,
+        y: Tensor,
+        w: Tensor,
+        bias: Tensor | None,
+        grad_out: Tensor,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        from . import _torch_transpose
+
+        return _torch_transpose.correlate_transpose_vjp(y, w, bias, grad_out, spec, method)
+
+    def correlate_transpose_with_vjp(
+        self,
+        y: Tensor,
+        w: Tensor,
+        bias: Tensor | None,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor | None, Tensor, Tensor | None]]]:
+        from . import _torch_transpose
+
+        if method == "fft":  # its non-finite check needs the VJP computed afresh
+            return super().correlate_transpose_with_vjp(y, w, bias, spec, method=method)
+        # One forward pass per training step instead of two.
+        forward = _torch_transpose.transpose_direct
+        out, vjp = _forward_with_vjp(y, w, bias, spec, forward)  # type: ignore[arg-type]
+        return out.detach(), vjp
+
+    def permute(self, a: Tensor, axes: tuple[int, ...]) -> Tensor:
+        # A view: a channels-last tensor read channels first is in torch.channels_last memory
+        # format, which the native convolutions take as it is.
+        return a.permute(axes)

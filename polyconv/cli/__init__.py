@@ -1,7 +1,7 @@
-"""The ``polyconv`` command: ``polyconv lesson``, ``polyconv verify``, ``polyconv explain``.
+"""The ``polyconv`` command: ``polyconv lesson``, ``verify``, ``explain``, ``compare``.
 
 Each subcommand's command line lives in its own module here (``verify.py``, ``explain.py``,
-``lesson.py``), which provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit
+``lesson.py``, ``compare.py``), which provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit
 status), and is imported only when its subcommand runs; the tools themselves take no argparse.
 """
 
@@ -20,6 +20,10 @@ SUBCOMMANDS = {
         "check that every installed backend computes the same correlation",
     ),
     "explain": ("polyconv.cli.explain", "print the native call each framework needs for a spec"),
+    "compare": (
+        "polyconv.cli.compare",
+        "check that two layers (torch, Flax, Keras or polyconv) compute the same function",
+    ),
 }
 
 

@@ -15,7 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        text = explain(args.input, args.kernel, bias=args.bias, **spec_args.spec_kwargs(args))
+        text = explain(
+            args.input,
+            args.kernel,
+            bias=args.bias,
+            **spec_args.spec_kwargs(args),
+            **spec_args.layout_kwargs(args),
+        )
     except (ValueError, TypeError) as error:
         print(f"polyconv explain: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._spec.layouts import FORMATS
 from .._spec.options import PADDING_MODES, PADDING_STRINGS
 
 PADDING_HELP = (
@@ -95,6 +96,31 @@ def add_spec_arguments(
         default="zeros",
         help="what the padding holds (default zeros)",
     )
+    problem.add_argument(
+        "--transpose",
+        action="store_true",
+        help="the transposed correlation (polyconv.correlate_transpose): --input is then the "
+        "shape of its input y (N, C_out, *spatial) and --kernel the forward's kernel",
+    )
+    problem.add_argument(
+        "--output-padding",
+        type=int_or_ints,
+        default=0,
+        help="with --transpose: samples added to the output's size (int or ints per axis)",
+    )
+    problem.add_argument(
+        "--data-format",
+        choices=FORMATS,
+        default="channels_first",
+        help="layout of --input: (N, C, *spatial) or (N, *spatial, C) (default channels_first)",
+    )
+    problem.add_argument(
+        "--kernel-format",
+        choices=FORMATS,
+        default="channels_first",
+        help="layout of --kernel: (C_out, C_in // groups, *k) or (*k, C_in // groups, C_out) "
+        "(default channels_first)",
+    )
 
 
 def spec_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,6 +132,37 @@ def spec_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "groups": args.groups,
         "padding_mode": args.padding_mode,
     }
+
+
+def layout_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of :func:`polyconv.verify` and :func:`polyconv.explain` beyond
+    :func:`spec_kwargs`: ``transpose``, ``output_padding``, ``data_format``, ``kernel_format``."""
+    return {
+        "transpose": args.transpose,
+        "output_padding": args.output_padding,
+        "data_format": args.data_format,
+        "kernel_format": args.kernel_format,
+    }
+
+
+LAYOUT_DEFAULTS = {
+    "transpose": False,
+    "output_padding": 0,
+    "data_format": "channels_first",
+    "kernel_format": "channels_first",
+}
+
+
+def layout_flags(kwargs: Mapping[str, Any]) -> list[str]:
+    """The flags that give these :func:`layout_kwargs` again (defaults left out)."""
+    flags = []
+    for name, default in LAYOUT_DEFAULTS.items():
+        value = kwargs.get(name, default)
+        if value == default:
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        flags += [flag] if value is True else [flag, _flag_value(value)]
+    return flags
 
 
 def _flag_value(value: object) -> str:

@@ -64,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
         if args.random is not None:
             if args.random < 1:
                 raise ValueError(f"--random must be at least 1, got {args.random}")
+            layout = spec_args.layout_kwargs(args)
+            if layout.pop("output_padding") != 0:
+                raise ValueError("--random draws output_padding itself; leave --output-padding out")
             outcome = random_search(
-                args.random, dtype=args.dtype, seed=args.seed, backends=args.backends
+                args.random, dtype=args.dtype, seed=args.seed, backends=args.backends, **layout
             )
             print(outcome.summary())
             _plot(args.plot, outcome.report)
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             timing=args.timing,
             method=args.method,
             **spec_args.spec_kwargs(args),
+            **spec_args.layout_kwargs(args),
         )
     except (ValueError, TypeError) as error:
         print(f"polyconv verify: {error}", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import polyconv
 from polyconv import normalize
@@ -22,9 +23,14 @@ from polyconv.testing import (
     Problem,
     assert_close,
     assert_vjp_close,
+    assert_within,
     problems,
+    transpose_error_bound,
+    transpose_problems,
+    transpose_vjp_error_bounds,
     unavailable_reason,
     unsupported_dtype_reason,
+    values,
 )
 
 from . import BACKEND_VARIABLE, DEFAULT_MAX_EXAMPLES, MAX_EXAMPLES_VARIABLE
@@ -184,3 +190,30 @@ def test_convolve_correlates_with_the_flipped_kernel(problem: Problem) -> None:
         dtype=problem.dtype,
         spec_kwargs=problem.spec_kwargs,
     )
+
+
+@EXAMPLES
+@given(st.data())
+def test_correlate_transpose_and_its_vjp_match_the_reference(data: st.DataObject) -> None:
+    dtype = data.draw(st.sampled_from(SUPPORTED_DTYPES), label="dtype")
+    p = data.draw(transpose_problems(dtype), label="problem")
+    backend = get(NAME)
+    y, w, b = (
+        None if a is None else backend.convert(a.astype(dtype), dtype, None)
+        for a in (p.y, p.w, p.bias)
+    )
+    out = polyconv.correlate_transpose(y, w, b, backend=NAME, **p.kwargs)
+    expected = polyconv.reference.correlate_transpose(p.y, p.w, p.bias, **p.kwargs)
+    assert_within(out, expected, transpose_error_bound(p.y, p.w, p.bias, dtype, p.kwargs))
+    grad_out = data.draw(values(tuple(expected.shape), dtype), label="grad_out")
+    grads = polyconv.correlate_transpose_vjp(
+        y, w, b, backend.convert(grad_out.astype(dtype), dtype, None), backend=NAME, **p.kwargs
+    )
+    wanted = polyconv.reference.correlate_transpose_vjp(p.y, p.w, p.bias, grad_out, **p.kwargs)
+    bounds = transpose_vjp_error_bounds(p.y, p.w, p.bias, grad_out, dtype, p.kwargs)
+    for name, got, want, bound in zip(
+        ("grad_y", "grad_w", "grad_bias"), grads, wanted, bounds, strict=True
+    ):
+        assert (got is None) == (want is None), name
+        if want is not None:
+            assert_within(got, want, bound, what=name)
