@@ -252,3 +252,16 @@ def test_transpose_bias_needs_c_in_entries() -> None:
 def test_y_with_wrong_channels_names_both_shapes() -> None:
     with pytest.raises(ValueError, match=r"y of shape \(3, 5\) for w of shape \(2, 1, 3\)"):
         pc.correlate_transpose(np.ones((3, 5)), np.ones((2, 1, 3)))
+
+
+def test_a_repeated_transpose_call_is_served_by_the_call_cache() -> None:
+    from polyconv._core.callcache import CALLS
+
+    pc.clear_caches()
+    y, w = np.ones((1, 2, 4)), np.ones((2, 3, 3))
+    first = pc.correlate_transpose(y, w, stride=2, output_padding=1)
+    assert len(CALLS) == 1
+    np.testing.assert_array_equal(pc.correlate_transpose(y, w, stride=2, output_padding=1), first)
+    assert len(CALLS) == 1
+    pc.clear_caches()
+    assert len(CALLS) == 0
