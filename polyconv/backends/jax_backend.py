@@ -48,6 +48,7 @@ ask for a faster precision::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import sys
 from collections.abc import Callable
@@ -148,6 +149,48 @@ def _conv_group_by_group(
     return _jax().numpy.concatenate(parts, axis=1)
 
 
+# Set while polyconv traces a call for ``jax.linear_transpose``: no branch may depend on the
+# data there (a transposed function has no values to branch on), so the non-finite checks,
+# which only move NaN and inf to where the spec puts them, are left out.
+_transposing: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "polyconv_jax_transposing", default=False
+)
+
+
+def _traced_for_transpose(a: object) -> bool:
+    """Whether ``a`` is an argument of a function traced by ``jax.linear_transpose``: a
+    partial-evaluation tracer with no known value (under any other transformations' tracers)."""
+    partial_eval = _jax().interpreters.partial_eval
+    while isinstance(a, _jax().core.Tracer):
+        if isinstance(a, partial_eval.JaxprTracer) and not a.pval.is_known():
+            return True
+        a = getattr(a, "val", getattr(a, "primal", None))  # a vmap's, or a jvp's, tracer
+    return False
+
+
+def _with_nonfinite_taps_on_padding(
+    y: JaxArray, w: JaxArray, spec: CorrSpec, precision: str
+) -> JaxArray:
+    """``y`` with NaN wherever a non-finite tap of ``w`` meets zero padding: the spec's
+    ``w[k] * P(x)[...]`` is NaN there, but XLA's convolution skips padding it adds itself (and
+    may fold explicit zeros into it). Counts, per output, the (padding sample, non-finite tap)
+    pairs its window reads, with a one-channel image of the padding; only where some tap is not
+    finite."""
+    jax = _jax()
+    jnp = jax.numpy
+    if spec.padding_mode != "zeros" or not any(lo or hi for lo, hi in spec.padding):
+        return y
+
+    def poisoned() -> JaxArray:
+        inside = jnp.zeros((1, 1, *spec.x_shape[2:]), jnp.float32)
+        region = jnp.pad(inside, [(0, 0), (0, 0), *spec.padding], constant_values=1)
+        taps = (~jnp.isfinite(w)).any(axis=1, keepdims=True).astype(jnp.float32)
+        hits = _conv(region, taps, spec, [(0, 0)] * spec.rank, precision, 1)
+        return jnp.where(hits > 0, jnp.asarray(jnp.nan, y.dtype), y)
+
+    return jax.lax.cond(jnp.isfinite(w).all(), lambda: y, poisoned)
+
+
 def _direct_traced(
     x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec, precision: str
 ) -> JaxArray:
@@ -155,7 +198,9 @@ def _direct_traced(
     out_dtype = x.dtype
     x, padding = _pad(x, spec)
     y = _conv(x, w, spec, padding, precision, spec.groups)
-    if spec.groups > 1:
+    if _transposing.get():
+        pass  # no branch on the data (see _transposing)
+    elif spec.groups > 1:
         # XLA may run a grouped convolution as one convolution with a block-diagonal kernel,
         # whose zeros spread a NaN or inf input to the other groups' outputs. A non-finite
         # result is recomputed group by group, where it reaches exactly the outputs that read
@@ -165,6 +210,8 @@ def _direct_traced(
             lambda: y,
             lambda: _conv_group_by_group(x, w, spec, padding, precision),
         )
+    if not _transposing.get():
+        y = _with_nonfinite_taps_on_padding(y, w, spec, precision)
     if bias is not None:
         y = y + bias.astype(y.dtype).reshape((-1,) + (1,) * spec.rank)
     return y.astype(out_dtype)
@@ -219,6 +266,8 @@ def _fft_traced(
     an FFT spreads a NaN or inf input to every output, the direct method puts it exactly where
     the spec says. Only the branch taken runs."""
     y = _fft_unchecked(x, w, bias, spec, precision)
+    if _transposing.get():
+        return y  # no branch on the data (see _transposing)
     return _jax().lax.cond(
         _jax().numpy.isfinite(y).all(),
         lambda: y,
@@ -265,15 +314,34 @@ def _jit_per_precision(
     of each call (read per call): static keyword arguments would be hashed and compared on every
     call, and a precision read only while tracing would stay baked into the compiled function."""
     compiled: dict[str, Callable[..., JaxArray]] = {}
+    transposed: dict[str, Callable[..., JaxArray]] = {}  # traced for jax.linear_transpose
 
     def run(*arrays: JaxArray) -> JaxArray:
         precision = _precision.get()
+        if any(_traced_for_transpose(a) for a in arrays):
+            fn = transposed.get(precision)
+            if fn is None:
+                fn = transposed[precision] = _jax().jit(_transposable(traced(precision)))
+            return fn(*arrays)
         fn = compiled.get(precision)
         if fn is None:
             fn = compiled[precision] = _jax().jit(traced(precision))
         return fn(*arrays)
 
     return run
+
+
+def _transposable(fn: Callable[..., JaxArray]) -> Callable[..., JaxArray]:
+    """``fn`` traced without branches on the data (see ``_transposing``)."""
+
+    def traced(*arrays: JaxArray) -> JaxArray:
+        token = _transposing.set(True)
+        try:
+            return fn(*arrays)
+        finally:
+            _transposing.reset(token)
+
+    return traced
 
 
 @functools.lru_cache(maxsize=512)
