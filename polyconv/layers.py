@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar
@@ -31,6 +30,7 @@ import numpy as np
 from ._api import _lift, correlate
 from ._dispatch import as_input, select_backend
 from ._dtypes import FLOAT_DTYPES, result_dtype
+from ._files import write_atomically
 from ._spec import (
     METHODS,
     PADDING_STRINGS,
@@ -293,17 +293,7 @@ class _ConvND:
         if self.bias is not None:
             arrays["bias"] = self.backend.to_numpy(self.bias)
         config = json.dumps({"polyconv_format": FILE_FORMAT_VERSION, **self.config})
-        directory = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".polyconv-", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, config=np.array(config), **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        write_atomically(path, lambda file: np.savez(file, config=np.array(config), **arrays))
 
     @staticmethod
     def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

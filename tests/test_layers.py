@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import stat
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -227,6 +229,64 @@ def test_a_failed_save_leaves_the_previous_file_intact(
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["layer.npz"]
     np.testing.assert_array_equal(pc.Conv2D(2, seed=9).load(path).weight, original.weight)
+
+
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], None]]:
+    """Sets the process umask for the test, and restores it after."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield os.umask
+    os.umask(saved)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002], ids=oct)
+def test_save_creates_a_file_with_the_mode_open_would_give_it(
+    tmp_path: os.PathLike[str], umask: Callable[[int], None], mask: int
+) -> None:
+    umask(mask)
+    path, plain = os.path.join(tmp_path, "layer.npz"), os.path.join(tmp_path, "plain")
+    pc.Conv1D(3).save(path)
+    with open(plain, "wb"):
+        pass
+    assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+
+
+def test_save_keeps_the_mode_of_the_file_it_replaces(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "layer.npz")
+    pc.Conv1D(3).save(path)
+    os.chmod(path, 0o640)
+    pc.Conv1D(3, seed=1).save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_save_through_a_symlink_writes_its_target_and_keeps_the_link(
+    tmp_path: os.PathLike[str],
+) -> None:
+    target, link = os.path.join(tmp_path, "target.npz"), os.path.join(tmp_path, "link.npz")
+    pc.Conv1D(3).save(target)
+    os.symlink(target, link)
+    layer = pc.Conv1D(3, seed=4)
+    layer.save(link)
+    assert os.path.islink(link)
+    np.testing.assert_array_equal(pc.Conv1D.from_file(target).weight, layer.weight)
+
+
+def test_a_save_that_cannot_write_names_the_users_path(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "no", "such", "dir", "layer.npz")
+    with pytest.raises(FileNotFoundError) as raised:
+        pc.Conv1D(3).save(path)
+    assert raised.value.filename == path
+    assert ".tmp" not in str(raised.value) and path in str(raised.value)
+
+
+def test_a_save_onto_a_directory_names_the_users_path(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "folder")
+    os.mkdir(path)
+    with pytest.raises(IsADirectoryError) as raised:
+        pc.Conv1D(3).save(path)
+    assert raised.value.filename == path
+    assert os.listdir(tmp_path) == ["folder"]
 
 
 def test_load_refuses_pickled_data(tmp_path: os.PathLike[str]) -> None:
