@@ -54,6 +54,9 @@ def as_input(name: str, obj: object) -> Input:
     """Inspect one argument without converting framework arrays."""
     owner = _registry.backend_of(obj)
     if owner is not None:
+        refusal = owner.refusal(obj)
+        if refusal is not None:
+            raise TypeError(f"{name} is {refusal}")
         return Input(name, obj, owner, owner.dtype_name(obj), weak=False)
     if isinstance(obj, (np.ndarray, np.generic)):
         array = np.asarray(obj)
@@ -120,7 +123,9 @@ def _facts_of(cls: type) -> tuple[Callable[[object], tuple[object, ...]], bool]:
     # A JAX array derives its ``device`` from its ``sharding`` (slowly, in Python), and the
     # sharding says as much; other frameworks' arrays have a ``device``.
     placement = "sharding" if hasattr(cls, "sharding") else "device"
-    return operator.attrgetter("dtype", "shape", placement), issubclass(
+    # A torch tensor's layout (strided or sparse) decides whether it can be computed on.
+    layout = ("layout",) if hasattr(cls, "layout") else ()
+    return operator.attrgetter("dtype", "shape", placement, *layout), issubclass(
         cls, (np.ndarray, np.generic)
     )
 

@@ -300,21 +300,22 @@ class _ConvND:
         """The config and arrays of a layer file; pickles and foreign files are refused."""
         try:
             data = np.load(path, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file gives a plain array
-                raise ValueError(f"{path} is not a polyconv layer file (.npz)")
-            with data:
-                if "config" not in data:
-                    raise ValueError(f"{path} is not a polyconv layer file (no 'config' entry)")
-                arrays = {name: data[name] for name in data.files}
+            if isinstance(data, np.lib.npyio.NpzFile):
+                with data:
+                    arrays = {name: data[name] for name in data.files}
         except ValueError as error:
-            if "pickle" in str(error):
+            if "allow_pickle=False" in str(error):  # NumPy's words for an object array
                 raise ValueError(
                     f"{path} holds pickled objects; polyconv never loads pickles (they can run "
                     "code). Layer files written by layer.save() contain plain arrays only"
                 ) from None
-            raise
+            raise ValueError(f"{path} is not a polyconv layer file (.npz): {error}") from None
         except (zipfile.BadZipFile, EOFError) as error:
             raise ValueError(f"{path} is not a polyconv layer file (.npz): {error}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file gives a plain array
+            raise ValueError(f"{path} is not a polyconv layer file (.npz)")
+        if "config" not in arrays:
+            raise ValueError(f"{path} is not a polyconv layer file (no 'config' entry)")
         config_array = arrays.pop("config")
         if config_array.dtype.kind != "U" or config_array.ndim != 0:
             raise ValueError(f"{path}: config must be a JSON string, got {config_array.dtype}")
@@ -322,6 +323,11 @@ class _ConvND:
             config = json.loads(str(config_array))
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: config is not valid JSON: {error}") from None
+        if not isinstance(config, dict):
+            raise ValueError(
+                f"{path}: config must be a JSON object of the layer's fields, "
+                f"got {type(config).__name__}"
+            )
         version = config.pop("polyconv_format", None)
         if version != FILE_FORMAT_VERSION:
             raise ValueError(
@@ -392,6 +398,8 @@ class _ConvND:
             )
         except KeyError as error:
             raise ValueError(f"{path}: config lacks the field {error.args[0]!r}") from None
+        except (TypeError, ValueError) as error:  # the message names the field
+            raise ValueError(f"{path}: config field {error}") from None
         return layer.load(path)
 
     def __repr__(self) -> str:

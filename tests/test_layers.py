@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 
@@ -287,6 +289,54 @@ def test_a_save_onto_a_directory_names_the_users_path(tmp_path: os.PathLike[str]
         pc.Conv1D(3).save(path)
     assert raised.value.filename == path
     assert os.listdir(tmp_path) == ["folder"]
+
+
+@pytest.mark.parametrize(
+    ("config", "pattern"),
+    [
+        ([1, 2], "config must be a JSON object of the layer's fields, got list"),
+        (5, "config must be a JSON object of the layer's fields, got int"),
+        ({"kernel_size": "abc"}, "config field kernel_size must be an int"),
+        ({"stride": {"a": 1}}, "config field stride must be an int"),
+        ({"in_channels": None}, "config field in_channels must be an int"),
+        ({"bias": "yes"}, "config field bias must be True or False"),
+        ({"groups": 1.5}, "config field groups must be an int"),
+        ({"dtype": 5}, "config field dtype must be one of"),
+    ],
+    ids=[
+        "list",
+        "number",
+        "kernel-str",
+        "stride-dict",
+        "channels-none",
+        "bias-str",
+        "groups-float",
+        "dtype-int",
+    ],
+)
+def test_from_file_refuses_a_malformed_config_naming_file_and_field(
+    tmp_path: os.PathLike[str], config: object, pattern: str
+) -> None:
+    path = os.path.join(tmp_path, "pickled-name-but-plain.npz")  # no claim of a pickle
+    pc.Conv1D(3).save(path)
+    with np.load(path) as data:
+        entries = dict(data)
+    saved = json.loads(str(entries["config"]))
+    entries["config"] = np.array(
+        json.dumps({**saved, **config} if isinstance(config, dict) else config)
+    )
+    np.savez(path, **entries)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {pattern}")):
+        pc.Conv1D.from_file(path)
+
+
+def test_a_file_that_is_not_an_npz_is_never_called_a_pickle(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "pickle.npz")
+    with open(path, "wb") as file:
+        file.write(b"\x93NUMPY garbage")
+    with pytest.raises(ValueError, match="is not a polyconv layer file") as raised:
+        pc.Conv1D.from_file(path)
+    assert "pickled objects" not in str(raised.value)
 
 
 def test_load_refuses_pickled_data(tmp_path: os.PathLike[str]) -> None:

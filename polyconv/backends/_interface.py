@@ -31,6 +31,12 @@ class Backend(abc.ABC):
     def owns(self, obj: object) -> bool:
         """Whether ``obj`` is an array of this backend's framework."""
 
+    def refusal(self, a: Array) -> str | None:
+        """Why an owned array cannot enter a computation, as the end of a sentence ("x is
+        ..."): a kind of array of the framework that holds no plain numbers (a sparse tensor,
+        a PRNG key); None (the default) when it can."""
+        return None
+
     @abc.abstractmethod
     def dtype_name(self, a: Array) -> str:
         """The NumPy name of an owned array's dtype (``"float32"``, ``"int64"``, ``"bool"``, ...)."""

@@ -383,6 +383,15 @@ class JaxBackend(Backend):
         # Tracers are jax.Array instances too, so calls inside jit/grad/vmap land here.
         return jax is not None and isinstance(obj, jax.Array)
 
+    def refusal(self, a: JaxArray) -> str | None:
+        jax = _jax()
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return (
+                f"a JAX PRNG key array (dtype {a.dtype}), not numbers; draw numbers from it "
+                "(jax.random.normal(key, shape)) or pass jax.random.key_data(key)"
+            )
+        return None
+
     def dtype_name(self, a: JaxArray) -> str:
         return np.dtype(a.dtype).name
 

@@ -439,6 +439,11 @@ class TorchBackend(Backend):
         torch = sys.modules.get("torch")
         return torch is not None and isinstance(obj, torch.Tensor)
 
+    def refusal(self, a: Tensor) -> str | None:
+        if a.layout != _torch().strided:
+            return f"a {a.layout} tensor; pass a dense one (tensor.to_dense())"
+        return None
+
     def dtype_name(self, a: Tensor) -> str:
         return str(a.dtype).removeprefix("torch.")
 
