@@ -13,6 +13,7 @@ reproduced the lesson and agreed, 1 when one did not, 2 for a usage error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -291,6 +292,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _unwritable_reason(path: str) -> str | None:
+    """Why a file cannot be written at ``path`` (its directory is missing or not writable, or
+    it is a directory), or None."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"the directory {directory} does not exist"
+    if os.path.isdir(path):
+        return "is a directory"
+    if not os.access(directory, os.W_OK):
+        return f"the directory {directory} is not writable"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.backend is not None:
         try:
@@ -308,6 +322,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.plot is not None:
+        unwritable = _unwritable_reason(args.plot)
+        if unwritable is not None:  # said now, not after the lesson has run
+            print(f"polyconv lesson: --plot {args.plot}: {unwritable}", file=sys.stderr)
+            return 2
     if args.steps < 1 or not args.lr > 0:
         print("polyconv lesson: --steps must be at least 1 and --lr positive", file=sys.stderr)
         return 2

@@ -71,6 +71,27 @@ def test_plot_without_matplotlib_is_a_clear_usage_error(
     assert "matplotlib" in err and "pip install" in err
 
 
+def test_plot_into_a_missing_directory_is_a_usage_error_before_the_lesson_runs(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: os.PathLike[str],
+) -> None:
+    ran: list[str] = []
+    monkeypatch.setattr(lesson, "run_backend", lambda name, **_: ran.append(name))
+    path = os.path.join(tmp_path, "no", "such", "dir", "x.png")
+    status, out, err = _lesson(capsys, "--plot", path)
+    assert status == 2 and out == "" and ran == []
+    assert err.count("\n") == 1 and "--plot" in err and "does not exist" in err
+
+
+def test_plot_onto_a_directory_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]
+) -> None:
+    status, out, err = _lesson(capsys, "--plot", os.fspath(tmp_path))
+    assert status == 2 and out == ""
+    assert "--plot" in err and "is a directory" in err
+
+
 def test_agreement_table_flags_a_backend_that_disagrees() -> None:
     run = lesson.run_backend("numpy", lr=3e-2, steps=4, seed=0)
     wrong = dataclasses.replace(run, history=run.history * (1 + 1e-3))

@@ -187,3 +187,17 @@ def test_each_backend_is_held_to_the_bound_of_the_method_it_ran(method: str) -> 
     assert re.search(rf"^numpy\s+float64\s+cpu\s+{method}\s+y\s", str(report), re.MULTILINE)
     assert report.method == method
     assert ("--method" in report.command()) == (method != "auto")
+
+
+def test_polyconv_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"polyconv {polyconv.__version__}"
+
+
+def test_polyconv_help_is_text_not_a_docstring(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "polyconv COMMAND --help" in out
