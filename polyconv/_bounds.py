@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import reference
-from ._spec import normalize
+from ._spec.spec import normalize
 from .backends import backend_of
 
 __all__ = [

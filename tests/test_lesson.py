@@ -12,6 +12,7 @@ import pytest
 
 from polyconv import cli, lesson
 from polyconv.backends import available
+from polyconv.cli import lesson as lesson_command
 
 
 def _lesson(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -65,7 +66,7 @@ def test_plot_saves_a_png(capsys: pytest.CaptureFixture[str], tmp_path: os.PathL
 def test_plot_without_matplotlib_is_a_clear_usage_error(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lesson, "_matplotlib_missing", lambda: True)
+    monkeypatch.setattr(lesson, "matplotlib_missing", lambda: True)
     status, out, err = _lesson(capsys, "--plot", "x.png")
     assert status == 2 and out == ""
     assert "matplotlib" in err and "pip install" in err
@@ -77,7 +78,7 @@ def test_plot_into_a_missing_directory_is_a_usage_error_before_the_lesson_runs(
     tmp_path: os.PathLike[str],
 ) -> None:
     ran: list[str] = []
-    monkeypatch.setattr(lesson, "run_backend", lambda name, **_: ran.append(name))
+    monkeypatch.setattr(lesson_command, "run_backend", lambda name, **_: ran.append(name))
     path = os.path.join(tmp_path, "no", "such", "dir", "x.png")
     status, out, err = _lesson(capsys, "--plot", path)
     assert status == 2 and out == "" and ran == []
