@@ -14,7 +14,8 @@ and the command that reproduces it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ from .cli import spec_args  # the reproducing command line of a report
 
 __all__ = ["BackendResult", "Check", "RandomOutcome", "VerifyReport", "random_search", "verify"]
 
+# A check that has run this long says what it does next (verify's ``progress``).
+PROGRESS_AFTER_S = 1.0
 RESULTS = ("y", "grad_x", "grad_w", "grad_bias")
 
 
@@ -67,6 +70,7 @@ class BackendResult:
     forward_seconds: float | None = None
     vjp_seconds: float | None = None
     error: str | None = None
+    skipped: str | None = None  # why the backend could not compute in this dtype (nothing compared)
 
     @property
     def ok(self) -> bool:
@@ -94,16 +98,21 @@ class VerifyReport:
     method: str = "auto"
 
     @property
+    def checked(self) -> tuple[BackendResult, ...]:
+        """The results of the backends that computed (not skipped)."""
+        return tuple(r for r in self.results if r.skipped is None)
+
+    @property
     def ok(self) -> bool:
-        return bool(self.results) and all(r.ok for r in self.results)
+        return bool(self.checked) and all(r.ok for r in self.checked)
 
     @property
     def worst_ratio(self) -> float:
-        return max((r.worst_ratio for r in self.results), default=0.0)
+        return max((r.worst_ratio for r in self.checked), default=0.0)
 
     @property
     def failed(self) -> list[str]:
-        return [r.backend for r in self.results if not r.ok]
+        return [r.backend for r in self.checked if not r.ok]
 
     def command(self) -> str:
         """The ``polyconv verify`` command that runs this check again (for inputs given as
@@ -179,12 +188,14 @@ def _run_backend(
     timing: bool,
 ) -> BackendResult:
     backend = get(name)
-    device = "?"
     try:
         x, w, b, g = (
             None if a is None else backend.convert(a.astype(dtype), dtype, None) for a in inputs
         )
-        device = backend.device(x) or "?"
+    except TypeError as error:  # it cannot hold this dtype here (JAX's float64 with x64 off)
+        return BackendResult(name, dtype, "-", method, skipped=str(error))
+    device = backend.device_name(x)
+    try:
         y = correlate(x, w, b, backend=name, **kwargs)
         backend.synchronize(y)  # the first call compiles (JAX) or warms up; it is not timed
         grads = correlate_vjp(x, w, b, g, backend=name, **kwargs)
@@ -247,6 +258,7 @@ def verify(
     groups: int = 1,
     padding_mode: str = "zeros",
     method: str = "auto",
+    progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Run one correlation problem on every backend, forward and backward, against the float64
     reference; the report renders as a table (``print(report)``) and ``report.ok`` says whether
@@ -259,9 +271,14 @@ def verify(
     shapes, the arrays' own dtype for arrays); inputs are rounded to it before the reference sees
     them, so only the computation's error is measured. ``backends``: names (default: every
     installed backend). ``grad_y``: the output gradient of the VJP (default: drawn from
-    ``seed``). ``timing=False`` skips the timing. The other keywords are
-    :func:`polyconv.correlate`'s.
+    ``seed``). ``timing=False`` skips the timing. ``progress`` is called with a line saying
+    which backend runs next, once the check has taken more than a second. A backend that cannot
+    hold ``dtype`` here (JAX's float64 with its 64-bit mode off) is skipped, with the reason.
+    The other keywords are :func:`polyconv.correlate`'s.
     """
+    started = time.perf_counter()
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     kwargs: dict[str, Any] = {
         "stride": stride,
         "padding": padding,
@@ -316,7 +333,12 @@ def verify(
     fft_term = fft_error(x64, w64, g64, kwargs)
     fft_bounds = tuple(None if b is None else b + fft_term for b in direct_bounds)
     results = []
-    for name in names:
+    for index, name in enumerate(names):
+        if progress is not None and time.perf_counter() - started > PROGRESS_AFTER_S:
+            progress(
+                f"checking {name} ({index + 1} of {len(names)}), "
+                f"{time.perf_counter() - started:.1f} s so far"
+            )
         used = resolve_method(get(name), normalize(spec.x_shape, spec.w_shape, **kwargs), method)
         bounds = fft_bounds if used == "fft" else direct_bounds
         inputs = (x64, w64, b64, g64)
@@ -372,9 +394,12 @@ def random_search(
     dtype: str = "float32",
     seed: int = 0,
     backends: Sequence[str] | None = None,
+    timing: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> RandomOutcome:
     """Check ``examples`` random problems from :func:`polyconv.testing.problems`; a failing one is
-    shrunk by Hypothesis to the smallest it finds."""
+    shrunk by Hypothesis to the smallest it finds. ``timing``: whether the final report (rerun
+    from the seed) is timed; ``progress`` is called with a line per problem checked."""
     try:
         import hypothesis
         from hypothesis import HealthCheck, Phase, settings
@@ -385,8 +410,17 @@ def random_search(
 
     worst: list[tuple[float, VerifyReport, Any]] = []
     failures: list[tuple[VerifyReport, Any]] = []
+    checked: list[Any] = []
 
     def check(problem: Any) -> None:
+        if progress is not None:
+            done = len(checked)
+            progress(
+                f"problem {done + 1} of {examples}"
+                if done < examples
+                else f"shrinking a failure: problem {done + 1}"
+            )
+        checked.append(problem)
         report = verify(
             problem.x,
             problem.w,
@@ -432,6 +466,7 @@ def random_search(
         dtype=dtype,
         seed=seed,
         backends=[r.backend for r in report.results],
+        timing=timing,
         **problem.spec_kwargs,
     )
     reproduced = shaped.ok == report.ok

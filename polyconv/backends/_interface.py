@@ -58,6 +58,11 @@ class Backend(abc.ABC):
         has no device yet (a JAX tracer), which exempts it from the same-device check."""
         return "cpu"
 
+    def device_name(self, a: Array) -> str:
+        """Where an owned array is, for people to read: :meth:`device`, or the device that
+        holds it when it has none of its own (an uncommitted JAX array)."""
+        return self.device(a) or "?"
+
     @abc.abstractmethod
     def flip(self, a: Array, axes: tuple[int, ...]) -> Array:
         """Reverse ``a`` along ``axes``."""

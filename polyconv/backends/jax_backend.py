@@ -429,7 +429,12 @@ class JaxBackend(Backend):
             return None  # placed by the enclosing transformation, not known while tracing
         if not a.committed:
             return None  # JAX moves an uncommitted array to its committed co-inputs' device
-        devices = a.devices()
+        return self.device_name(a)
+
+    def device_name(self, a: JaxArray) -> str:
+        if _is_tracer(a):
+            return "?"
+        devices = a.devices()  # an uncommitted array's too: where it is now
         return str(next(iter(devices))) if len(devices) == 1 else str(a.sharding)
 
     def synchronize(self, a: JaxArray) -> None:
