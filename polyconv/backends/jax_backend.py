@@ -28,7 +28,13 @@ much smaller than the largest would err far beyond the per-element bound of
 carries that global error. An FFT spreads one NaN or inf to every output, so a non-finite result
 is recomputed by the direct method under ``jax.lax.cond`` (only the branch taken runs; under
 ``vmap`` both do); ``correlate_vjp`` does the same for non-finite gradients. Gradients of an FFT
-result taken with ``jax.grad`` spread a non-finite output gradient everywhere.
+result taken with ``jax.grad`` spread a non-finite output gradient everywhere. Traced for
+``jax.linear_transpose``, which cannot branch on values it does not have, the calls leave these
+checks (and the one below) out: the transposed correlation is exact for finite values.
+
+A NaN or inf tap of ``w`` makes NaN every output whose window reads zero padding (the spec's
+``w[k] * P(x)[...]``): XLA's convolution skips the padding it adds, so those outputs are found
+by a second, one-channel convolution of the padding's footprint, only when ``w`` is not finite.
 
 Precision: float32 is computed with ``precision=jax.lax.Precision.HIGHEST`` by default, so that
 float32 means float32 on GPU and TPU too (their default rounds products to TF32 or bfloat16). To

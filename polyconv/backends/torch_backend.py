@@ -25,6 +25,10 @@ result is rounded once to the input dtype. An FFT spreads one NaN or inf to ever
 non-finite result is recomputed by the direct method (checking costs one scalar sync per call);
 ``correlate_vjp`` likewise recomputes non-finite gradients directly. ``loss.backward()`` through
 an FFT result uses autograd's FFT gradients, which spread a non-finite output gradient everywhere.
+Under ``torch.func.vmap`` and ``torch.compile``, where a tensor cannot decide Python control flow
+(or would break the graph), both methods run and the FFT's result is kept when it is finite
+throughout (per example under vmap), else the direct one; under ``torch.compile`` the padding's index maps are built by torch arithmetic
+(:func:`polyconv._spec.padding.pad_source_index`), which Dynamo traces into the graph.
 
 Precision: on CUDA, float32 means IEEE float32 inside polyconv calls, forward and backward
 (the FFT method computes in float64, where TF32 does not arise):
