@@ -4,6 +4,7 @@ request and when the backend registry changes; never a different result."""
 from __future__ import annotations
 
 import importlib
+import pickle
 
 import numpy as np
 import pytest
@@ -68,3 +69,15 @@ def test_it_is_bounded_and_drops_the_oldest_entry_first() -> None:
     assert len(cache) == 2
     assert cache.get(("a",)) is None
     assert cache.get(("c",)) is not None
+
+
+def test_a_spec_hashes_like_an_equal_spec_and_its_pickled_copy() -> None:
+    """Specs key the backends' caches; the hash, kept per spec, must follow equality."""
+    spec = pc.normalize((2, 3, 9, 9), (4, 3, 3, 3), padding="same", padding_mode="reflect")
+    hash(spec)  # kept from now on
+    again = pc.normalize(
+        (2, 3, 9, 9), (4, 3, 3, 3), padding=((1, 1), (1, 1)), padding_mode="reflect"
+    )
+    copied = pickle.loads(pickle.dumps(spec))
+    assert again == spec and hash(again) == hash(spec)
+    assert copied == spec and hash(copied) == hash(spec)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .options import (
@@ -39,6 +39,23 @@ class CorrSpec:
     padding_mode: str
     batched: bool
     has_bias: bool
+
+    # Specs key the backends' caches of prepared computations on every call, so the hash is
+    # computed once per spec (never pickled: a str's hash differs between processes).
+    def __hash__(self) -> int:
+        try:
+            return int(self.__dict__["_hash"])
+        except KeyError:
+            value = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", value)
+            return value
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     @property
     def rank(self) -> int:

@@ -184,6 +184,11 @@ def _traced_padding_index(size: int, lo: int, hi: int, mode: str, device: Any) -
     return pad_source_index(torch.arange(-lo, size + hi, device=device), size, mode, torch)
 
 
+def _device_type(t: Tensor) -> str:
+    """``t.device.type``, read without building the device object on the usual devices."""
+    return "cpu" if t.is_cpu else "cuda" if t.is_cuda else str(t.device.type)
+
+
 def _native_padding(spec: CorrSpec) -> tuple[int, ...] | int | None:
     """The ``padding=`` the native convolution can take itself (zeros, the same on both sides
     of every axis); None for padding it cannot."""
@@ -491,7 +496,7 @@ class TorchBackend(Backend):
     ) -> Tensor:
         # A small call is mostly overhead: where the native convolution needs nothing around
         # it, it is called directly (its lookup cached per spec, dtype and device).
-        native = _bare_native(spec, method, x.dtype, x.device.type)
+        native = _bare_native(spec, method, x.dtype, _device_type(x))
         if native is not None:
             return native(x, w, bias)
         return _correlate(x, w, bias, spec, method)
