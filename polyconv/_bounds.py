@@ -198,7 +198,7 @@ def assert_within(actual: object, expected: object, bound: object, *, what: str 
     worst = np.unravel_index(int(np.argmax(ratio)), e.shape)
     raise AssertionError(
         f"{what}: {int(bad.sum())} of {e.size} elements exceed the error bound; worst at index "
-        f"{tuple(int(i) for i in worst)}: actual {a[worst]!r}, expected {e[worst]!r}, "
+        f"{tuple(int(i) for i in worst)}: actual {float(a[worst])!r}, expected {float(e[worst])!r}, "
         f"|difference| {error[worst]:.6g} > bound {b[worst]:.6g}; {shapes}; {dtypes}"
     )
 

@@ -68,6 +68,9 @@ def render(report: VerifyReport) -> str:
     rows: list[tuple[str, ...]] = [header]
     for result in report.results:
         first = (result.backend, result.dtype, result.device, result.method)
+        if result.skipped is not None:
+            rows.append((*first, "-", "", "", "", "", "", "skipped"))
+            continue
         if result.error is not None:
             rows.append((*first, "-", "", "", "", "", "", "FAIL"))
             continue
@@ -88,13 +91,18 @@ def render(report: VerifyReport) -> str:
                 )
             )
             first = ("", "", "", "")
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    timed = any(r.forward_seconds is not None for r in report.results)
+    if not timed:  # --no-timing: no column of blanks
+        rows = [row[:-2] + row[-1:] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         lines.append(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
     details = []
     for result in report.results:
+        if result.skipped is not None:
+            details.append(f"{result.backend}: skipped, nothing compared: {result.skipped}")
         if result.error is not None:
             details.append(f"{result.backend}: {result.error}")
         details += [
@@ -104,10 +112,12 @@ def render(report: VerifyReport) -> str:
     if any(r.vjp_seconds is not None for r in report.results):
         lines.append(f"time/call: median; the {names[1]} row times one VJP call (all gradients)")
     lines += details
+    skipped = [r.backend for r in report.results if r.skipped is not None]
+    also = f" ({', '.join(skipped)} skipped)" if skipped else ""
     if report.ok:
-        lines.append(f"ok: {len(report.results)} backend(s) agree with the reference")
-    elif not report.results:
-        lines.append("FAIL: no backend was checked")
+        lines.append(f"ok: {len(report.checked)} backend(s) agree with the reference{also}")
+    elif not report.checked:
+        lines.append(f"FAIL: no backend was checked{also}")
     else:
-        lines.append(f"FAIL: {', '.join(report.failed)} disagree(s) with the reference")
+        lines.append(f"FAIL: {', '.join(report.failed)} disagree(s) with the reference{also}")
     return "\n".join(lines)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar
@@ -30,6 +29,7 @@ import numpy as np
 
 from ._core.api import _lift, correlate
 from ._core.select import as_input, select_backend
+from ._files import write_atomically
 from ._spec.dtypes import FLOAT_DTYPES, result_dtype
 from ._spec.layouts import (
     CHANNELS_FIRST,
@@ -334,38 +334,29 @@ class _ConvND:
         if self.bias is not None:
             arrays["bias"] = self.backend.to_numpy(self.bias)
         config = json.dumps({"polyconv_format": FILE_FORMAT_VERSION, **self.config})
-        directory = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".polyconv-", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, config=np.array(config), **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        write_atomically(path, lambda file: np.savez(file, config=np.array(config), **arrays))
 
     @staticmethod
     def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The config and arrays of a layer file; pickles and foreign files are refused."""
         try:
             data = np.load(path, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file gives a plain array
-                raise ValueError(f"{path} is not a polyconv layer file (.npz)")
-            with data:
-                if "config" not in data:
-                    raise ValueError(f"{path} is not a polyconv layer file (no 'config' entry)")
-                arrays = {name: data[name] for name in data.files}
+            if isinstance(data, np.lib.npyio.NpzFile):
+                with data:
+                    arrays = {name: data[name] for name in data.files}
         except ValueError as error:
-            if "pickle" in str(error):
+            if "allow_pickle=False" in str(error):  # NumPy's words for an object array
                 raise ValueError(
                     f"{path} holds pickled objects; polyconv never loads pickles (they can run "
                     "code). Layer files written by layer.save() contain plain arrays only"
                 ) from None
-            raise
+            raise ValueError(f"{path} is not a polyconv layer file (.npz): {error}") from None
         except (zipfile.BadZipFile, EOFError) as error:
             raise ValueError(f"{path} is not a polyconv layer file (.npz): {error}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file gives a plain array
+            raise ValueError(f"{path} is not a polyconv layer file (.npz)")
+        if "config" not in arrays:
+            raise ValueError(f"{path} is not a polyconv layer file (no 'config' entry)")
         config_array = arrays.pop("config")
         if config_array.dtype.kind != "U" or config_array.ndim != 0:
             raise ValueError(f"{path}: config must be a JSON string, got {config_array.dtype}")
@@ -373,10 +364,14 @@ class _ConvND:
             config = json.loads(str(config_array))
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: config is not valid JSON: {error}") from None
+        if not isinstance(config, dict):
+            raise ValueError(
+                f"{path}: config must be a JSON object of the layer's fields, "
+                f"got {type(config).__name__}"
+            )
         # Files written before layouts existed hold channels-first layers.
-        if isinstance(config, dict):
-            config.setdefault("data_format", CHANNELS_FIRST)
-            config.setdefault("kernel_format", CHANNELS_FIRST)
+        config.setdefault("data_format", CHANNELS_FIRST)
+        config.setdefault("kernel_format", CHANNELS_FIRST)
         version = config.pop("polyconv_format", None)
         if version != FILE_FORMAT_VERSION:
             raise ValueError(
@@ -437,6 +432,8 @@ class _ConvND:
             layer = cls(config["kernel_size"], backend=backend, **cls._constructor_config(config))
         except KeyError as error:
             raise ValueError(f"{path}: config lacks the field {error.args[0]!r}") from None
+        except (TypeError, ValueError) as error:  # the message names the field
+            raise ValueError(f"{path}: config field {error}") from None
         return layer.load(path)
 
     @classmethod

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 import numpy as np
 
@@ -178,21 +179,27 @@ def _minibatch_indices(n: int, batch_size: int, seed: int) -> Iterator[np.ndarra
 def _check_hyperparameters(
     lr: object, steps: object, momentum: object, loss: object, callback: object
 ) -> tuple[float, int, float]:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+    if not _is_real(lr) or not 0 < lr < math.inf:
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    if not _is_integer(steps) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    if (
-        isinstance(momentum, bool)
-        or not isinstance(momentum, (int, float))
-        or not 0 <= momentum < 1
-    ):
+    if not _is_real(momentum) or not 0 <= momentum < 1:
         raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(step, loss), got {callback!r}")
-    return float(lr), steps, float(momentum)
+    return float(lr), int(steps), float(momentum)
+
+
+def _is_real(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a real number (Python's or NumPy's scalars), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_integer(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is an integer (Python's or NumPy's scalars), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _batched_shape(layer: _ConvND, x_shape: tuple[int, ...]) -> tuple[int, ...]:

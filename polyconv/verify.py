@@ -14,7 +14,8 @@ and the command that reproduces it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ from .cli import spec_args  # the reproducing command line of a report
 
 __all__ = ["BackendResult", "Check", "RandomOutcome", "VerifyReport", "random_search", "verify"]
 
+# A check that has run this long says what it does next (verify's ``progress``).
+PROGRESS_AFTER_S = 1.0
 RESULTS = ("y", "grad_x", "grad_w", "grad_bias")
 
 
@@ -70,6 +73,7 @@ class BackendResult:
     forward_seconds: float | None = None
     vjp_seconds: float | None = None
     error: str | None = None
+    skipped: str | None = None  # why the backend could not compute in this dtype (nothing compared)
 
     @property
     def ok(self) -> bool:
@@ -116,16 +120,21 @@ class VerifyReport:
         return self.kind.shape_in_format(self.spec.user_out_shape, rank)
 
     @property
+    def checked(self) -> tuple[BackendResult, ...]:
+        """The results of the backends that computed (not skipped)."""
+        return tuple(r for r in self.results if r.skipped is None)
+
+    @property
     def ok(self) -> bool:
-        return bool(self.results) and all(r.ok for r in self.results)
+        return bool(self.checked) and all(r.ok for r in self.checked)
 
     @property
     def worst_ratio(self) -> float:
-        return max((r.worst_ratio for r in self.results), default=0.0)
+        return max((r.worst_ratio for r in self.checked), default=0.0)
 
     @property
     def failed(self) -> list[str]:
-        return [r.backend for r in self.results if not r.ok]
+        return [r.backend for r in self.checked if not r.ok]
 
     def command(self) -> str:
         """The ``polyconv verify`` command that runs this check again (for inputs given as
@@ -215,7 +224,6 @@ def _run_backend(
     kind: ProblemKind = CORRELATE,
 ) -> BackendResult:
     backend = get(name)
-    device = "?"
     rank = inputs[1].ndim - 2
     call, call_vjp = kind.calls(kwargs)
     try:
@@ -228,7 +236,10 @@ def _run_backend(
                 kind.data_in_format(inputs[3], rank),
             )
         )
-        device = backend.device(x) or "?"
+    except TypeError as error:  # it cannot hold this dtype here (JAX's float64 with x64 off)
+        return BackendResult(name, dtype, "-", method, skipped=str(error))
+    device = backend.device_name(x)
+    try:
         y = call(x, w, b, backend=name)
         backend.synchronize(y)  # the first call compiles (JAX) or warms up; it is not timed
         grads = call_vjp(x, w, b, g, backend=name)
@@ -295,6 +306,7 @@ def verify(
     output_padding: IntOrTuple = 0,
     data_format: str = "channels_first",
     kernel_format: str = "channels_first",
+    progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Run one correlation problem on every backend, forward and backward, against the float64
     reference; the report renders as a table (``print(report)``) and ``report.ok`` says whether
@@ -307,8 +319,10 @@ def verify(
     shapes, the arrays' own dtype for arrays); inputs are rounded to it before the reference sees
     them, so only the computation's error is measured. ``backends``: names (default: every
     installed backend). ``grad_y``: the output gradient of the VJP (default: drawn from
-    ``seed``). ``timing=False`` skips the timing. The other keywords are
-    :func:`polyconv.correlate`'s.
+    ``seed``). ``timing=False`` skips the timing. ``progress`` is called with a line saying
+    which backend runs next, once the check has taken more than a second. A backend that cannot
+    hold ``dtype`` here (JAX's float64 with its 64-bit mode off) is skipped, with the reason.
+    The other keywords are :func:`polyconv.correlate`'s.
 
     ``transpose=True`` verifies :func:`polyconv.correlate_transpose` (with ``output_padding``)
     and its VJP instead: ``x`` is then its input ``y`` and ``grad_y`` the gradient of its
@@ -316,6 +330,9 @@ def verify(
     ``w``, shapes or arrays; the backends are called in those layouts, and the report compares
     their results, read back channels first, with the channels-first reference.
     """
+    started = time.perf_counter()
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     kind = problem_kind(transpose, data_format, kernel_format)
     kwargs: dict[str, Any] = {
         "stride": stride,
@@ -384,7 +401,12 @@ def verify(
     forward = spec.forward if isinstance(spec, TransposeSpec) else spec
     forward_kwargs = {k: v for k, v in kwargs.items() if k != "output_padding"}
     results = []
-    for name in names:
+    for index, name in enumerate(names):
+        if progress is not None and time.perf_counter() - started > PROGRESS_AFTER_S:
+            progress(
+                f"checking {name} ({index + 1} of {len(names)}), "
+                f"{time.perf_counter() - started:.1f} s so far"
+            )
         used = resolve_method(
             get(name), normalize(forward.x_shape, forward.w_shape, **forward_kwargs), method
         )
@@ -445,11 +467,14 @@ def random_search(
     transpose: bool = False,
     data_format: str = "channels_first",
     kernel_format: str = "channels_first",
+    timing: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> RandomOutcome:
     """Check ``examples`` random problems from :func:`polyconv.testing.problems` (with
     ``transpose``: :func:`polyconv.testing.transpose_problems`), their arrays given in
     ``data_format`` and ``kernel_format``; a failing one is shrunk by Hypothesis to the smallest
-    it finds."""
+    it finds. ``timing``: whether the final report (rerun from the seed) is timed; ``progress``
+    is called with a line per problem checked."""
     kind = problem_kind(transpose, data_format, kernel_format)
     try:
         import hypothesis
@@ -461,6 +486,7 @@ def random_search(
 
     worst: list[tuple[float, VerifyReport, Any]] = []
     failures: list[tuple[VerifyReport, Any]] = []
+    checked: list[Any] = []
 
     def arguments(problem: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """The problem's input and kernel in the layouts checked, and its keywords."""
@@ -471,6 +497,14 @@ def random_search(
         return kind.data_in_format(given, rank), kind.kernel_in_format(problem.w), keywords
 
     def check(problem: Any) -> None:
+        if progress is not None:
+            done = len(checked)
+            progress(
+                f"problem {done + 1} of {examples}"
+                if done < examples
+                else f"shrinking a failure: problem {done + 1}"
+            )
+        checked.append(problem)
         given, kernel, keywords = arguments(problem)
         grad_y = None
         if not transpose:
@@ -527,6 +561,7 @@ def random_search(
         dtype=dtype,
         seed=seed,
         backends=[r.backend for r in report.results],
+        timing=timing,
         **keywords,
     )
     reproduced = shaped.ok == report.ok

@@ -141,9 +141,10 @@ def plugin_entry_points(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[s
         return list(entries) if group == ENTRY_POINT_GROUP else []
 
     def rebuild() -> None:
-        for cached in (registry.registered, registry._backend_class, registry.get):
+        for cached in (registry.registered, registry._backend_class, registry._get):
             cached.cache_clear()
         registry._broken.clear()
+        registry._load_errors.clear()
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     rebuild()

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -492,6 +494,31 @@ def test_unknown_backend_name_lists_the_available_ones() -> None:
         pass
 
 
+@pytest.mark.parametrize("name", [["numpy"], ("numpy",), 3], ids=["list", "tuple", "int"])
+def test_a_backend_that_is_not_a_name_is_refused_naming_backend(name: object) -> None:
+    for call in (
+        lambda: pc.correlate(X, W, backend=name),
+        lambda: pc.correlate_vjp(X, W, None, np.ones((1, 3, 4, 4)), backend=name),
+        lambda: pc.Conv2D(2, backend=name),
+    ):
+        refused(TypeError, r"backend must be the name of a backend \(a str\), one of", call)
+    with pytest.raises(TypeError, match="backend must be the name of a backend"):
+        pc.use_backend(name).__enter__()
+
+
+def test_a_first_call_while_the_interpreter_shuts_down_does_not_blame_numpy() -> None:
+    # An atexit handler's first call: whatever it says, NumPy is installed.
+    script = (
+        "import atexit, numpy as np, polyconv as pc\n"
+        "atexit.register(lambda: print(pc.correlate(np.ones((1, 1, 5)), np.ones((1, 1, 3)))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert "not installed" not in done.stderr
+    assert "[[[3. 3. 3.]]]" in done.stdout or "failed to load" in done.stderr, done.stderr
+
+
 def test_unknown_backend_in_the_environment_variable_is_named(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -601,3 +628,36 @@ def test_a_repeated_call_follows_a_changed_environment_variable(monkeypatch, tor
     assert isinstance(pc.correlate(X, W), np.ndarray)
     monkeypatch.setenv("POLYCONV_BACKEND", "torch")
     assert isinstance(pc.correlate(X, W), torch.Tensor)
+
+
+# --- arrays of a framework that hold no plain numbers -----------------------------------------
+
+
+def test_a_sparse_torch_tensor_is_refused_naming_the_argument(torch) -> None:
+    dense_x, dense_w = torch.ones(1, 2, 5, 5), torch.ones(3, 2, 2, 2)
+    pc.correlate(dense_x, dense_w)  # a dense call first: the repeated call's shortcut is known
+    refused(
+        TypeError,
+        r"x is a torch.sparse_coo tensor; pass a dense one",
+        lambda: pc.correlate(dense_x.to_sparse(), dense_w),
+    )
+    refused(
+        TypeError,
+        r"w is a torch.sparse_coo tensor",
+        lambda: pc.correlate(dense_x, dense_w.to_sparse()),
+    )
+
+
+def test_a_jax_prng_key_array_is_refused_naming_the_argument() -> None:
+    jax = pytest.importorskip("jax")
+    keys = jax.random.split(jax.random.key(0), 5)[None, None]
+    refused(
+        TypeError,
+        r"x is a JAX PRNG key array",
+        lambda: pc.correlate(keys, jax.numpy.ones((1, 1, 3))),
+    )
+    refused(
+        TypeError,
+        r"w is a JAX PRNG key array",
+        lambda: pc.correlate(jax.numpy.ones((1, 1, 5)), keys[..., :3]),
+    )

@@ -177,8 +177,8 @@ def test_cli_prints_explain(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert status == 0
     assert capsys.readouterr().out.strip() == explain(
-        (8, 3, 32, 32), (16, 3, 3, 3), stride=2, padding="same"
-    )
+        (8, 3, 32, 32), (16, 3, 3, 3), bias=True, stride=2, padding="same"
+    )  # --bias is on unless --no-bias, as in polyconv verify
 
 
 def test_cli_reports_an_invalid_problem_as_a_usage_error(

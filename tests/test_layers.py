@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
+import stat
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -234,6 +238,112 @@ def test_a_failed_save_leaves_the_previous_file_intact(
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["layer.npz"]
     np.testing.assert_array_equal(pc.Conv2D(2, seed=9).load(path).weight, original.weight)
+
+
+@pytest.fixture
+def umask() -> Iterator[Callable[[int], None]]:
+    """Sets the process umask for the test, and restores it after."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield os.umask
+    os.umask(saved)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002], ids=oct)
+def test_save_creates_a_file_with_the_mode_open_would_give_it(
+    tmp_path: os.PathLike[str], umask: Callable[[int], None], mask: int
+) -> None:
+    umask(mask)
+    path, plain = os.path.join(tmp_path, "layer.npz"), os.path.join(tmp_path, "plain")
+    pc.Conv1D(3).save(path)
+    with open(plain, "wb"):
+        pass
+    assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+
+
+def test_save_keeps_the_mode_of_the_file_it_replaces(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "layer.npz")
+    pc.Conv1D(3).save(path)
+    os.chmod(path, 0o640)
+    pc.Conv1D(3, seed=1).save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_save_through_a_symlink_writes_its_target_and_keeps_the_link(
+    tmp_path: os.PathLike[str],
+) -> None:
+    target, link = os.path.join(tmp_path, "target.npz"), os.path.join(tmp_path, "link.npz")
+    pc.Conv1D(3).save(target)
+    os.symlink(target, link)
+    layer = pc.Conv1D(3, seed=4)
+    layer.save(link)
+    assert os.path.islink(link)
+    np.testing.assert_array_equal(pc.Conv1D.from_file(target).weight, layer.weight)
+
+
+def test_a_save_that_cannot_write_names_the_users_path(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "no", "such", "dir", "layer.npz")
+    with pytest.raises(FileNotFoundError) as raised:
+        pc.Conv1D(3).save(path)
+    assert raised.value.filename == path
+    assert ".tmp" not in str(raised.value) and path in str(raised.value)
+
+
+def test_a_save_onto_a_directory_names_the_users_path(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "folder")
+    os.mkdir(path)
+    with pytest.raises(IsADirectoryError) as raised:
+        pc.Conv1D(3).save(path)
+    assert raised.value.filename == path
+    assert os.listdir(tmp_path) == ["folder"]
+
+
+@pytest.mark.parametrize(
+    ("config", "pattern"),
+    [
+        ([1, 2], "config must be a JSON object of the layer's fields, got list"),
+        (5, "config must be a JSON object of the layer's fields, got int"),
+        ({"kernel_size": "abc"}, "config field kernel_size must be an int"),
+        ({"stride": {"a": 1}}, "config field stride must be an int"),
+        ({"in_channels": None}, "config field in_channels must be an int"),
+        ({"bias": "yes"}, "config field bias must be True or False"),
+        ({"groups": 1.5}, "config field groups must be an int"),
+        ({"dtype": 5}, "config field dtype must be one of"),
+    ],
+    ids=[
+        "list",
+        "number",
+        "kernel-str",
+        "stride-dict",
+        "channels-none",
+        "bias-str",
+        "groups-float",
+        "dtype-int",
+    ],
+)
+def test_from_file_refuses_a_malformed_config_naming_file_and_field(
+    tmp_path: os.PathLike[str], config: object, pattern: str
+) -> None:
+    path = os.path.join(tmp_path, "pickled-name-but-plain.npz")  # no claim of a pickle
+    pc.Conv1D(3).save(path)
+    with np.load(path) as data:
+        entries = dict(data)
+    saved = json.loads(str(entries["config"]))
+    entries["config"] = np.array(
+        json.dumps({**saved, **config} if isinstance(config, dict) else config)
+    )
+    np.savez(path, **entries)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {pattern}")):
+        pc.Conv1D.from_file(path)
+
+
+def test_a_file_that_is_not_an_npz_is_never_called_a_pickle(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "pickle.npz")
+    with open(path, "wb") as file:
+        file.write(b"\x93NUMPY garbage")
+    with pytest.raises(ValueError, match="is not a polyconv layer file") as raised:
+        pc.Conv1D.from_file(path)
+    assert "pickled objects" not in str(raised.value)
 
 
 def test_load_refuses_pickled_data(tmp_path: os.PathLike[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import re
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from polyconv import cli, lesson
 from polyconv.backends import available
+from polyconv.cli import lesson as lesson_command
 
 
 def _lesson(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -51,6 +53,27 @@ def test_unknown_backend_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     status, out, err = _lesson(capsys, "--backend", "tensorflow")
     assert status == 2 and out == ""
     assert "--backend" in err and "tensorflow" in err
+
+
+def test_plot_into_a_missing_directory_is_a_usage_error_before_the_lesson_runs(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: os.PathLike[str],
+) -> None:
+    ran: list[str] = []
+    monkeypatch.setattr(lesson_command, "run_backend", lambda name, **_: ran.append(name))
+    path = os.path.join(tmp_path, "no", "such", "dir", "x.png")
+    status, out, err = _lesson(capsys, "--plot", path)
+    assert status == 2 and out == "" and ran == []
+    assert err.count("\n") == 1 and "--plot" in err and "does not exist" in err
+
+
+def test_plot_onto_a_directory_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: os.PathLike[str]
+) -> None:
+    status, out, err = _lesson(capsys, "--plot", os.fspath(tmp_path))
+    assert status == 2 and out == ""
+    assert "--plot" in err and "is a directory" in err
 
 
 def test_agreement_table_flags_a_backend_that_disagrees() -> None:

@@ -237,6 +237,31 @@ def test_invalid_arguments_are_refused_naming_them(
         pc.fit(_lesson_layer("numpy"), IMAGE, EDGES, **arguments)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"lr": np.float32(3e-2)},
+        {"lr": np.float64(3e-2), "momentum": np.float32(0.5)},
+        {"lr": 3e-2, "steps": np.int64(2)},
+    ],
+    ids=["float32-lr", "float-momentum", "int64-steps"],
+)
+def test_numpy_scalars_are_numbers_like_python_ones(kwargs: dict[str, object]) -> None:
+    as_python = {
+        name: value.item()
+        for name, value in {"steps": 2, **kwargs}.items()
+        if isinstance(value, np.generic)
+    }
+    given = pc.fit(_lesson_layer("numpy"), IMAGE, EDGES, **{"steps": 2, **kwargs})  # type: ignore[arg-type]
+    plain = pc.fit(_lesson_layer("numpy"), IMAGE, EDGES, **{"steps": 2, **kwargs, **as_python})  # type: ignore[arg-type]
+    np.testing.assert_array_equal(given, plain)
+
+
+def test_a_numpy_bool_is_not_a_learning_rate() -> None:
+    with pytest.raises(ValueError, match="lr"):
+        pc.fit(_lesson_layer("numpy"), IMAGE, EDGES, lr=np.True_, steps=1)  # type: ignore[arg-type]
+
+
 def test_y_of_the_wrong_shape_is_refused_with_the_expected_shape() -> None:
     with pytest.raises(ValueError, match=r"y must have the shape .*\(6, 7\), got \(6, 8\)"):
         pc.fit(_lesson_layer("numpy"), IMAGE, IMAGE, lr=0.1, steps=1)

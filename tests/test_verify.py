@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
+import sys
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 import polyconv
+from polyconv import normalize
 from polyconv.backends.numpy_backend import NumpyBackend
-from polyconv.cli import main
+from polyconv.cli import explain as explain_command
+from polyconv.cli import main, spec_args
+from polyconv.cli import verify as verify_command
+from polyconv.testing import Problem, assert_within, problems
 from polyconv.verify import VerifyReport, random_search, verify
 
 Register = Callable[[str, object], None]
@@ -187,3 +194,138 @@ def test_each_backend_is_held_to_the_bound_of_the_method_it_ran(method: str) -> 
     assert re.search(rf"^numpy\s+float64\s+cpu\s+{method}\s+y\s", str(report), re.MULTILINE)
     assert report.method == method
     assert ("--method" in report.command()) == (method != "auto")
+
+
+def test_polyconv_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"polyconv {polyconv.__version__}"
+
+
+def test_polyconv_help_is_text_not_a_docstring(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "polyconv COMMAND --help" in out
+
+
+# --- the command line: usage errors, skipped backends, progress, timing, reproduce lines ------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "verify --input 1,1,5 --kernel 1,1,3 --dilation 99999999999999 --padding full",
+        "verify --input 1,1,5 --kernel 1,1,3 --seed -1",
+    ],
+    ids=["too-large", "negative-seed"],
+)
+def test_cli_usage_errors_are_one_line_and_exit_two(
+    argv: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        status = main([*argv.split(), "--backends", "numpy", "--no-timing"])
+    except SystemExit as done:  # argparse's own usage errors
+        status = int(done.code)  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("polyconv verify: ")
+
+
+def test_cli_negative_seed_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["verify", "--input", "1,1,5", "--kernel", "1,1,3", "--seed", "-1"])
+    assert "--seed" in capsys.readouterr().err
+
+
+def test_a_negative_seed_is_a_value_error_naming_seed() -> None:
+    with pytest.raises(ValueError, match="seed must be a non-negative int, got -1"):
+        verify((1, 1, 5), (1, 1, 3), seed=-1, backends=["numpy"])
+
+
+def test_float64_with_jax_64_bit_mode_off_skips_jax_and_says_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    jax = pytest.importorskip("jax")
+    enabled = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        argv = "verify --input 1,1,5 --kernel 1,1,3 --dtype float64 --no-timing"
+        status = main([*argv.split(), "--backends", "numpy,jax"])
+    finally:
+        jax.config.update("jax_enable_x64", enabled)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert re.search(r"^jax\s.*skipped$", out, re.MULTILINE)
+    assert "jax: skipped, nothing compared: " in out and "64-bit mode is off" in out
+    assert "ok: 1 backend(s) agree with the reference (jax skipped)" in out
+
+
+def test_random_search_prints_a_progress_line_per_problem_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["verify", "--random", "3", "--backends", "numpy", "--no-timing"]) == 0
+    captured = capsys.readouterr()
+    assert "polyconv verify: problem 1 of 3" in captured.err
+    assert "polyconv verify: problem 3 of 3" in captured.err
+    assert "polyconv verify: problem" not in captured.out  # stdout holds the report alone
+
+
+def test_a_check_that_runs_long_reports_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if a second had passed (the module: polyconv.verify is also the function's name).
+    monkeypatch.setattr(sys.modules["polyconv.verify"], "PROGRESS_AFTER_S", -1.0)
+    lines: list[str] = []
+    verify((1, 1, 5), (1, 1, 3), backends=["numpy"], timing=False, progress=lines.append)
+    assert lines == [lines[0]] and lines[0].startswith("checking numpy (1 of 1)")
+
+
+@pytest.mark.parametrize("random", [False, True], ids=["one-problem", "random"])
+def test_no_timing_leaves_the_time_column_out_of_every_table(
+    random: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = "verify --random 2" if random else "verify --input 1,1,5 --kernel 1,1,3"
+    assert main([*argv.split(), "--backends", "numpy", "--no-timing"]) == 0
+    out = capsys.readouterr().out
+    assert "backend" in out and "time/call" not in out
+
+
+def test_the_jax_device_column_names_the_device_of_uncommitted_arrays() -> None:
+    pytest.importorskip("jax")
+    report = verify((1, 1, 5), (1, 1, 3), backends=["jax"], timing=False)
+    assert report.results[0].device not in ("?", "")
+    assert report.results[0].device == str(__import__("jax").devices()[0])
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems(dtypes=("float32",)))
+def test_reproduce_flags_parse_back_to_the_same_problem(problem: Problem) -> None:
+    report = VerifyReport(
+        normalize(problem.x.shape, problem.w.shape, None, **problem.spec_kwargs),
+        problem.spec_kwargs,
+        "float32",
+        7,
+        (),
+    )
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    verify_command.add_arguments(parser)
+    args = parser.parse_args(shlex.split(report.command())[2:])
+    parsed = normalize(args.input, args.kernel, None, **spec_args.spec_kwargs(args))
+    assert parsed == report.spec and args.seed == 7 and args.dtype == "float32"
+
+
+def test_failure_messages_print_plain_numbers() -> None:
+    with pytest.raises(AssertionError) as failure:
+        assert_within(np.array([1.5]), np.array([1.0]), np.array([0.1]))
+    assert "np.float64" not in str(failure.value)
+    assert "actual 1.5, expected 1.0" in str(failure.value)
+
+
+def test_bias_defaults_the_same_in_verify_and_explain() -> None:
+    defaults = {}
+    for name, module in (("verify", verify_command), ("explain", explain_command)):
+        parser = argparse.ArgumentParser()
+        module.add_arguments(parser)
+        defaults[name] = parser.parse_args(["--input", "1,1,5", "--kernel", "1,1,3"]).bias
+    assert defaults["verify"] == defaults["explain"]

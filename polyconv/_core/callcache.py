@@ -203,7 +203,9 @@ def _facts_of(cls: type) -> tuple[Callable[[object], tuple[object, ...]], bool]:
     # sharding says as much, but not whether the array is committed to it (an uncommitted one
     # follows its co-inputs); other frameworks' arrays have a ``device``.
     placement = ("sharding", "committed") if hasattr(cls, "sharding") else ("device",)
-    return operator.attrgetter("dtype", "shape", *placement), issubclass(
+    # A torch tensor's layout (strided or sparse) decides whether it can be computed on.
+    layout = ("layout",) if hasattr(cls, "layout") else ()
+    return operator.attrgetter("dtype", "shape", *placement, *layout), issubclass(
         cls, (np.ndarray, np.generic)
     )
 

@@ -58,6 +58,9 @@ def as_input(name: str, obj: object) -> Input:
     """Inspect one argument without converting framework arrays."""
     owner = _registry.backend_of(obj)
     if owner is not None:
+        refusal = owner.refusal(obj)
+        if refusal is not None:
+            raise TypeError(f"{name} is {refusal}")
         return Input(name, obj, owner, owner.dtype_name(obj), weak=False)
     if isinstance(obj, (np.ndarray, np.generic)):
         array = np.asarray(obj)

@@ -8,6 +8,7 @@ backend scatters gradients back with it, which is exactly the transpose of the p
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -33,3 +34,21 @@ def pad_indices(size: int, lo: int, hi: int, mode: str) -> np.ndarray:
         index = np.pad(np.arange(size), (lo, hi), mode=NUMPY_PAD_MODE[mode])  # type: ignore[call-overload]
     index.setflags(write=False)
     return index
+
+
+def pad_source_index(positions: Any, size: int, mode: str, xp: Any) -> Any:
+    """:func:`pad_indices` by arithmetic on an array of padded ``positions`` (``-lo`` up to
+    ``size + hi``) in array namespace ``xp`` (NumPy, or torch: whose tracers can follow it where
+    they cannot follow NumPy code), for every mode but zeros: each mode repeats the input with a
+    period (circular ``size``, reflect ``2 (size - 1)``, symmetric ``2 size``), or clamps
+    (replicate)."""
+    if mode == "replicate":
+        return xp.clip(positions, 0, size - 1)
+    if mode == "circular":
+        return xp.remainder(positions, size)
+    if mode == "reflect" and size == 1:  # a period of 0: every position reads the one sample
+        return positions * 0
+    period = 2 * size if mode == "symmetric" else 2 * (size - 1)
+    phase = xp.remainder(positions, period)
+    mirrored = period - phase - 1 if mode == "symmetric" else period - phase
+    return xp.where(phase < size, phase, mirrored)

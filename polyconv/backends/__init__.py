@@ -100,6 +100,10 @@ def _warn_broken(name: str, error: BaseException) -> None:
     )
 
 
+# Why a registered backend's class failed to load, by name (said when it is asked for).
+_load_errors: dict[str, Exception] = {}
+
+
 def _load_class(name: str) -> type[Backend] | None:
     target = registered()[name]
     module_name, _, attr = target.partition(":")
@@ -110,6 +114,7 @@ def _load_class(name: str) -> type[Backend] | None:
         if not isinstance(getattr(cls, "framework", None), str):
             raise TypeError(f"{target} does not say which framework it serves (framework = '...')")
     except Exception as error:  # a broken plug-in must not break polyconv
+        _load_errors[name] = error
         _warn_broken(name, error)
         return None
     return cls
@@ -137,10 +142,24 @@ def available() -> list[str]:
     return [name for name in registered() if _framework_installed(name)]
 
 
-@functools.cache
 def get(name: str) -> Backend:
     """The backend called ``name``; importing its framework if needed."""
-    if not isinstance(name, str) or name not in registered() or not _framework_installed(name):
+    if not isinstance(name, str):  # (before the cache, which needs a hashable name)
+        raise TypeError(
+            f"backend must be the name of a backend (a str), one of {available()}, "
+            f"got {type(name).__name__} {name!r}"
+        )
+    return _get(name)
+
+
+@functools.cache
+def _get(name: str) -> Backend:
+    if name not in registered() or not _framework_installed(name):
+        if name in registered() and name in _load_errors:  # installed, but it failed to load
+            raise RuntimeError(
+                f"polyconv backend {name!r} ({registered()[name]}) failed to load: "
+                f"{_load_errors[name]!r}"
+            )
         raise ValueError(
             f"backend must be one of the available backends {available()}, got {name!r}"
             + (

@@ -39,6 +39,12 @@ class Backend(abc.ABC):
     def owns(self, obj: object) -> bool:
         """Whether ``obj`` is an array of this backend's framework."""
 
+    def refusal(self, a: Array) -> str | None:
+        """Why an owned array cannot enter a computation, as the end of a sentence ("x is
+        ..."): a kind of array of the framework that holds no plain numbers (a sparse tensor,
+        a PRNG key); None (the default) when it can."""
+        return None
+
     @abc.abstractmethod
     def dtype_name(self, a: Array) -> str:
         """The NumPy name of an owned array's dtype (``"float32"``, ``"int64"``, ``"bool"``, ...)."""
@@ -56,6 +62,11 @@ class Backend(abc.ABC):
         """Where an owned array lives, as a string (``"cpu"``, ``"cuda:0"``); ``None`` when it
         has no device yet (a JAX tracer), which exempts it from the same-device check."""
         return "cpu"
+
+    def device_name(self, a: Array) -> str:
+        """Where an owned array is, for people to read: :meth:`device`, or the device that
+        holds it when it has none of its own (an uncommitted JAX array)."""
+        return self.device(a) or "?"
 
     @abc.abstractmethod
     def flip(self, a: Array, axes: tuple[int, ...]) -> Array:

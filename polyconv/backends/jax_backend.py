@@ -28,7 +28,13 @@ much smaller than the largest would err far beyond the per-element bound of
 carries that global error. An FFT spreads one NaN or inf to every output, so a non-finite result
 is recomputed by the direct method under ``jax.lax.cond`` (only the branch taken runs; under
 ``vmap`` both do); ``correlate_vjp`` does the same for non-finite gradients. Gradients of an FFT
-result taken with ``jax.grad`` spread a non-finite output gradient everywhere.
+result taken with ``jax.grad`` spread a non-finite output gradient everywhere. Traced for
+``jax.linear_transpose``, which cannot branch on values it does not have, the calls leave these
+checks (and the one below) out: the transposed correlation is exact for finite values.
+
+A NaN or inf tap of ``w`` makes NaN every output whose window reads zero padding (the spec's
+``w[k] * P(x)[...]``): XLA's convolution skips the padding it adds, so those outputs are found
+by a second, one-channel convolution of the padding's footprint, only when ``w`` is not finite.
 
 Precision: float32 is computed with ``precision=jax.lax.Precision.HIGHEST`` by default, so that
 float32 means float32 on GPU and TPU too (their default rounds products to TF32 or bfloat16). To
@@ -46,6 +52,7 @@ ask for a faster precision::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import sys
 from collections.abc import Callable
@@ -149,6 +156,48 @@ def _conv_group_by_group(
     return _jax().numpy.concatenate(parts, axis=1)
 
 
+# Set while polyconv traces a call for ``jax.linear_transpose``: no branch may depend on the
+# data there (a transposed function has no values to branch on), so the non-finite checks,
+# which only move NaN and inf to where the spec puts them, are left out.
+_transposing: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "polyconv_jax_transposing", default=False
+)
+
+
+def _traced_for_transpose(a: object) -> bool:
+    """Whether ``a`` is an argument of a function traced by ``jax.linear_transpose``: a
+    partial-evaluation tracer with no known value (under any other transformations' tracers)."""
+    partial_eval = _jax().interpreters.partial_eval
+    while isinstance(a, _jax().core.Tracer):
+        if isinstance(a, partial_eval.JaxprTracer) and not a.pval.is_known():
+            return True
+        a = getattr(a, "val", getattr(a, "primal", None))  # a vmap's, or a jvp's, tracer
+    return False
+
+
+def _with_nonfinite_taps_on_padding(
+    y: JaxArray, w: JaxArray, spec: CorrSpec, precision: str
+) -> JaxArray:
+    """``y`` with NaN wherever a non-finite tap of ``w`` meets zero padding: the spec's
+    ``w[k] * P(x)[...]`` is NaN there, but XLA's convolution skips padding it adds itself (and
+    may fold explicit zeros into it). Counts, per output, the (padding sample, non-finite tap)
+    pairs its window reads, with a one-channel image of the padding; only where some tap is not
+    finite."""
+    jax = _jax()
+    jnp = jax.numpy
+    if spec.padding_mode != "zeros" or not any(lo or hi for lo, hi in spec.padding):
+        return y
+
+    def poisoned() -> JaxArray:
+        inside = jnp.zeros((1, 1, *spec.x_shape[2:]), jnp.float32)
+        region = jnp.pad(inside, [(0, 0), (0, 0), *spec.padding], constant_values=1)
+        taps = (~jnp.isfinite(w)).any(axis=1, keepdims=True).astype(jnp.float32)
+        hits = _conv(region, taps, spec, [(0, 0)] * spec.rank, precision, 1)
+        return jnp.where(hits > 0, jnp.asarray(jnp.nan, y.dtype), y)
+
+    return jax.lax.cond(jnp.isfinite(w).all(), lambda: y, poisoned)
+
+
 def _direct_traced(
     x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec, precision: str
 ) -> JaxArray:
@@ -156,7 +205,9 @@ def _direct_traced(
     out_dtype = x.dtype
     x, padding = _pad(x, spec)
     y = _conv(x, w, spec, padding, precision, spec.groups)
-    if spec.groups > 1:
+    if _transposing.get():
+        pass  # no branch on the data (see _transposing)
+    elif spec.groups > 1:
         # XLA may run a grouped convolution as one convolution with a block-diagonal kernel,
         # whose zeros spread a NaN or inf input to the other groups' outputs. A non-finite
         # result is recomputed group by group, where it reaches exactly the outputs that read
@@ -166,6 +217,8 @@ def _direct_traced(
             lambda: y,
             lambda: _conv_group_by_group(x, w, spec, padding, precision),
         )
+    if not _transposing.get():
+        y = _with_nonfinite_taps_on_padding(y, w, spec, precision)
     if bias is not None:
         y = y + bias.astype(y.dtype).reshape((-1,) + (1,) * spec.rank)
     return y.astype(out_dtype)
@@ -220,6 +273,8 @@ def _fft_traced(
     an FFT spreads a NaN or inf input to every output, the direct method puts it exactly where
     the spec says. Only the branch taken runs."""
     y = _fft_unchecked(x, w, bias, spec, precision)
+    if _transposing.get():
+        return y  # no branch on the data (see _transposing)
     return _jax().lax.cond(
         _jax().numpy.isfinite(y).all(),
         lambda: y,
@@ -277,9 +332,16 @@ def _jit_per_precision(
     call, and a precision read only while tracing would stay baked into the compiled function.
     The result is laid out like ``x`` when ``x`` is spread over devices (see _jax_sharding)."""
     compiled: dict[tuple[str, Any], Callable[..., JaxArray]] = {}
+    transposed: dict[str, Callable[..., JaxArray]] = {}  # traced for jax.linear_transpose
 
     def run(*arrays: JaxArray) -> JaxArray:
-        key = (_precision.get(), input_layout(arrays[0]))
+        precision = _precision.get()
+        if any(_traced_for_transpose(a) for a in arrays):
+            fn = transposed.get(precision)
+            if fn is None:
+                fn = transposed[precision] = _jax().jit(_transposable(traced(precision)))
+            return fn(*arrays)
+        key = (precision, input_layout(arrays[0]))
         fn = compiled.get(key)
         if fn is None:
             precision, layout = key
@@ -290,6 +352,19 @@ def _jit_per_precision(
         return fn(*arrays)
 
     return run
+
+
+def _transposable(fn: Callable[..., JaxArray]) -> Callable[..., JaxArray]:
+    """``fn`` traced without branches on the data (see ``_transposing``)."""
+
+    def traced(*arrays: JaxArray) -> JaxArray:
+        token = _transposing.set(True)
+        try:
+            return fn(*arrays)
+        finally:
+            _transposing.reset(token)
+
+    return traced
 
 
 @functools.lru_cache(maxsize=512)
@@ -514,6 +589,15 @@ class JaxBackend(Backend):
         # Tracers are jax.Array instances too, so calls inside jit/grad/vmap land here.
         return jax is not None and isinstance(obj, jax.Array)
 
+    def refusal(self, a: JaxArray) -> str | None:
+        jax = _jax()
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return (
+                f"a JAX PRNG key array (dtype {a.dtype}), not numbers; draw numbers from it "
+                "(jax.random.normal(key, shape)) or pass jax.random.key_data(key)"
+            )
+        return None
+
     def dtype_name(self, a: JaxArray) -> str:
         return np.dtype(a.dtype).name
 
@@ -543,6 +627,12 @@ class JaxBackend(Backend):
         if not a.committed:
             return None  # JAX moves an uncommitted array to its committed co-inputs' device
         return placement(a)  # arrays on the same devices are compatible, however laid out
+
+    def device_name(self, a: JaxArray) -> str:
+        if _is_tracer(a):
+            return "?"
+        devices = a.devices()  # an uncommitted array's too: where it is now
+        return str(next(iter(devices))) if len(devices) == 1 else str(a.sharding)
 
     def synchronize(self, a: JaxArray) -> None:
         _jax().block_until_ready(a)

@@ -25,6 +25,10 @@ result is rounded once to the input dtype. An FFT spreads one NaN or inf to ever
 non-finite result is recomputed by the direct method (checking costs one scalar sync per call);
 ``correlate_vjp`` likewise recomputes non-finite gradients directly. ``loss.backward()`` through
 an FFT result uses autograd's FFT gradients, which spread a non-finite output gradient everywhere.
+Under ``torch.func.vmap`` and ``torch.compile``, where a tensor cannot decide Python control flow
+(or would break the graph), both methods run and the FFT's result is kept when it is finite
+throughout (per example under vmap), else the direct one; under ``torch.compile`` the padding's index maps are built by torch arithmetic
+(:func:`polyconv._spec.padding.pad_source_index`), which Dynamo traces into the graph.
 
 Precision: on CUDA, float32 means IEEE float32 inside polyconv calls, forward and backward
 (the FFT method computes in float64, where TF32 does not arise):
@@ -53,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from .._plan.whole import kernel_taps, output_window, whole_image_fft
-from .._spec.padding import pad_indices
+from .._spec.padding import pad_indices, pad_source_index
 from .._spec.spec import CorrSpec, normalize
 from .._spec.transpose import TransposeSpec
 from ._cost import choose_method
@@ -98,6 +102,11 @@ _CONV_NAMES = {1: "conv1d", 2: "conv2d", 3: "conv3d"}
 def _conv(rank: int) -> Any:
     """``torch.nn.functional.conv1d/2d/3d`` for ``rank`` spatial axes."""
     return getattr(_torch().nn.functional, _CONV_NAMES[rank])
+
+
+def _compiling() -> bool:
+    """Whether Dynamo (``torch.compile``) is tracing this call."""
+    return bool(_torch().compiler.is_compiling())
 
 
 class _Float32Flags:
@@ -169,6 +178,13 @@ def _padding_index(size: int, lo: int, hi: int, mode: str, device: Any) -> Tenso
     return _torch().as_tensor(np.array(pad_indices(size, lo, hi, mode)), device=device)
 
 
+def _traced_padding_index(size: int, lo: int, hi: int, mode: str, device: Any) -> Tensor:
+    """:func:`_padding_index` in torch operations, for ``torch.compile``: Dynamo cannot follow
+    the NumPy code and the cache behind the eager one, and folds these into the graph."""
+    torch = _torch()
+    return pad_source_index(torch.arange(-lo, size + hi, device=device), size, mode, torch)
+
+
 def _device_type(t: Tensor) -> str:
     """``t.device.type``, read without building the device object on the usual devices."""
     return "cpu" if t.is_cpu else "cuda" if t.is_cuda else str(t.device.type)
@@ -197,7 +213,8 @@ def _pad(x: Tensor, spec: CorrSpec) -> tuple[Tensor, tuple[int, ...] | int]:
         return _torch().nn.functional.pad(x, widths), 0
     for axis, (size, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
         if lo or hi:
-            index = _padding_index(size, lo, hi, spec.padding_mode, x.device)
+            index_of = _traced_padding_index if _compiling() else _padding_index
+            index = index_of(size, lo, hi, spec.padding_mode, x.device)
             x = _torch().index_select(x, 2 + axis, index)
     return x, 0
 
@@ -305,7 +322,10 @@ def _fft_unchecked(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) ->
     # One buffer holds the input's cast, its padding and the transform's zero extension.
     buffer = x.new_zeros((x.shape[0], g, cg, *plan.lengths), dtype=torch.float64)
     inside, window = plan.placement(tuple(source.shape[2:]), offsets)
-    buffer[inside] = source.reshape(x.shape[0], g, cg, *source.shape[2:])[window]
+    placed = source.reshape(x.shape[0], g, cg, *source.shape[2:])[window]
+    if _transformed(placed):  # torch.func's jvp gives a copy into float64 the source's tangent
+        placed = placed.to(torch.float64)  # dtype, so cast first (one temporary)
+    buffer[inside] = placed
     kernel = w.to(torch.float64)
     if any(d > 1 for d in spec.dilation):
         spread = kernel.new_zeros((*kernel.shape[:2], *plan.extents))
@@ -331,9 +351,26 @@ def _correlate_fft(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) ->
     (one scalar sync): an FFT spreads a NaN or inf input to every output, the direct method
     puts it exactly where the spec says."""
     y = _fft_unchecked(x, w, bias, spec)
+    if _compiling() or _vmapped():
+        # A tensor cannot decide Python control flow under vmap, nor without breaking
+        # torch.compile's graph: both methods run, and the finite result is kept.
+        return _torch().where(_torch().isfinite(y).all(), y, _correlate_direct(x, w, bias, spec))
     if not _all_finite(y):
         return _correlate_direct(x, w, bias, spec)
     return y
+
+
+def _transformed(t: Tensor) -> bool:
+    """Whether ``t`` is wrapped by a ``torch.func`` transform (``vmap``, ``grad``, ``jvp``)."""
+    return not _compiling() and bool(_torch()._C._functorch.is_functorch_wrapped_tensor(t))
+
+
+def _vmapped() -> bool:
+    """Whether this call runs inside ``torch.func.vmap`` (at any level of nested transforms)."""
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    vmap = _torch()._C._functorch.TransformType.Vmap
+    return any(level.key() == vmap for level in retrieve_all_functorch_interpreters())
 
 
 def _all_finite(t: Tensor) -> bool:
@@ -554,6 +591,11 @@ class TorchBackend(Backend):
     def owns(self, obj: object) -> bool:
         torch = sys.modules.get("torch")
         return torch is not None and isinstance(obj, torch.Tensor)
+
+    def refusal(self, a: Tensor) -> str | None:
+        if a.layout != _torch().strided:
+            return f"a {a.layout} tensor; pass a dense one (tensor.to_dense())"
+        return None
 
     def dtype_name(self, a: Tensor) -> str:
         return str(a.dtype).removeprefix("torch.")

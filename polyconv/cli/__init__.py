@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
+
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
     "lesson": ("polyconv.cli.lesson", "run the corr2d / edge-detection / learn-the-kernel lesson"),
@@ -27,9 +29,17 @@ SUBCOMMANDS = {
 }
 
 
+# What ``polyconv --help`` says (the module docstring is written for readers of the code).
+DESCRIPTION = (
+    "polyconv: one specification of cross-correlation over NumPy, JAX and PyTorch. "
+    "Run `polyconv COMMAND --help` for a command's options."
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="polyconv", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="polyconv", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"polyconv {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = args[0] if args and args[0] in SUBCOMMANDS else None
     for name, (module_name, help_text) in SUBCOMMANDS.items():

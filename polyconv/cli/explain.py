@@ -10,7 +10,7 @@ from . import spec_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    spec_args.add_spec_arguments(parser, bias=False)
+    spec_args.add_spec_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

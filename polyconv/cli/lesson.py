@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import lesson, plots
@@ -37,6 +38,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _unwritable_reason(path: str) -> str | None:
+    """Why a file cannot be written at ``path`` (its directory is missing or not writable, or
+    it is a directory), or None."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"the directory {directory} does not exist"
+    if os.path.isdir(path):
+        return "is a directory"
+    if not os.access(directory, os.W_OK):
+        return f"the directory {directory} is not writable"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.backend is not None:
         try:
@@ -48,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         names = available()
     for option, path in (("--plot", args.plot), ("--animate", args.animate)):
-        if path is not None and (message := plots.missing_matplotlib(option)) is not None:
+        if path is None:
+            continue
+        message = plots.missing_matplotlib(option)
+        if message is None and (unwritable := _unwritable_reason(path)) is not None:
+            message = f"{option} {path}: {unwritable}"  # said now, not after the lesson has run
+        if message is not None:
             print(f"polyconv lesson: {message}", file=sys.stderr)
             return 2
     if args.steps < 1 or not args.lr > 0:

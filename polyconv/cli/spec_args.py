@@ -61,10 +61,9 @@ def padding(text: str) -> object:
     return int_or_ints(text)
 
 
-def add_spec_arguments(
-    parser: argparse.ArgumentParser, *, bias: bool, shapes_required: bool = True
-) -> None:
-    """``--input``, ``--kernel``, ``--bias`` and the keywords of :func:`polyconv.correlate`."""
+def add_spec_arguments(parser: argparse.ArgumentParser, *, shapes_required: bool = True) -> None:
+    """``--input``, ``--kernel``, ``--bias`` (on by default in every command, as in
+    ``torch.nn.Conv2d``) and the keywords of :func:`polyconv.correlate`."""
     problem = parser.add_argument_group("the problem (the keywords of polyconv.correlate)")
     problem.add_argument(
         "--input",
@@ -83,8 +82,8 @@ def add_spec_arguments(
     problem.add_argument(
         "--bias",
         action=argparse.BooleanOptionalAction,
-        default=bias,
-        help=f"with a bias b of shape (C_out,) (default: {'yes' if bias else 'no'})",
+        default=True,
+        help="with a bias b of shape (C_out,) (default: yes; --no-bias for none)",
     )
     problem.add_argument("--stride", type=int_or_ints, default=1, help="int or ints per axis")
     problem.add_argument("--padding", type=padding, default="valid", help=PADDING_HELP)

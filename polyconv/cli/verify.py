@@ -13,13 +13,28 @@ from ..verify import VerifyReport, random_search, verify
 from . import spec_args
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _progress(line: str) -> None:
+    """A progress line on stderr (stdout keeps the report alone)."""
+    print(f"polyconv verify: {line}", file=sys.stderr, flush=True)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Run one correlation problem on every installed backend, forward and backward, compare "
         "each with the float64 reference within the error bound, and print a table; the exit "
         "status is 1 when a backend disagrees (2 for a usage error)."
     )
-    spec_args.add_spec_arguments(parser, bias=True, shapes_required=False)
+    spec_args.add_spec_arguments(parser, shapes_required=False)
     parser.add_argument(
         "--dtype",
         choices=FLOAT_DTYPES,
@@ -27,7 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dtype computed in (default float32)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the values (and of --random's search)"
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="seed of the values (and of --random's search)",
     )
     parser.add_argument(
         "--backends",
@@ -68,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
             if layout.pop("output_padding") != 0:
                 raise ValueError("--random draws output_padding itself; leave --output-padding out")
             outcome = random_search(
-                args.random, dtype=args.dtype, seed=args.seed, backends=args.backends, **layout
+                args.random,
+                dtype=args.dtype,
+                seed=args.seed,
+                backends=args.backends,
+                timing=args.timing,
+                progress=_progress,
+                **layout,
             )
             print(outcome.summary())
             _plot(args.plot, outcome.report)
@@ -84,11 +108,17 @@ def run(args: argparse.Namespace) -> int:
             backends=args.backends,
             timing=args.timing,
             method=args.method,
+            progress=_progress,
             **spec_args.spec_kwargs(args),
             **spec_args.layout_kwargs(args),
         )
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OverflowError) as error:
         print(f"polyconv verify: {error}", file=sys.stderr)
+        return 2
+    except MemoryError as error:  # the problem's arrays cannot exist here: a usage error too
+        print(
+            f"polyconv verify: the problem is too large for this machine: {error}", file=sys.stderr
+        )
         return 2
     print(report)
     _plot(args.plot, report)
