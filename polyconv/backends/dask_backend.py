@@ -20,6 +20,14 @@ tree reductions (``sum`` over a stack of per-block partial sums), so that one
 ``dask.compute(grad_x, grad_w, grad_bias)`` runs the graph once. float16 gradients are
 accumulated in float32 and rounded once.
 
+The transposed correlation of a Dask ``y`` is the forward's input gradient, built as ``grad_x``
+is: its output (the forward's input) is chunked like ``y`` with the boundaries scaled by the
+stride (:func:`polyconv.backends._dask_blocks.chunks_scaled_up`), so that the forward's blocks
+are ``y``'s chunks; one task per ``y`` chunk computes its block's NumPy transpose, and each
+output chunk sums the blocks that land in it (for padding modes other than zeros, the padded
+reads fold back across the image as in ``grad_x``). Its VJP is the interface's default
+identities on the Dask forward and VJP, with ``grad_out`` chunked like the transpose's output.
+
 Everything in the graph is a module-level function of NumPy arrays and small frozen plans, so
 it pickles to ``dask.distributed`` worker processes.
 """
@@ -377,7 +385,7 @@ def transpose_chunks(y: DaskArray, spec: TransposeSpec) -> tuple[tuple[int, ...]
 
 
 def correlate_transpose(
-    y: Any, w: Any, bias: Any, spec: TransposeSpec, method: Method
+    backend: Backend, y: Any, w: Any, bias: Any, spec: TransposeSpec, method: Method
 ) -> DaskArray:
     """The transpose as the forward's input gradient, one task per ``y`` chunk (its block, as
     the forward's VJP computes it) and one per output chunk (summing the blocks that land in
@@ -389,7 +397,7 @@ def correlate_transpose(
     y = _as_dask(y, dtype)
     out_chunks = transpose_chunks(y, spec)
     layout = _layout(out_chunks, forward)
-    gy = _transpose_default.extended_with_zeros(_BACKEND, y, spec).rechunk(layout.out_chunks)
+    gy = _transpose_default.extended_with_zeros(backend, y, spec).rechunk(layout.out_chunks)
     w_d = _single_chunk(w, dtype)
     token = _token(gy, w_d, spec, method)
     w_key = (w_d.name, *(0,) * w_d.ndim)
@@ -414,7 +422,13 @@ def correlate_transpose(
 
 
 def correlate_transpose_vjp(
-    y: Any, w: Any, bias: Any, grad_out: Any, spec: TransposeSpec, method: Method
+    backend: Backend,
+    y: Any,
+    w: Any,
+    bias: Any,
+    grad_out: Any,
+    spec: TransposeSpec,
+    method: Method,
 ) -> tuple[DaskArray, DaskArray, DaskArray | None]:
     """The default identities (:mod:`polyconv.backends._transpose_default`) on the Dask
     forward and VJP, with ``grad_out`` chunked like the transpose's output, so that ``grad_y``
@@ -423,7 +437,7 @@ def correlate_transpose_vjp(
     y = _as_dask(y, dtype)
     grad_out = _as_dask(grad_out, dtype).rechunk(transpose_chunks(y, spec))
     grad_y, grad_w, grad_bias = _transpose_default.correlate_transpose_vjp(
-        _BACKEND, y, w, bias, grad_out, spec, method
+        backend, y, w, bias, grad_out, spec, method
     )
     return (
         grad_y.rechunk({0: y.chunks[0], **{2 + a: c for a, c in enumerate(y.chunks[2:])}}),
@@ -511,7 +525,7 @@ class DaskBackend(Backend):
     def correlate_transpose(
         self, y: Any, w: Any, bias: Any, spec: TransposeSpec, *, method: Method = "direct"
     ) -> DaskArray:
-        return correlate_transpose(y, w, bias, spec, method)
+        return correlate_transpose(self, y, w, bias, spec, method)
 
     def correlate_transpose_vjp(
         self,
@@ -523,11 +537,8 @@ class DaskBackend(Backend):
         *,
         method: Method = "direct",
     ) -> tuple[DaskArray, DaskArray, DaskArray | None]:
-        return correlate_transpose_vjp(y, w, bias, grad_out, spec, method)
+        return correlate_transpose_vjp(self, y, w, bias, grad_out, spec, method)
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # A training step builds one graph of its loss and gradients and computes it at once.
         return lambda *args: _compute_tree(fn(*args))
-
-
-_BACKEND = DaskBackend()
