@@ -17,10 +17,15 @@ an image larger than the memory used, and scaling over worker processes.
 3. ``scaling``: the same graph (a zarr image of SIZE x SIZE, 3x3, written to zarr) on a
    ``LocalCluster`` of 1 and of 2 worker processes (one thread each), interleaved, after one
    untimed run on each.
+4. ``transpose``: the transposed correlation (stride 2, 3x3, 8 to 8 channels, padding 1,
+   output_padding 1) of a float32 ``y`` of 8 x SIZE/8 x SIZE/8 in chunks of CHUNK/8, threaded
+   scheduler: the Dask backend's chunked transpose, the interface's default written with the
+   Dask forward operations (one output chunk: what the Dask backend did before it had its own),
+   and the NumPy backend on the whole array. Interleaved rounds, medians and median ratios.
 
     python -m benchmarks.chunked [--rounds 5] [--size 8192] [--chunk 2048] [--large 32768]
                                  [--large-chunk 1024] [--json PATH]
-                                 [--only images,large,scaling]
+                                 [--only images,large,scaling,transpose]
 """
 
 from __future__ import annotations
@@ -206,6 +211,55 @@ def scaling(
     }
 
 
+def transpose(size: int, chunk: int, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
+    import dask.array as da
+
+    import polyconv as pc
+    from polyconv._spec.transpose import normalize_transpose
+    from polyconv.backends import _transpose_default
+    from polyconv.backends.dask_backend import DaskBackend
+
+    rng = np.random.default_rng(0)
+    side, block = size // 8, max(chunk // 8, 1)
+    y = rng.standard_normal((1, 8, side, side), dtype=np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    kwargs: dict[str, Any] = {"stride": 2, "padding": 1, "output_padding": 1}
+    y_dask = da.from_array(y, chunks=(1, 8, block, block))
+    spec = normalize_transpose(y.shape, w.shape, None, **kwargs)
+    rows: dict[str, Callable[[], Any]] = {
+        "polyconv dask (chunked)": lambda: pc.correlate_transpose(
+            y_dask, w, method="direct", **kwargs
+        ).compute(scheduler="threads"),
+        "interface default on dask (one chunk)": lambda: _transpose_default.correlate_transpose(
+            DaskBackend(), y_dask, w, None, spec, "direct"
+        ).compute(scheduler="threads"),
+        "polyconv numpy (whole array)": lambda: pc.correlate_transpose(
+            y, w, method="direct", **kwargs
+        ),
+    }
+    expected = rows["polyconv numpy (whole array)"]()
+    agree = float(np.abs(rows["polyconv dask (chunked)"]() - expected).max())
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for r in range(rounds):
+        for name, fn in rows.items():
+            times[name].append(_timed(fn))
+        log(f"transpose round {r + 1}: " + ", ".join(f"{t[-1]:.2f}" for t in times.values()))
+    ours = times["polyconv dask (chunked)"]
+    return {
+        "y_shape": list(y.shape),
+        "y_chunk": block,
+        "median_s": {name: statistics.median(t) for name, t in times.items()},
+        "times_s": times,
+        "ratio_to_default": statistics.median(
+            a / b for a, b in zip(ours, times["interface default on dask (one chunk)"], strict=True)
+        ),
+        "ratio_to_numpy": statistics.median(
+            a / b for a, b in zip(ours, times["polyconv numpy (whole array)"], strict=True)
+        ),
+        "max_abs_difference_to_numpy": agree,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chunked", description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
@@ -213,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=2048)
     parser.add_argument("--large", type=int, default=32768)
     parser.add_argument("--large-chunk", type=int, default=1024)
-    parser.add_argument("--only", default="images,large,scaling")
+    parser.add_argument("--only", default="images,large,scaling,transpose")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
 
@@ -230,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             results["large"] = large(args.large, args.large_chunk, directory, log)
         if "scaling" in parts:
             results["scaling"] = scaling(args.size, args.chunk, args.rounds, directory, log)
+        if "transpose" in parts:
+            results["transpose"] = transpose(args.size, args.chunk, args.rounds, log)
     text = json.dumps(results, indent=2, default=str)
     print(text)
     if args.json:

@@ -41,6 +41,15 @@ def output_bounds(input_chunks: tuple[int, ...], stride: int, out_size: int) -> 
     return sorted({0, out_size} | {c for c in cuts if 0 < c < out_size})
 
 
+def chunks_scaled_up(y_chunks: tuple[int, ...], stride: int, size: int) -> tuple[int, ...]:
+    """Chunks along one axis of a transpose's output (a forward's input) of ``size``: the
+    boundaries ``b`` of its input ``y`` become ``b * stride`` (those inside ``size``), which
+    :func:`output_bounds` maps back onto ``b``."""
+    inner = {b * stride for b in itertools.accumulate(y_chunks[:-1])}
+    bounds = sorted({0, size} | {b for b in inner if 0 < b < size})
+    return tuple(b - a for a, b in itertools.pairwise(bounds))
+
+
 @dataclass(frozen=True)
 class AxisBlock:
     """What one output chunk reads along one axis.

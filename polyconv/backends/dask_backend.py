@@ -20,6 +20,14 @@ tree reductions (``sum`` over a stack of per-block partial sums), so that one
 ``dask.compute(grad_x, grad_w, grad_bias)`` runs the graph once. float16 gradients are
 accumulated in float32 and rounded once.
 
+The transposed correlation of a Dask ``y`` is the forward's input gradient, built as ``grad_x``
+is: its output (the forward's input) is chunked like ``y`` with the boundaries scaled by the
+stride (:func:`polyconv.backends._dask_blocks.chunks_scaled_up`), so that the forward's blocks
+are ``y``'s chunks; one task per ``y`` chunk computes its block's NumPy transpose, and each
+output chunk sums the blocks that land in it (for padding modes other than zeros, the padded
+reads fold back across the image as in ``grad_x``). Its VJP is the interface's default
+identities on the Dask forward and VJP, with ``grad_out`` chunked like the transpose's output.
+
 Everything in the graph is a module-level function of NumPy arrays and small frozen plans, so
 it pickles to ``dask.distributed`` worker processes.
 """
@@ -37,7 +45,16 @@ from typing import Any
 import numpy as np
 
 from .._spec import CorrSpec, normalize
-from ._dask_blocks import AxisBlock, AxisFold, Selector, axis_blocks, axis_folds
+from .._spec.transpose import TransposeSpec
+from . import _transpose_default
+from ._dask_blocks import (
+    AxisBlock,
+    AxisFold,
+    Selector,
+    axis_blocks,
+    axis_folds,
+    chunks_scaled_up,
+)
 from ._interface import Backend, Method
 from ._numpy.parallel import limited_threads, thread_count
 from .numpy_backend import NumpyBackend
@@ -175,25 +192,24 @@ def _as_dask(a: Any, dtype: np.dtype) -> DaskArray:
 
 @dataclass(frozen=True)
 class _Layout:
-    """The chunked problem: ``x`` with its channels in one chunk, the blocks along each spatial
-    axis, and the output's chunks."""
+    """The chunked problem: the chunks of ``x`` (its channels in one chunk), the blocks along
+    each spatial axis, and the output's chunks."""
 
-    x: DaskArray
+    x_chunks: tuple[tuple[int, ...], ...]
     axes: list[list[AxisBlock]]
     out_chunks: tuple[tuple[int, ...], ...]
 
     def tasks(self) -> Any:
-        """``(batch chunk, block index per axis, plan)`` of every output chunk."""
+        """``(batch chunk, block index per axis)`` of every output chunk."""
         return itertools.product(
-            range(len(self.x.chunks[0])), itertools.product(*(range(len(a)) for a in self.axes))
+            range(len(self.x_chunks[0])), itertools.product(*(range(len(a)) for a in self.axes))
         )
 
 
-def _layout(x: DaskArray, spec: CorrSpec) -> _Layout:
-    x = x.rechunk({1: -1})
+def _layout(x_chunks: tuple[tuple[int, ...], ...], spec: CorrSpec) -> _Layout:
     axes = [
         axis_blocks(
-            x.chunks[2 + a],
+            x_chunks[2 + a],
             spec.padding[a],
             spec.padding_mode,
             spec.extents[a],
@@ -203,11 +219,11 @@ def _layout(x: DaskArray, spec: CorrSpec) -> _Layout:
         for a in range(spec.rank)
     ]
     out_chunks = (
-        x.chunks[0],
+        x_chunks[0],
         (spec.out_shape[1],),
         *(tuple(b.out[1] - b.out[0] for b in blocks) for blocks in axes),
     )
-    return _Layout(x, axes, out_chunks)
+    return _Layout(x_chunks, axes, out_chunks)
 
 
 def _plan(
@@ -217,7 +233,7 @@ def _plan(
     empty = any(not b.chunks for b in blocks)
     local = [b.sources.size + b.pads[0] + b.pads[1] if empty else b.sources.size for b in blocks]
     block_spec = normalize(
-        (layout.x.chunks[0][batch], spec.x_shape[1], *local),
+        (layout.x_chunks[0][batch], spec.x_shape[1], *local),
         spec.w_shape,
         (spec.out_shape[1],) if spec.has_bias else None,
         stride=spec.stride,
@@ -265,19 +281,20 @@ def _token(*args: object) -> str:
 
 def correlate(x: Any, w: Any, bias: Any, spec: CorrSpec, method: Method) -> DaskArray:
     dtype = np.dtype(w.dtype)
-    layout = _layout(_as_dask(x, dtype), spec)
+    x = _as_dask(x, dtype).rechunk({1: -1})
+    layout = _layout(x.chunks, spec)
     w_d = _single_chunk(w, dtype)
     b_d = None if bias is None else _single_chunk(bias, dtype)
-    name = "polyconv-correlate-" + _token(layout.x, w_d, b_d, spec, method)
+    name = "polyconv-correlate-" + _token(x, w_d, b_d, spec, method)
     w_key = (w_d.name, *(0,) * w_d.ndim)
     b_key = None if b_d is None else (b_d.name, 0)
     layer = {}
     for batch, index in layout.tasks():
         plan = _plan(layout, batch, index, spec, method)
         chunks = [layout.axes[a][i].chunks for a, i in enumerate(index)]
-        parts = _nested(layout.x.name, batch, chunks)
+        parts = _nested(x.name, batch, chunks)
         layer[(name, batch, 0, *index)] = (_correlate_block, parts, w_key, b_key, plan)
-    deps = [layout.x, w_d] + ([] if b_d is None else [b_d])
+    deps = [x, w_d] + ([] if b_d is None else [b_d])
     return _graph_array(name, layer, deps, layout.out_chunks, dtype)
 
 
@@ -285,16 +302,39 @@ def _accumulation_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
+def _folded(
+    name: str, blocks: _Layer, layout: _Layout, channels: int, dtype: np.dtype
+) -> DaskArray:
+    """The input gradient, chunked like ``x``: each chunk sums the block input gradients (the
+    first item of each task's tuple in ``blocks``) that land in it."""
+    x_chunks = layout.x_chunks
+    folds = [axis_folds(x_chunks[2 + a], axis) for a, axis in enumerate(layout.axes)]
+    layer = {}
+    for batch in range(len(x_chunks[0])):
+        for chunk in itertools.product(*(range(len(c)) for c in x_chunks[2:])):
+            landing = list(itertools.product(*(folds[a][c] for a, c in enumerate(chunk))))
+            keys = [(blocks.name, batch, *(b for b, _ in pairs)) for pairs in landing]
+            how = [tuple(f for _, f in pairs) for pairs in landing]
+            shape = (
+                x_chunks[0][batch],
+                channels,
+                *(x_chunks[2 + a][c] for a, c in enumerate(chunk)),
+            )
+            layer[(name, batch, 0, *chunk)] = (_grad_x_chunk, keys, how, shape, dtype)
+    return _graph_array(name, layer, [blocks], (x_chunks[0], (channels,), *x_chunks[2:]), dtype)
+
+
 def correlate_vjp(
     x: Any, w: Any, bias: Any, grad_y: Any, spec: CorrSpec, method: Method
 ) -> tuple[DaskArray, DaskArray, DaskArray | None]:
     out_dtype = np.dtype(w.dtype)
     dtype = _accumulation_dtype(out_dtype)
-    layout = _layout(_as_dask(x, dtype), spec)
+    x = _as_dask(x, dtype).rechunk({1: -1})
+    layout = _layout(x.chunks, spec)
     w_d = _single_chunk(w, dtype)
     b_d = None if bias is None else _single_chunk(bias, dtype)
     gy = _as_dask(grad_y, dtype).rechunk(layout.out_chunks)
-    token = _token(layout.x, w_d, b_d, gy, spec, method)
+    token = _token(x, w_d, b_d, gy, spec, method)
     w_key = (w_d.name, *(0,) * w_d.ndim)
     b_key = None if b_d is None else (b_d.name, 0)
 
@@ -303,31 +343,15 @@ def correlate_vjp(
     for batch, index in layout.tasks():
         plan = _plan(layout, batch, index, spec, method)
         chunks = [layout.axes[a][i].chunks for a, i in enumerate(index)]
-        parts = _nested(layout.x.name, batch, chunks)
+        parts = _nested(x.name, batch, chunks)
         gy_key = (gy.name, batch, 0, *index)
         vjp_layer[(vjp_name, batch, *index)] = (_vjp_block, parts, w_key, b_key, gy_key, plan)
     from dask.highlevelgraph import HighLevelGraph
 
-    deps = [layout.x, w_d, gy] + ([] if b_d is None else [b_d])
+    deps = [x, w_d, gy] + ([] if b_d is None else [b_d])
     vjps = _Layer(HighLevelGraph.from_collections(vjp_name, vjp_layer, dependencies=deps), vjp_name)
     vjp_keys = list(vjp_layer)
-
-    # grad_x: chunked like x; each chunk sums the block gradients that land in it
-    folds = [axis_folds(layout.x.chunks[2 + a], blocks) for a, blocks in enumerate(layout.axes)]
-    gx_name = "polyconv-vjp-x-" + token
-    gx_layer = {}
-    for batch in range(len(layout.x.chunks[0])):
-        for chunk in itertools.product(*(range(len(c)) for c in layout.x.chunks[2:])):
-            landing = list(itertools.product(*(folds[a][c] for a, c in enumerate(chunk))))
-            keys = [(vjp_name, batch, *(b for b, _ in pairs)) for pairs in landing]
-            how = [tuple(f for _, f in pairs) for pairs in landing]
-            shape = (
-                layout.x.chunks[0][batch],
-                spec.x_shape[1],
-                *(layout.x.chunks[2 + a][c] for a, c in enumerate(chunk)),
-            )
-            gx_layer[(gx_name, batch, 0, *chunk)] = (_grad_x_chunk, keys, how, shape, dtype)
-    grad_x = _graph_array(gx_name, gx_layer, [vjps], layout.x.chunks, dtype)
+    grad_x = _folded("polyconv-vjp-x-" + token, vjps, layout, spec.x_shape[1], dtype)
 
     def reduced(which: int, shape: tuple[int, ...]) -> DaskArray:
         name = f"polyconv-vjp-{'wb'[which - 1]}-" + token
@@ -340,6 +364,86 @@ def correlate_vjp(
     grad_w = reduced(1, spec.w_shape)
     grad_bias = None if bias is None else reduced(2, (spec.out_shape[1],)).astype(out_dtype)
     return grad_x.astype(out_dtype), grad_w.astype(out_dtype), grad_bias
+
+
+def _transpose_block(grad_y: np.ndarray, w: np.ndarray, plan: _BlockPlan) -> tuple[np.ndarray]:
+    """One ``y`` chunk's transpose: the input gradient of its forward block (which reads the
+    block's input with its halo), as a 1-tuple like a VJP block's."""
+    block = TransposeSpec(plan.spec, grad_y.shape, (0,) * plan.spec.rank, True, False)
+    with limited_threads(_task_threads()):
+        return (_numpy.correlate_transpose(grad_y, w, None, block, method=plan.method),)
+
+
+def transpose_chunks(y: DaskArray, spec: TransposeSpec) -> tuple[tuple[int, ...], ...]:
+    """The transpose's output chunks: ``y``'s along the batch and spatial axes, scaled by the
+    stride, and the channels in one chunk."""
+    spatial = (
+        chunks_scaled_up(c, s, n)
+        for c, s, n in zip(y.chunks[2:], spec.forward.stride, spec.out_shape[2:], strict=True)
+    )
+    return (y.chunks[0], (spec.out_shape[1],), *spatial)
+
+
+def correlate_transpose(
+    backend: Backend, y: Any, w: Any, bias: Any, spec: TransposeSpec, method: Method
+) -> DaskArray:
+    """The transpose as the forward's input gradient, one task per ``y`` chunk (its block, as
+    the forward's VJP computes it) and one per output chunk (summing the blocks that land in
+    it: each reads the ``y`` chunks within about ``extent / stride`` of it, and for padding
+    modes other than zeros the ones whose padding copied it, across the image)."""
+    out_dtype = np.dtype(w.dtype)
+    dtype = _accumulation_dtype(out_dtype)
+    forward = spec.forward
+    y = _as_dask(y, dtype)
+    out_chunks = transpose_chunks(y, spec)
+    layout = _layout(out_chunks, forward)
+    gy = _transpose_default.extended_with_zeros(backend, y, spec).rechunk(layout.out_chunks)
+    w_d = _single_chunk(w, dtype)
+    token = _token(gy, w_d, spec, method)
+    w_key = (w_d.name, *(0,) * w_d.ndim)
+    name = "polyconv-transpose-blocks-" + token
+    layer: dict[Any, Any] = {}
+    for batch, index in layout.tasks():
+        plan = _plan(layout, batch, index, forward, method)
+        if not plan.reads_padding_only:  # else no output reads it
+            layer[(name, batch, *index)] = (
+                _transpose_block,
+                (gy.name, batch, 0, *index),
+                w_key,
+                plan,
+            )
+    from dask.highlevelgraph import HighLevelGraph
+
+    blocks = _Layer(HighLevelGraph.from_collections(name, layer, dependencies=[gy, w_d]), name)
+    out = _folded("polyconv-transpose-" + token, blocks, layout, spec.out_shape[1], dtype)
+    if bias is not None:
+        out = out + _single_chunk(bias, dtype)[(slice(None),) + (None,) * spec.rank]
+    return out.astype(out_dtype)
+
+
+def correlate_transpose_vjp(
+    backend: Backend,
+    y: Any,
+    w: Any,
+    bias: Any,
+    grad_out: Any,
+    spec: TransposeSpec,
+    method: Method,
+) -> tuple[DaskArray, DaskArray, DaskArray | None]:
+    """The default identities (:mod:`polyconv.backends._transpose_default`) on the Dask
+    forward and VJP, with ``grad_out`` chunked like the transpose's output, so that ``grad_y``
+    comes chunked like ``y`` and ``grad_w`` as a tree reduction."""
+    dtype = np.dtype(w.dtype)
+    y = _as_dask(y, dtype)
+    grad_out = _as_dask(grad_out, dtype).rechunk(transpose_chunks(y, spec))
+    grad_y, grad_w, grad_bias = _transpose_default.correlate_transpose_vjp(
+        backend, y, w, bias, grad_out, spec, method
+    )
+    return (
+        grad_y.rechunk({0: y.chunks[0], **{2 + a: c for a, c in enumerate(y.chunks[2:])}}),
+        grad_w,
+        grad_bias,
+    )
 
 
 def _compute_tree(tree: Any) -> Any:
@@ -417,6 +521,23 @@ class DaskBackend(Backend):
         method: Method = "direct",
     ) -> tuple[DaskArray, DaskArray, DaskArray | None]:
         return correlate_vjp(x, w, bias, grad_y, spec, method)
+
+    def correlate_transpose(
+        self, y: Any, w: Any, bias: Any, spec: TransposeSpec, *, method: Method = "direct"
+    ) -> DaskArray:
+        return correlate_transpose(self, y, w, bias, spec, method)
+
+    def correlate_transpose_vjp(
+        self,
+        y: Any,
+        w: Any,
+        bias: Any,
+        grad_out: Any,
+        spec: TransposeSpec,
+        *,
+        method: Method = "direct",
+    ) -> tuple[DaskArray, DaskArray, DaskArray | None]:
+        return correlate_transpose_vjp(self, y, w, bias, grad_out, spec, method)
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # A training step builds one graph of its loss and gradients and computes it at once.
