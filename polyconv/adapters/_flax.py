@@ -104,11 +104,21 @@ def _kernel_to_polyconv(conv: Any, kernel: np.ndarray) -> np.ndarray:
     return kernel_from_channels_last(kernel)
 
 
+def _lax_transpose_pads(extent: int, stride: int, padding: str) -> tuple[int, int]:
+    """The pads ``lax.conv_transpose`` gives the stride-dilated input for "SAME" or "VALID"
+    (JAX's rule, restated here rather than imported from JAX's private modules)."""
+    if padding == "SAME":
+        total = extent + stride - 2
+        lo = extent - 1 if stride > extent - 1 else -(-total // 2)
+    else:  # "VALID"
+        total = extent + stride - 2 + max(extent - stride, 0)
+        lo = extent - 1
+    return lo, total - lo
+
+
 def _read_transpose_padding(conv: Any) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
     """``nnx.ConvTranspose``'s padding (``lax.conv_transpose``'s) as the forward correlation's
     ``(lo, hi)`` pairs and the ``output_padding``."""
-    from jax._src.lax.convolution import _conv_transpose_padding
-
     rank = len(conv.kernel_size)
     stride = per_axis(conv.strides, rank)
     dilation = per_axis(conv.kernel_dilation, rank)
@@ -116,7 +126,7 @@ def _read_transpose_padding(conv: Any) -> tuple[tuple[tuple[int, int], ...], tup
     padding = conv.padding
     if isinstance(padding, str) and padding in ("SAME", "VALID"):
         lax_pairs = [
-            _conv_transpose_padding(e, s, padding) for e, s in zip(extents, stride, strict=True)
+            _lax_transpose_pads(e, s, padding) for e, s in zip(extents, stride, strict=True)
         ]
     elif isinstance(padding, str):
         raise ValueError(

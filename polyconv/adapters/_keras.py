@@ -100,16 +100,20 @@ def _take(x: Any, index: np.ndarray, axis: int) -> Any:
 
 def owns(module: object) -> bool:
     """Whether ``module`` is a Keras convolution this adapter reads."""
-    from keras.src.layers.convolutional.base_conv import BaseConv
+    import keras
 
     conv = getattr(module, "conv", None) if getattr(module, "polyconv_padded", False) else module
-    return isinstance(conv, BaseConv) or _is_transpose(conv)
+    forward = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+    return isinstance(conv, forward) or _is_transpose(conv)
 
 
 def _is_transpose(conv: Any) -> bool:
-    from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
+    import keras
 
-    return isinstance(conv, BaseConvTranspose)
+    layers = keras.layers
+    return isinstance(
+        conv, (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
+    )
 
 
 def _lax_pads(
