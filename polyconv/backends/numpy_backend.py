@@ -9,10 +9,12 @@ then folds the padding back onto the input (the transpose of the padding gather)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from .._fft_plan import MAX_FFT_LENGTH
 from .._padding import pad_indices
 from .._spec import CorrSpec
 from . import _numpy_direct, _numpy_fft
@@ -39,6 +41,13 @@ def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
     """``x`` padded per ``spec`` (any mode, any width)."""
     if not any(lo or hi for lo, hi in spec.padding):
         return x
+    shape = x.shape[:2] + spec.padded_shape
+    if math.prod(shape) > MAX_FFT_LENGTH:  # NumPy would fail only after trying
+        raise ValueError(
+            f"x padded to shape {shape} ({math.prod(shape)} samples) is more than could ever be "
+            "allocated, and the NumPy backend pads x before correlating; use less padding or "
+            "dilation, or the torch backend, whose native padding is not allocated"
+        )
     if spec.padding_mode == "zeros":
         padded = np.zeros(x.shape[:2] + spec.padded_shape, dtype=x.dtype)
         padded[_interior(spec)] = x
