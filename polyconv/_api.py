@@ -18,6 +18,7 @@ from ._dispatch import (
     facts_reader,
     select_backend,
 )
+from ._methods import method_for
 from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
 from .backends import Array, Backend
 
@@ -95,6 +96,8 @@ def _inspect_and_convert(
     inputs = [as_input(n, obj) for n, obj in arrays.items() if obj is not None or n != "bias"]
     by_name = {i.name: i for i in inputs}
     chosen = select_backend(backend, inputs)  # before the spec: "auto" uses its cost model
+    devices = (chosen.device(i.array) for i in inputs if i.owner is chosen)
+    method = method_for(method, chosen, next((d for d in devices if d is not None), None))
     spec = normalize(
         by_name["x"].shape,
         by_name["w"].shape,

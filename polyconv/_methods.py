@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from ._fft_plan import fft_fits, fft_plan
 from ._spec import CorrSpec
+from .backends import Backend
 from .backends._fft_whole import whole_image_fft
 from .backends._numpy_parallel import thread_count
 
@@ -206,6 +207,15 @@ def fft_cost(spec: CorrSpec, backend: str | None = None) -> float:
     work += n * c_out * cg * tiles * bins * model.spectral
     work += transforms * length * model.fft_element
     return model.fft_call + work
+
+
+def method_for(method: str, backend: Backend, device: str | None) -> str:
+    """``method``, except that ``"auto"`` becomes ``"direct"`` where ``backend`` says the FFT
+    must not be chosen for speed on ``device`` (:meth:`Backend.auto_may_use_fft`: no fitted cost
+    model there, or transforms below float64), so that "auto" never lowers accuracy silently."""
+    if method == "auto" and not backend.auto_may_use_fft(device):
+        return "direct"
+    return method
 
 
 def choose_method(spec: CorrSpec, backend: str | None = None) -> str:

@@ -67,6 +67,17 @@ def _padding_matrices(spec: CorrSpec) -> list[np.ndarray]:
     ]
 
 
+def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
+    """A batched ``x`` padded per ``spec`` (``P(x)`` of the definition), in float64."""
+    return _apply_along(np.asarray(x, dtype=np.float64), _padding_matrices(spec))
+
+
+def fold_count(spec: CorrSpec) -> int:
+    """The most padded positions that copy one input element (1 for zeros padding): how many
+    gradient terms the transpose of the padding adds into one element of ``grad_x``."""
+    return int(np.prod([m.sum(axis=0).max() for m in _padding_matrices(spec)]))
+
+
 def correlate(
     x: object,
     w: object,

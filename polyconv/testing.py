@@ -35,6 +35,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -51,6 +52,7 @@ from ._bounds import (
     dtype_name,
     eps,
     error_bound,
+    eta,
     fft_error,
     round_to,
     to_numpy,
@@ -71,6 +73,7 @@ __all__ = [
     "dtype_name",
     "eps",
     "error_bound",
+    "eta",
     "fft_error",
     "load_profile",
     "output_gradients",
@@ -397,13 +400,15 @@ def assert_close(
     check_dtype: bool = True,
     what: str = "y",
     method: str = "direct",
+    fft_dtype: str = "float64",
 ) -> None:
     """Assert a forward result equals ``expected`` (normally the float64 reference on the inputs
-    rounded to ``dtype``) within :func:`error_bound` of the ``method`` that computed it; with
-    ``check_dtype``, also that ``actual`` has dtype ``dtype``."""
+    rounded to ``dtype``) within :func:`error_bound` of the ``method`` that computed it (and the
+    ``fft_dtype`` its transforms ran in); with ``check_dtype``, also that ``actual`` has dtype
+    ``dtype``."""
     if check_dtype and dtype_name(actual) != dtype:
         raise AssertionError(f"{what}: dtype {dtype_name(actual)}, expected {dtype}")
-    bound = error_bound(x, w, bias, dtype, spec_kwargs, c=c, method=method)
+    bound = error_bound(x, w, bias, dtype, spec_kwargs, c=c, method=method, fft_dtype=fft_dtype)
     assert_within(actual, expected, bound, what=what)
 
 
@@ -420,10 +425,13 @@ def assert_vjp_close(
     c: float = DEFAULT_C,
     check_dtype: bool = True,
     method: str = "direct",
+    fft_dtype: str = "float64",
 ) -> None:
     """Assert ``(grad_x, grad_w, grad_bias)`` equal ``expected`` within :func:`vjp_error_bounds`;
     ``grad_bias`` must be ``None`` exactly when ``expected``'s is."""
-    bounds = vjp_error_bounds(x, w, bias, grad_y, dtype, spec_kwargs, c=c, method=method)
+    bounds = vjp_error_bounds(
+        x, w, bias, grad_y, dtype, spec_kwargs, c=c, method=method, fft_dtype=fft_dtype
+    )
     for name, got, want, bound in zip(
         ("grad_x", "grad_w", "grad_bias"), actual, expected, bounds, strict=True
     ):
@@ -458,10 +466,16 @@ def unavailable_reason(name: str) -> str | None:
     return None
 
 
-@functools.cache
 def unsupported_dtype_reason(name: str, dtype: str) -> str | None:
     """Why backend ``name`` cannot compute in ``dtype``, from a small forward and VJP probe (the
-    error it raised), or ``None`` when it can. Cached: the probe runs once per pair."""
+    error it raised), or ``None`` when it can. Cached: the probe runs once per pair and JAX
+    64-bit mode (float64 on JAX depends on it)."""
+    jax = sys.modules.get("jax")
+    return _unsupported_dtype_reason(name, dtype, jax is not None and jax.config.jax_enable_x64)
+
+
+@functools.cache
+def _unsupported_dtype_reason(name: str, dtype: str, jax_x64: bool) -> str | None:
     rng = np.random.default_rng(0)
     x, w, b = (
         rng.uniform(-1, 1, shape).astype(dtype) for shape in ((1, 2, 5, 5), (2, 1, 3, 3), (2,))

@@ -26,8 +26,9 @@ import numpy as np
 
 from . import _spec_args, reference
 from ._api import correlate, correlate_vjp
-from ._bounds import DEFAULT_C, assert_within, error_bound, fft_error, to_numpy, vjp_error_bounds
+from ._bounds import DEFAULT_C, assert_within, error_bound, to_numpy, vjp_error_bounds
 from ._dtypes import FLOAT_DTYPES, result_dtype
+from ._methods import method_for
 from ._spec import METHODS, CorrSpec, IntOrTuple, PaddingArg, normalize
 from .backends import Array, Backend, available, get
 
@@ -149,7 +150,9 @@ def _render(report: VerifyReport) -> str:
         f"{keywords} -> y {spec.user_out_shape}",
         f"reference: float64 (polyconv.reference); bound per element: c * eps({report.dtype}) * "
         f"K * sum(|terms|), c = {report.c:g}, K = {spec.terms_per_output + spec.has_bias} terms "
-        "per output; the FFT method adds a global term (polyconv.testing.fft_error)",
+        "per output, + c * K * eta for underflow; the FFT method adds a global term "
+        "(polyconv.testing.fft_error) in the precision its transforms ran in",
+        *(f"{r.backend} precision: {get(r.backend).precision_summary()}" for r in report.results),
         "",
     ]
     header = (
@@ -412,12 +415,23 @@ def verify(
         error_bound(x64, w64, b64, dtype, kwargs),
         *vjp_error_bounds(x64, w64, b64, g64, dtype, kwargs),
     )
-    fft_term = fft_error(x64, w64, g64, kwargs)
-    fft_bounds = tuple(None if b is None else b + fft_term for b in direct_bounds)
+    fft_bounds: dict[str, tuple[np.ndarray | None, ...]] = {}
     results = []
     for name in names:
-        used = normalize(spec.x_shape, spec.w_shape, **kwargs, method=method, backend=name).method
-        bounds = fft_bounds if used == "fft" else direct_bounds
+        asked = method_for(method, get(name), None)  # converted arrays go to the default device
+        used = normalize(spec.x_shape, spec.w_shape, **kwargs, method=asked, backend=name).method
+        bounds = direct_bounds
+        if used == "fft":  # with the global terms, in the precision this backend transforms in
+            fft_dtype = get(name).fft_dtype(dtype)
+            bounds = fft_bounds.get(fft_dtype) or fft_bounds.setdefault(
+                fft_dtype,
+                (
+                    error_bound(x64, w64, b64, dtype, kwargs, method="fft", fft_dtype=fft_dtype),
+                    *vjp_error_bounds(
+                        x64, w64, b64, g64, dtype, kwargs, method="fft", fft_dtype=fft_dtype
+                    ),
+                ),
+            )
         inputs = (x64, w64, b64, g64)
         call_kwargs = {**kwargs, "method": method}
         results.append(

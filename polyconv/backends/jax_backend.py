@@ -346,6 +346,24 @@ class JaxBackend(Backend):
         devices = a.devices()
         return str(next(iter(devices))) if len(devices) == 1 else str(a.sharding)
 
+    def fft_dtype(self, dtype: str) -> str:
+        return np.dtype(_fft_dtype()).name
+
+    def auto_may_use_fft(self, device: str | None) -> bool:
+        # With 64-bit mode off the FFT transforms in float32, whose global error can exceed the
+        # direct method's bound many times over; and the cost model was fitted on CPU.
+        jax = _jax()
+        on_cpu = jax.default_backend() == "cpu" if device is None else "cpu" in device.lower()
+        return bool(jax.config.jax_enable_x64) and on_cpu
+
+    def precision_summary(self) -> str:
+        config = _jax().config
+        return (
+            f"precision {get_precision()!r}; 64-bit mode {'on' if config.jax_enable_x64 else 'off'}, "
+            f"jax_default_matmul_precision={config.jax_default_matmul_precision}; float16 "
+            f"accumulates in float32; FFT transforms in {self.fft_dtype('float32')}"
+        )
+
     def synchronize(self, a: JaxArray) -> None:
         _jax().block_until_ready(a)
 

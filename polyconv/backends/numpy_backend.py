@@ -161,6 +161,12 @@ class NumpyBackend(Backend):
     def flip(self, a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return np.flip(a, axes)
 
+    def auto_may_use_fft(self, device: str | None) -> bool:
+        return True
+
+    def precision_summary(self) -> str:
+        return "direct: float16 accumulates in float32; FFT transforms in float64"
+
     # NaN and inf propagate as the spec says, silently, as on the other backends: NumPy's
     # floating-point warnings would only report the fast schemes' discarded intermediates.
     def correlate(

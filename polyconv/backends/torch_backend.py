@@ -425,6 +425,20 @@ class TorchBackend(Backend):
     def device(self, a: Tensor) -> str:
         return str(a.device)
 
+    def auto_may_use_fft(self, device: str | None) -> bool:
+        # The cost model was fitted on CPU; elsewhere (CUDA) "auto" computes directly.
+        return (device or str(_torch().get_default_device())).startswith("cpu")
+
+    def precision_summary(self) -> str:
+        backends = _torch().backends
+        return (
+            f"precision {get_precision()!r}; "
+            f"torch.backends.cuda.matmul.allow_tf32={backends.cuda.matmul.allow_tf32}, "
+            f"torch.backends.cudnn.allow_tf32={backends.cudnn.allow_tf32} (TF32 is off inside "
+            'polyconv\'s CUDA calls at "highest"); CPU float16 accumulates in float32; '
+            "FFT transforms in float64"
+        )
+
     def synchronize(self, a: Tensor) -> None:
         if a.device.type == "cuda":
             _torch().cuda.synchronize(a.device)
