@@ -17,13 +17,13 @@ overlapping tiles (overlap-add).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .._byte_cache import ByteBoundedCache
 from .._fft_plan import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
 from .._spec import CorrSpec
 from ._numpy_parallel import ordered_map, scratch, single_threaded_blas, split, thread_count
@@ -121,17 +121,30 @@ def _irfftn(
     return out.reshape(*spectra.shape[:-r], *out.shape[-r:])[..., : keep[-1]]
 
 
-@functools.lru_cache(maxsize=64)
+# The DFT-matrix form of the kernel's spectrum (see _Layout.kernel_spectrum) is used while each
+# axis's matrix stays below this many bytes; the matrices are kept, up to 16 times that in all.
+DFT_MATRIX_MAX_BYTES = 1 << 20
+_dft_matrices: ByteBoundedCache[np.ndarray] = ByteBoundedCache(16 * DFT_MATRIX_MAX_BYTES)
+
+
+def _dft_bins(length: int, real: bool) -> int:
+    return length // 2 + 1 if real else length
+
+
 def _dft_matrix(length: int, taps: int, dilation: int, real: bool, conjugate: bool) -> np.ndarray:
     """``(taps, bins)`` read-only: ``exp(-+2 pi i f a dilation / length)`` for tap ``a`` and
     frequency ``f`` (``bins = length // 2 + 1`` for the real axis, else ``length``), with the
     plus sign for ``conjugate``. Products of the kernel with these sum its taps into the
     transform of the dilated kernel zero-extended to ``length``."""
-    bins = length // 2 + 1 if real else length
-    turns = np.outer(np.arange(taps) * dilation, np.arange(bins)) % length  # exact integers
-    matrix = np.exp((2j if conjugate else -2j) * np.pi / length * turns)
-    matrix.setflags(write=False)
-    return matrix
+
+    def make() -> np.ndarray:
+        bins = _dft_bins(length, real)
+        turns = np.outer(np.arange(taps) * dilation, np.arange(bins)) % length  # exact integers
+        matrix = np.exp((2j if conjugate else -2j) * np.pi / length * turns)
+        matrix.setflags(write=False)
+        return matrix
+
+    return _dft_matrices.get((length, taps, dilation, real, conjugate), make)
 
 
 def _extended(xg: np.ndarray, plans: tuple[AxisPlan, ...], first_axis: bool = True) -> np.ndarray:
@@ -210,7 +223,12 @@ class _Layout:
         matrix (:func:`_dft_matrix`), rather than as transforms of the kernel zero-extended to
         the tile: a tile is much longer than a kernel, so the transforms would mostly move
         zeros (measured here, interleaved: 0.36 against 1.13 ms for a 32x16 3x3 kernel at
-        10x10, 4.1 against 12.2 ms for 64x64 3x3 at 16x16; level for one 31x31 kernel)."""
+        10x10, 4.1 against 12.2 ms for 64x64 3x3 at 16x16; level for one 31x31 kernel). Where
+        a matrix would exceed ``DFT_MATRIX_MAX_BYTES`` (long kernels on long tiles: taps x bins
+        complex numbers), the transform of the dilated, zero-extended kernel instead, whose
+        memory is that of the spectrum."""
+        if not self._dft_matrices_fit(wg.shape[3:]):
+            return self._transformed_kernel(wg, conjugate)
         spec, r = self.spec, self.rank
         real_axis = _dft_matrix(self.lengths[-1], wg.shape[-1], spec.dilation[-1], True, conjugate)
         spectrum = scratch("fft.kernel", (*wg.shape[:-r], *self.freq_shape), np.complex128)
@@ -229,6 +247,20 @@ class _Layout:
                     *wg.shape[: 3 + axis], matrix.shape[0], *current.shape[4 + axis :]
                 )
         return spectrum
+
+    def _dft_matrices_fit(self, kernel: tuple[int, ...]) -> bool:
+        return all(
+            taps * _dft_bins(length, axis == self.rank - 1) * 16 <= DFT_MATRIX_MAX_BYTES
+            for axis, (taps, length) in enumerate(zip(kernel, self.lengths, strict=True))
+        )
+
+    def _transformed_kernel(self, wg: np.ndarray, conjugate: bool) -> np.ndarray:
+        """:meth:`kernel_spectrum` as the transform of the dilated kernel, zero-extended to the
+        tile by the transform itself."""
+        dilated = np.zeros((*wg.shape[:3], *self.spec.extents))
+        dilated[(..., *(slice(None, None, d) for d in self.spec.dilation))] = wg
+        spectrum = _rfftn(dilated, self.lengths, parallel=True, buffer="fft.kernel")
+        return np.conjugate(spectrum, out=spectrum) if conjugate else spectrum
 
     def broadcast_kernel(self, spectrum: np.ndarray) -> np.ndarray:
         """Kernel spectrum ``(G, Og, Cg, *freq)`` as ``(G, Og, Cg, *1 per tile axis, *freq)``."""
