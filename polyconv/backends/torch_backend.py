@@ -53,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from .._padding import pad_indices
+from .._byte_cache import ByteBoundedCache
+from .._padding import INDEX_CACHE_BYTES, pad_indices
 from .._spec import CorrSpec
 from ._fft_whole import kernel_taps, output_window, whole_image_fft
 from ._interface import Backend
@@ -163,9 +164,15 @@ def _hold_ieee_float32_in_backward(y: Tensor) -> None:
     node.register_hook(lambda grad_inputs, grad_outputs: _ieee_float32.exit())
 
 
-@functools.lru_cache(maxsize=512)
+# The index maps on their devices, kept while small (see polyconv._padding).
+_kept_indices: ByteBoundedCache[Tensor] = ByteBoundedCache(INDEX_CACHE_BYTES)
+
+
 def _padding_index(size: int, lo: int, hi: int, mode: str, device: Any) -> Tensor:
-    return _torch().as_tensor(np.array(pad_indices(size, lo, hi, mode)), device=device)
+    def make() -> Tensor:
+        return _torch().as_tensor(np.array(pad_indices(size, lo, hi, mode)), device=device)
+
+    return _kept_indices.get((size, lo, hi, mode, device), make)
 
 
 def _native_padding(spec: CorrSpec) -> tuple[int, ...] | int | None:
