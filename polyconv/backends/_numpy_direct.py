@@ -39,7 +39,14 @@ from .._methods import numpy_tile_length, numpy_tile_width
 from .._methods import numpy_uses_taps as uses_taps
 from .._methods import numpy_uses_tiles as uses_tiles
 from .._spec import CorrSpec, normalize
-from ._numpy_parallel import PARALLEL_MIN_WORK, run_blocks, scratch, split, thread_count
+from ._numpy_parallel import (
+    PARALLEL_MIN_WORK,
+    ordered_map,
+    run_blocks,
+    scratch,
+    split,
+    thread_count,
+)
 
 # Bytes of a block's working set: the gradient's per-block products (tiles), well inside one
 # core's L2; the copied windows of the forward's tiles and of im2col, larger, because fewer,
@@ -398,7 +405,8 @@ def _taps_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpe
                 np.multiply(window, weight, out=term)
                 block += term
 
-    run_blocks(run, [(n, rows) for n in range(xg.shape[0]) for rows in blocks], parallel)
+    # Elementwise passes only, no matrix product: the pool whatever the BLAS.
+    ordered_map(run, [(n, rows) for n in range(xg.shape[0]) for rows in blocks], parallel)
 
 
 # --- im2col ----------------------------------------------------------------------------------

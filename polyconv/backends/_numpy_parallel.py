@@ -5,9 +5,18 @@ that each run a block of rows use all cores. Work is only split when it is large
 for the hand-off (tens of microseconds).
 
 Matrix products split this way must not also split themselves: OpenBLAS threads each product
-over the cores, and two pool threads' products then run four threads on two cores.
-:func:`single_threaded_blas` holds OpenBLAS to one thread while the pool runs such work; with
-another BLAS, or where the library cannot be found, it does nothing.
+over the cores, and two pool threads' products then run four threads on two cores. OpenBLAS's
+thread count is process-wide, so polyconv never changes it (another thread's products, the
+user's own included, would change speed and rounding meanwhile): work made of matrix products
+goes to the pool only where OpenBLAS already runs on one thread (``OPENBLAS_NUM_THREADS=1``,
+``threadpoolctl``), and otherwise runs on the calling thread, OpenBLAS threading each product
+(:func:`run_blocks`).
+
+Pool threads run under the caller's ``np.errstate`` (NumPy keeps it per thread; the warning
+filters are process-wide already), so a NaN or inf warns or raises on no thread where it
+would not on the caller's. A call made after interpreter shutdown has begun (from an
+``atexit`` handler, or a thread still running after the main thread returned), when the pool
+takes no new work, computes on the calling thread.
 
 Fresh memory costs its page faults on every call (about 3.6 us per 4 KiB page here), so the
 blocks of work take their temporaries from :func:`scratch`, buffers each thread keeps.
@@ -15,7 +24,6 @@ blocks of work take their temporaries from :func:`scratch`, buffers each thread 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import itertools
@@ -23,9 +31,11 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -56,7 +66,20 @@ def thread_count() -> int:
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
+    # Imported here: importing concurrent.futures.thread registers an exit hook, which raises
+    # once shutdown has begun (a first call from an atexit handler must still compute).
+    from concurrent.futures import ThreadPoolExecutor
+
     return ThreadPoolExecutor(max_workers=thread_count(), thread_name_prefix="polyconv")
+
+
+def _submit(fn: Callable[[], None]) -> Future[None] | None:
+    """``fn`` queued on the pool, or None once interpreter shutdown has begun (the pool, or
+    creating or importing one, is refused then)."""
+    try:
+        return _pool().submit(fn)
+    except RuntimeError:
+        return None
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True) -> list[R]:
@@ -64,7 +87,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True)
     when ``parallel`` and there is more than one item and thread. Each thread claims the next
     unclaimed item until none is left, so there is one hand-off per helping thread rather than
     per item (a hand-off costs tens of microseconds here), and the caller works instead of
-    waiting. Results come back in item order, so callers reduce them deterministically.
+    waiting. Results come back in item order, so callers reduce them deterministically. The
+    helpers compute under the caller's ``np.errstate``; after shutdown began there are none.
 
     A helper that has not started when the caller runs out of items is cancelled rather than
     awaited: a pool thread that calls this (nested work) never waits on a job queued behind
@@ -75,6 +99,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True)
         return [fn(item) for item in items]
     results: list[R] = [None] * len(items)  # type: ignore[list-item]
     claims = itertools.count()  # next() on a count is atomic under the GIL
+    errstate = np.geterr()
 
     def drain() -> None:
         for i in iter(claims.__next__, None):
@@ -82,7 +107,11 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True)
                 return
             results[i] = fn(items[i])
 
-    started = [_pool().submit(drain) for _ in range(helpers)]
+    def help_drain() -> None:
+        with np.errstate(**errstate):
+            drain()
+
+    started = [f for f in (_submit(help_drain) for _ in range(helpers)) if f is not None]
     try:
         drain()
     finally:
@@ -173,39 +202,17 @@ def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     return None
 
 
-_blas_lock = threading.Lock()
-_blas_holders = 0
-_blas_saved = 1
-
-
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """OpenBLAS on one thread inside the block, restored when the last of any concurrent
-    holders leaves. The setting is process-wide: OpenBLAS has no other."""
-    global _blas_holders, _blas_saved
+def blas_threads() -> int | None:
+    """OpenBLAS's thread count now, or None for another BLAS (or none found)."""
     openblas = _openblas()
-    if openblas is None:
-        yield
-        return
-    get, set_ = openblas
-    with _blas_lock:
-        if _blas_holders == 0:
-            _blas_saved = get()
-            set_(1)
-        _blas_holders += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_holders -= 1
-            if _blas_holders == 0:
-                set_(_blas_saved)
+    return None if openblas is None else openblas[0]()
 
 
 def run_blocks(fn: Callable[[T], R], items: list[T], parallel: bool) -> list[R]:
-    """``fn`` on every item, in order, for work made of matrix products: on the pool with
-    OpenBLAS on one thread when ``parallel``, else on the calling thread."""
-    if not parallel:
-        return [fn(item) for item in items]
-    with single_threaded_blas():
+    """``fn`` on every item, in order, for work made of matrix products: on the pool when
+    ``parallel`` and OpenBLAS runs on one thread (each product single-threaded, as the pool
+    needs), else on the calling thread, the BLAS threading each product as it is set to.
+    Either way the same products in the same order: the results do not depend on the path."""
+    if parallel and blas_threads() == 1:
         return ordered_map(fn, items)
+    return [fn(item) for item in items]
