@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import reference
+from ._dtypes import finfo, numpy_dtype
 from ._spec import normalize
 from .backends import backend_of
 
@@ -49,20 +50,21 @@ needs ``2 * DEFAULT_C``: each is within the bound of the exact sum."""
 
 
 def eps(dtype: str) -> float:
-    """Machine epsilon of a float dtype (``2**-10`` for float16, ``2**-23``, ``2**-52``)."""
-    return float(np.finfo(np.dtype(dtype)).eps)
+    """Machine epsilon of a float dtype (``2**-10`` for float16, ``2**-7`` for bfloat16,
+    ``2**-23``, ``2**-52``)."""
+    return float(finfo(dtype).eps)  # type: ignore[attr-defined]
 
 
 def eta(dtype: str) -> float:
     """The smallest positive subnormal of a float dtype (``2**-24`` for float16): the absolute
     error of a result rounded into the subnormal range."""
-    return float(np.finfo(np.dtype(dtype)).smallest_subnormal)
+    return float(finfo(dtype).smallest_subnormal)  # type: ignore[attr-defined]
 
 
 def round_to(a: object, dtype: str) -> np.ndarray:
     """``a`` rounded to ``dtype`` and returned as float64, exactly: the inputs the reference must
     see when the tested computation runs in ``dtype``."""
-    return to_numpy(a).astype(dtype).astype(np.float64)
+    return to_numpy(a).astype(numpy_dtype(dtype)).astype(np.float64)
 
 
 def to_numpy(a: object) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._api import _lift, correlate
 from ._dispatch import as_input, select_backend
-from ._dtypes import FLOAT_DTYPES, result_dtype
+from ._dtypes import DTYPES, result_dtype
 from ._spec import (
     METHODS,
     PADDING_STRINGS,
@@ -143,8 +143,8 @@ class _ConvND:
             )
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be True or False, got {bias!r}")
-        if dtype not in FLOAT_DTYPES:
-            raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.dtype = dtype

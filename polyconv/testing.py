@@ -58,7 +58,7 @@ from ._bounds import (
     to_numpy,
     vjp_error_bounds,
 )
-from ._dtypes import FLOAT_DTYPES
+from ._dtypes import DTYPES, FLOAT_DTYPES, numpy_dtype
 from ._spec import PADDING_MODES, CorrSpec, normalize
 from .backends import registered
 
@@ -134,9 +134,9 @@ class Problem:
         """``(x, w, bias)`` as NumPy arrays of ``dtype`` (default: the problem's dtype)."""
         dtype = dtype or self.dtype
         return (
-            self.x.astype(dtype),
-            self.w.astype(dtype),
-            None if self.bias is None else self.bias.astype(dtype),
+            self.x.astype(numpy_dtype(dtype)),
+            self.w.astype(numpy_dtype(dtype)),
+            None if self.bias is None else self.bias.astype(numpy_dtype(dtype)),
         )
 
     def with_dtype(self, dtype: str) -> Problem:
@@ -345,8 +345,8 @@ def problems(
     padding_modes, padding_forms = tuple(padding_modes), tuple(padding_forms)
     if not ranks or not set(ranks) <= {1, 2, 3}:
         raise ValueError(f"ranks must be a non-empty subset of (1, 2, 3), got {ranks}")
-    if not dtypes or not set(dtypes) <= set(FLOAT_DTYPES):
-        raise ValueError(f"dtypes must be a non-empty subset of {FLOAT_DTYPES}, got {dtypes}")
+    if not dtypes or not set(dtypes) <= set(DTYPES):
+        raise ValueError(f"dtypes must be a non-empty subset of {DTYPES}, got {dtypes}")
     if not padding_modes or not set(padding_modes) <= set(PADDING_MODES):
         raise ValueError(f"padding_modes must be a non-empty subset of {PADDING_MODES}")
     if not padding_forms or not set(padding_forms) <= set(PADDING_FORMS):
@@ -478,7 +478,8 @@ def unsupported_dtype_reason(name: str, dtype: str) -> str | None:
 def _unsupported_dtype_reason(name: str, dtype: str, jax_x64: bool) -> str | None:
     rng = np.random.default_rng(0)
     x, w, b = (
-        rng.uniform(-1, 1, shape).astype(dtype) for shape in ((1, 2, 5, 5), (2, 1, 3, 3), (2,))
+        rng.uniform(-1, 1, shape).astype(numpy_dtype(dtype))
+        for shape in ((1, 2, 5, 5), (2, 1, 3, 3), (2,))
     )
     kwargs: dict[str, Any] = {"padding": "same", "groups": 2}
     try:

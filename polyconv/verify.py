@@ -27,7 +27,7 @@ import numpy as np
 from . import _spec_args, reference
 from ._api import correlate, correlate_vjp
 from ._bounds import DEFAULT_C, assert_within, error_bound, to_numpy, vjp_error_bounds
-from ._dtypes import FLOAT_DTYPES, result_dtype
+from ._dtypes import DTYPES, numpy_dtype, result_dtype
 from ._methods import method_for
 from ._spec import METHODS, CorrSpec, IntOrTuple, PaddingArg, normalize
 from .backends import Array, Backend, available, get
@@ -218,7 +218,7 @@ def _is_shape(obj: object) -> bool:
 
 def _values(rng: np.random.Generator, shape: Sequence[int], dtype: str) -> np.ndarray:
     """Uniform in [-1, 1), rounded to ``dtype`` and held in float64 (exact)."""
-    return rng.uniform(-1.0, 1.0, tuple(shape)).astype(dtype).astype(np.float64)
+    return rng.uniform(-1.0, 1.0, tuple(shape)).astype(numpy_dtype(dtype)).astype(np.float64)
 
 
 def _check(
@@ -284,7 +284,8 @@ def _run_backend(
     device = "?"
     try:
         x, w, b, g = (
-            None if a is None else backend.convert(a.astype(dtype), dtype, None) for a in inputs
+            None if a is None else backend.convert(a.astype(numpy_dtype(dtype)), dtype, None)
+            for a in inputs
         )
         device = backend.device(x) or "?"
         y = correlate(x, w, b, backend=name, **kwargs)
@@ -330,7 +331,7 @@ def _as_float64(name: str, obj: object, dtype: str) -> np.ndarray:
         ) from None
     if array.dtype == object or array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
-    return array.astype(dtype).astype(np.float64)
+    return array.astype(numpy_dtype(dtype)).astype(np.float64)
 
 
 def verify(
@@ -378,8 +379,8 @@ def verify(
             if a is not None and not isinstance(a, bool) and not (name in "xw" and _is_shape(a))
         }
         dtype = result_dtype(given) if given else "float32"
-    if dtype not in FLOAT_DTYPES:
-        raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     names = list(available() if backends is None else backends)
     if isinstance(backends, str):
         raise TypeError(
@@ -452,7 +453,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _spec_args.add_spec_arguments(parser, bias=True, shapes_required=False)
     parser.add_argument(
         "--dtype",
-        choices=FLOAT_DTYPES,
+        choices=DTYPES,
         default="float32",
         help="dtype computed in (default float32)",
     )

@@ -154,7 +154,7 @@ def plugin_entry_points(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[s
 
 # --- running a drawn problem on a backend ---------------------------------------------------
 
-FLOAT_DTYPES = ("float64", "float32", "float16")
+FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 # Two computations that are each within the bound of the exact result differ by at most twice it.
 PAIR_C = 2 * testing.DEFAULT_C
 

@@ -6,7 +6,6 @@ alone; scratch buffers are kept per thread."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import subprocess
 import sys
@@ -24,7 +23,6 @@ from polyconv.backends._numpy_parallel import (
     SCRATCH_MAX_BYTES,
     ordered_map,
     release_scratch,
-    run_blocks,
     scratch,
     thread_count,
 )
@@ -81,22 +79,27 @@ def test_openblas_thread_count_is_never_changed_by_a_call() -> None:
     assert seen == {before} and openblas_threads() == before
 
 
-@needs_two_threads
-@pytest.mark.parametrize("blas", [1, 2])
-def test_matrix_products_go_to_the_pool_only_when_openblas_runs_on_one_thread(blas) -> None:
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    both_running = threading.Barrier(2, timeout=1)
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape"),
+    [((3, 70, 300), (300, 50)), ((2, 1, 9, 40), (4, 40, 9000)), ((5, 6), (6, 7))],
+)
+def test_single_thread_matmul_equals_matmul_in_products_of_one_thread(a_shape, b_shape) -> None:
+    rng = np.random.default_rng(12)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    calls: list[int] = []
+    real_matmul = np.matmul
 
-    def item(i: int) -> str:
-        if i < 2:
-            # One thread runs the items one after another: the barrier breaks.
-            with contextlib.suppress(threading.BrokenBarrierError):
-                both_running.wait()
-        return threading.current_thread().name
+    def counting(x, y, out=None):  # type: ignore[no-untyped-def]
+        calls.append(x.shape[-2] * x.shape[-1] * y.shape[-1])
+        return real_matmul(x, y, out=out)
 
-    with threadpoolctl.threadpool_limits(blas, user_api="blas"):  # what a user may set
-        names = set(run_blocks(item, list(range(8)), parallel=True))
-    assert len(names) == (2 if blas == 1 else 1)
+    _numpy_parallel.np.matmul = counting  # type: ignore[attr-defined]
+    try:
+        got = _numpy_parallel.single_thread_matmul(a, b)
+    finally:
+        _numpy_parallel.np.matmul = real_matmul  # type: ignore[attr-defined]
+    np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)
+    assert max(calls) <= _numpy_parallel.SINGLE_THREAD_PRODUCT
 
 
 def test_gradients_are_bitwise_reproducible_while_another_thread_runs_polyconv() -> None:

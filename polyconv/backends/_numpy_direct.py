@@ -44,6 +44,7 @@ from ._numpy_parallel import (
     ordered_map,
     run_blocks,
     scratch,
+    single_thread_matmul,
     split,
     thread_count,
 )
@@ -285,7 +286,7 @@ def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSp
                 read = copied[:, first : first + (count - 1) * step + 1 : step] if lead else copied
                 # A view for stride 1; else reshape copies this kernel row's rows.
                 matrices_a = read.reshape(g, positions, toeplitz.shape[2])
-                np.matmul(matrices_a, toeplitz[:, a], out=term if a else total)
+                single_thread_matmul(matrices_a, toeplitz[:, a], out=term if a else total)
                 if a == kernel_rows - 1 and a:  # the last sum goes straight to the output
                     np.add(
                         total.reshape(in_product_order.shape),
@@ -327,7 +328,7 @@ def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndar
             for offset in offsets:
                 windows = geometry.window_view(x_n, offset, rows, group)
                 if m:
-                    products = np.matmul(gy, windows[:, None])  # (G, Og, ..., nt, t, L)
+                    products = single_thread_matmul(gy, windows[:, None])  # (G, Og, .., nt, t, L)
                     summed = products.sum(axis=tuple(range(2, 2 + m)))
                 else:
                     summed = np.einsum("gont,gnl->gotl", gy, windows)
@@ -509,7 +510,7 @@ def _im2col_correlate(
         n, rows = unit
         image, first = (xg[n], 0) if padded else geometry.slab(xg[n], rows)
         cols = geometry.columns(geometry.windows(image, rows, first_row=first))
-        np.matmul(kernels, cols, out=geometry.output_block(y[n], rows))
+        single_thread_matmul(kernels, cols, out=geometry.output_block(y[n], rows))
 
     run_blocks(run, units, parallel)
 
@@ -543,7 +544,7 @@ def _im2col_vjp(
         for n, rows in itertools.product(range(*images), geometry.blocks(1)):
             cols = geometry.columns(geometry.windows(xg[n], rows))
             gy = geometry.output_block(grad_y[n], rows)
-            grad_w += np.matmul(gy, cols.transpose(0, 2, 1))
+            grad_w += single_thread_matmul(gy, cols.transpose(0, 2, 1))
             if grad_xp is None:
                 continue
             grad_cols = scratch("im2col.grad_columns", cols.shape, xg.dtype)
@@ -703,9 +704,10 @@ def _phases_vjp(
             for rows in geometry.blocks:
                 cols = geometry.columns(phases, rows)
                 gy = geometry.spread(grad_y[n], rows)
-                grad_w += np.matmul(gy, cols.transpose(0, 2, 1))
+                grad_w += single_thread_matmul(gy, cols.transpose(0, 2, 1))
                 grad_cols = scratch("phases.grad_columns", cols.shape, xg.dtype)
-                geometry.add_columns(grad_phases, np.matmul(kernels_t, gy, out=grad_cols), rows)
+                products = single_thread_matmul(kernels_t, gy, out=grad_cols)
+                geometry.add_columns(grad_phases, products, rows)
             geometry.merge(grad_phases, grad_xp[n])
         return grad_w
 

@@ -26,7 +26,7 @@ from numpy.lib.stride_tricks import as_strided
 from .._byte_cache import ByteBoundedCache
 from .._fft_plan import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
 from .._spec import CorrSpec
-from ._numpy_parallel import ordered_map, scratch, split, thread_count
+from ._numpy_parallel import ordered_map, scratch, single_thread_matmul, split, thread_count
 
 # Spectra held at once by one piece of work (bytes): bounds the memory, and keeps a piece
 # large enough that the per-call overhead of numpy.fft does not dominate.
@@ -232,7 +232,11 @@ class _Layout:
         spec, r = self.spec, self.rank
         real_axis = _dft_matrix(self.lengths[-1], wg.shape[-1], spec.dilation[-1], True, conjugate)
         spectrum = scratch("fft.kernel", (*wg.shape[:-r], *self.freq_shape), np.complex128)
-        current = np.matmul(wg.astype(np.float64), real_axis, out=spectrum if r == 1 else None)
+        # Products OpenBLAS keeps on one thread: its own threads would only spin afterwards,
+        # on the cores the transforms need (2048x2048 with 31x31: 1.47 to 1.68x the time).
+        current = single_thread_matmul(
+            wg.astype(np.float64), real_axis, out=spectrum if r == 1 else None
+        )
         for axis in range(r - 2, -1, -1):
             # current: (G, Og, Cg, *K[: axis + 1], *lengths[axis + 1 : -1], F), contiguous
             matrix = _dft_matrix(
@@ -240,7 +244,7 @@ class _Layout:
             ).T
             lines = current.reshape(-1, matrix.shape[1], math.prod(current.shape[4 + axis :]))
             out = spectrum.reshape(lines.shape[0], matrix.shape[0], -1) if axis == 0 else None
-            current = np.matmul(matrix, lines, out=out).reshape(
+            current = single_thread_matmul(matrix, lines, out=out).reshape(
                 *wg.shape[: 3 + axis], matrix.shape[0], *current.shape[4 + axis :]
             )
         return spectrum

@@ -5,12 +5,11 @@ that each run a block of rows use all cores. Work is only split when it is large
 for the hand-off (tens of microseconds).
 
 Matrix products split this way must not also split themselves: OpenBLAS threads each product
-over the cores, and two pool threads' products then run four threads on two cores. OpenBLAS's
-thread count is process-wide, so polyconv never changes it (another thread's products, the
-user's own included, would change speed and rounding meanwhile): work made of matrix products
-goes to the pool only where OpenBLAS already runs on one thread (``OPENBLAS_NUM_THREADS=1``,
-``threadpoolctl``), and otherwise runs on the calling thread, OpenBLAS threading each product
-(:func:`run_blocks`).
+over the cores, and two pool threads' products then run four threads on two cores (and on a
+busy machine its threads wait for each other at every call). OpenBLAS's thread count is
+process-wide, so polyconv never changes it (another thread's products, the user's own included,
+would change speed and rounding meanwhile): the pool's products are cut into pieces small
+enough that OpenBLAS runs each on one thread whatever its count (:func:`single_thread_matmul`).
 
 Pool threads run under the caller's ``np.errstate`` (NumPy keeps it per thread; the warning
 filters are process-wide already), so a NaN or inf warns or raises on no thread where it
@@ -202,17 +201,38 @@ def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     return None
 
 
-def blas_threads() -> int | None:
-    """OpenBLAS's thread count now, or None for another BLAS (or none found)."""
-    openblas = _openblas()
-    return None if openblas is None else openblas[0]()
-
-
 def run_blocks(fn: Callable[[T], R], items: list[T], parallel: bool) -> list[R]:
-    """``fn`` on every item, in order, for work made of matrix products: on the pool when
-    ``parallel`` and OpenBLAS runs on one thread (each product single-threaded, as the pool
-    needs), else on the calling thread, the BLAS threading each product as it is set to.
-    Either way the same products in the same order: the results do not depend on the path."""
-    if parallel and blas_threads() == 1:
-        return ordered_map(fn, items)
-    return [fn(item) for item in items]
+    """``fn`` on every item, in order, for work made of matrix products by
+    :func:`single_thread_matmul`: on the pool when ``parallel``, else on the calling thread.
+    The same products in the same order either way: the results do not depend on the path."""
+    return ordered_map(fn, items, parallel)
+
+
+# OpenBLAS runs a product on one thread when ``m * n * k`` is at most its SMP_THRESHOLD_MIN
+# (65536) times GEMM_MULTITHREAD_THRESHOLD (4 unless built otherwise).
+SINGLE_THREAD_PRODUCT = 4 * 65536
+
+
+def single_thread_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b, out=out)`` as 2-D products of at most :data:`SINGLE_THREAD_PRODUCT`
+    multiply-adds each (``a``'s rows and ``b``'s columns cut into pieces), which OpenBLAS runs
+    on one thread whatever its process-wide count: what the pool's threads need, without
+    changing that count. Each output element is the same dot product as in one call, and the
+    cut depends only on the shapes, so results are reproducible."""
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    if m * n * k <= SINGLE_THREAD_PRODUCT:
+        return np.matmul(a, b, out=out)
+    if out is None:
+        stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        out = np.empty((*stack, m, n), dtype=np.result_type(a, b))
+    cols = max(1, min(n, SINGLE_THREAD_PRODUCT // k))
+    rows = max(1, SINGLE_THREAD_PRODUCT // (k * cols))
+    for c in range(0, n, cols):
+        for r in range(0, m, rows):
+            np.matmul(
+                a[..., r : r + rows, :],
+                b[..., :, c : c + cols],
+                out=out[..., r : r + rows, c : c + cols],
+            )
+    return out

@@ -14,8 +14,8 @@ Padding: zeros goes to the convolution's ``padding=`` as ``(lo, hi)`` pairs; the
 gather with the index maps of :func:`polyconv._padding.pad_indices` (``jnp.take`` per axis, the
 indices baked into the computation as constants), which handles any width and every mode.
 
-float16 accumulates in float32 (``preferred_element_type``) and rounds once, like the other
-backends. float64 needs JAX's 64-bit mode; with it off, a float64 problem raises ``TypeError``
+float16 and bfloat16 accumulate in float32 (``preferred_element_type``) and round once, like
+the other backends. float64 needs JAX's 64-bit mode; with it off, a float64 problem raises ``TypeError``
 rather than silently computing in float32.
 
 ``method="fft"``: one whole-image ``jnp.fft.rfftn`` per input channel and per kernel, at the next
@@ -131,7 +131,7 @@ def _conv(
         dimension_numbers=_DIMENSION_NUMBERS[spec.rank],
         feature_group_count=groups,
         precision=_lax_precision(precision),
-        preferred_element_type=jnp.float32 if x.dtype == jnp.float16 else None,
+        preferred_element_type=jnp.float32 if x.dtype in (jnp.float16, jnp.bfloat16) else None,
     )
 
 
@@ -360,8 +360,8 @@ class JaxBackend(Backend):
         config = _jax().config
         return (
             f"precision {get_precision()!r}; 64-bit mode {'on' if config.jax_enable_x64 else 'off'}, "
-            f"jax_default_matmul_precision={config.jax_default_matmul_precision}; float16 "
-            f"accumulates in float32; FFT transforms in {self.fft_dtype('float32')}"
+            f"jax_default_matmul_precision={config.jax_default_matmul_precision}; float16 and "
+            f"bfloat16 accumulate in float32; FFT transforms in {self.fft_dtype('float32')}"
         )
 
     def synchronize(self, a: JaxArray) -> None:

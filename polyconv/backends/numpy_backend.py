@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._dtypes import numpy_dtype
 from .._fft_plan import MAX_FFT_LENGTH
 from .._padding import pad_indices
 from .._spec import CorrSpec
@@ -22,11 +23,11 @@ from ._interface import Backend
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
-    # The input dtype, except float16, which accumulates in float32 and rounds once (NumPy has
-    # no fast or accurate half-precision matrix product). The FFT method transforms in float64
+    # The input dtype, except float16 and bfloat16 (ml_dtypes), which accumulate in float32 and
+    # round once (NumPy has no fast or accurate half-precision matrix product). The FFT method transforms in float64
     # whatever this dtype (see _numpy_fft), one piece at a time, so that no float64 copy of
     # the whole input or output is made.
-    return np.dtype(np.float32) if dtype == np.float16 else dtype
+    return np.dtype(np.float32) if dtype.itemsize == 2 else dtype
 
 
 def _interior(spec: CorrSpec) -> tuple[Any, ...]:
@@ -153,7 +154,7 @@ class NumpyBackend(Backend):
         return a.dtype.name
 
     def convert(self, a: np.ndarray, dtype: str, like: np.ndarray | None) -> np.ndarray:
-        return np.asarray(a, dtype=dtype)
+        return np.asarray(a, dtype=numpy_dtype(dtype))
 
     def to_numpy(self, a: np.ndarray) -> np.ndarray:
         return np.asarray(a)
@@ -165,7 +166,7 @@ class NumpyBackend(Backend):
         return True
 
     def precision_summary(self) -> str:
-        return "direct: float16 accumulates in float32; FFT transforms in float64"
+        return "direct: float16 and bfloat16 accumulate in float32; FFT transforms in float64"
 
     # NaN and inf propagate as the spec says, silently, as on the other backends: NumPy's
     # floating-point warnings would only report the fast schemes' discarded intermediates.
