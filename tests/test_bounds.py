@@ -99,7 +99,7 @@ def test_verify_prints_the_precision_each_backend_ran_in() -> None:
     report = pc.verify((1, 1, 6), (1, 1, 3), backends=INSTALLED, timing=False)
     lines = str(report).splitlines()
     assert (
-        "numpy precision: direct: float16 accumulates in float32; FFT transforms in float64"
+        "numpy precision: direct: float16 and bfloat16 accumulate in float32; FFT transforms in float64"
         in lines
     )
     if "torch" in INSTALLED:
@@ -110,3 +110,25 @@ def test_verify_prints_the_precision_each_backend_ran_in() -> None:
             and "jax_default_matmul_precision=" in line and "FFT transforms in float32" in line
             for line in lines
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_verify_checks_bfloat16_on_every_backend_against_its_bound(method: str) -> None:
+    from polyconv.cli import main
+
+    report = pc.verify(
+        (2, 3, 9, 8), (4, 3, 3, 3), dtype="bfloat16", backends=INSTALLED, timing=False,
+        padding="same", method=method,
+    )  # fmt: skip
+    assert report.ok, str(report)
+    assert [r.dtype for r in report.results] == ["bfloat16"] * len(INSTALLED)
+    assert pc.testing.eps("bfloat16") == 2.0**-7
+    argv = ["verify", "--input", "1,2,7", "--kernel", "3,2,3", "--dtype", "bfloat16"]
+    assert main([*argv, "--backends", ",".join(INSTALLED), "--no-timing"]) == 0
+
+
+def test_float16_with_bfloat16_computes_in_float32() -> None:
+    import ml_dtypes
+
+    y = pc.correlate(np.ones((1, 1, 4), np.float16), np.ones((1, 1, 2), ml_dtypes.bfloat16))
+    assert y.dtype == np.float32

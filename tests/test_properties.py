@@ -20,6 +20,7 @@ from conftest import (
     PAIR_C,
     check_nonfinite_gradients,
     check_nonfinite_outputs,
+    float64_enabled,
     ignore_float_warnings,
     native,
     problem_arrays,
@@ -199,6 +200,7 @@ def test_torch_backward_equals_correlate_vjp(torch_backend: Backend, problem: Pr
     )
 
 
+@pytest.mark.jax_x64  # float64 problems too
 @given(problem=problems(dtypes=["float64", "float32"], with_grad_y=True))
 def test_jax_grad_equals_correlate_vjp(jax_backend: Backend, problem: Problem) -> None:
     import jax
@@ -232,15 +234,16 @@ def test_jax_grad_equals_correlate_vjp(jax_backend: Backend, problem: Problem) -
 @given(problem=problems(dtypes=["float64", "float32"]))
 def test_convolve_equals_correlate_with_flipped_kernel(backend: Backend, problem: Problem) -> None:
     x, w, bias = (native(backend, a, problem.dtype) for a in problem_arrays(problem))
-    convolved = pc.convolve(x, w, bias, backend=backend.name, **problem.spec_kwargs)
     flipped = np.flip(problem.w, axis=tuple(range(2, problem.w.ndim)))
-    correlated = pc.correlate(
-        x,
-        native(backend, flipped, problem.dtype),
-        bias,
-        backend=backend.name,
-        **problem.spec_kwargs,
-    )
+    with float64_enabled(backend, problem.dtype):
+        convolved = pc.convolve(x, w, bias, backend=backend.name, **problem.spec_kwargs)
+        correlated = pc.correlate(
+            x,
+            native(backend, flipped, problem.dtype),
+            bias,
+            backend=backend.name,
+            **problem.spec_kwargs,
+        )
     bound = error_bound(
         problem.x, flipped, problem.bias, problem.dtype, problem.spec_kwargs, c=PAIR_C
     )
