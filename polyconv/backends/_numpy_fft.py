@@ -26,7 +26,7 @@ from numpy.lib.stride_tricks import as_strided
 from .._byte_cache import ByteBoundedCache
 from .._fft_plan import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
 from .._spec import CorrSpec
-from ._numpy_parallel import ordered_map, scratch, single_thread_matmul, split, thread_count
+from ._numpy_parallel import SINGLE_THREAD_PRODUCT, ordered_map, scratch, split, thread_count
 
 # Spectra held at once by one piece of work (bytes): bounds the memory, and keeps a piece
 # large enough that the per-call overhead of numpy.fft does not dominate.
@@ -225,18 +225,17 @@ class _Layout:
         zeros (measured here, interleaved: 0.36 against 1.13 ms for a 32x16 3x3 kernel at
         10x10, 4.1 against 12.2 ms for 64x64 3x3 at 16x16; level for one 31x31 kernel). Where
         a matrix would exceed ``DFT_MATRIX_MAX_BYTES`` (long kernels on long tiles: taps x bins
-        complex numbers), the transform of the dilated, zero-extended kernel instead, whose
-        memory is that of the spectrum."""
+        complex numbers), or a product be large enough for OpenBLAS to thread it (its threads
+        would then spin on the cores the transforms need: 2048x2048 with 31x31 took 1.47 to
+        1.68x the time; and polyconv never changes OpenBLAS's process-wide thread count), the
+        transform of the dilated, zero-extended kernel instead, whose memory is that of the
+        spectrum."""
         if not self._dft_matrices_fit(wg.shape[3:]):
             return self._transformed_kernel(wg, conjugate)
         spec, r = self.spec, self.rank
         real_axis = _dft_matrix(self.lengths[-1], wg.shape[-1], spec.dilation[-1], True, conjugate)
         spectrum = scratch("fft.kernel", (*wg.shape[:-r], *self.freq_shape), np.complex128)
-        # Products OpenBLAS keeps on one thread: its own threads would only spin afterwards,
-        # on the cores the transforms need (2048x2048 with 31x31: 1.47 to 1.68x the time).
-        current = single_thread_matmul(
-            wg.astype(np.float64), real_axis, out=spectrum if r == 1 else None
-        )
+        current = np.matmul(wg.astype(np.float64), real_axis, out=spectrum if r == 1 else None)
         for axis in range(r - 2, -1, -1):
             # current: (G, Og, Cg, *K[: axis + 1], *lengths[axis + 1 : -1], F), contiguous
             matrix = _dft_matrix(
@@ -244,16 +243,23 @@ class _Layout:
             ).T
             lines = current.reshape(-1, matrix.shape[1], math.prod(current.shape[4 + axis :]))
             out = spectrum.reshape(lines.shape[0], matrix.shape[0], -1) if axis == 0 else None
-            current = single_thread_matmul(matrix, lines, out=out).reshape(
+            current = np.matmul(matrix, lines, out=out).reshape(
                 *wg.shape[: 3 + axis], matrix.shape[0], *current.shape[4 + axis :]
             )
         return spectrum
 
     def _dft_matrices_fit(self, kernel: tuple[int, ...]) -> bool:
-        return all(
-            taps * _dft_bins(length, axis == self.rank - 1) * 16 <= DFT_MATRIX_MAX_BYTES
+        """Whether every DFT matrix fits ``DFT_MATRIX_MAX_BYTES`` and every product of
+        :meth:`kernel_spectrum` has at most ``SINGLE_THREAD_PRODUCT`` multiply-adds."""
+        r, freq = self.rank, self.freq_shape
+        sizes = [
+            taps * _dft_bins(length, axis == r - 1) * 16
             for axis, (taps, length) in enumerate(zip(kernel, self.lengths, strict=True))
-        )
+        ]
+        rows = kernel[-2] if r > 1 else self.cg  # of the real axis's products
+        products = [rows * kernel[-1] * freq[-1]]
+        products += [self.lengths[a] * kernel[a] * math.prod(freq[a + 1 :]) for a in range(r - 1)]
+        return max(sizes) <= DFT_MATRIX_MAX_BYTES and max(products) <= SINGLE_THREAD_PRODUCT
 
     def _transformed_kernel(self, wg: np.ndarray, conjugate: bool) -> np.ndarray:
         """:meth:`kernel_spectrum` as the transform of the dilated kernel, zero-extended to the
