@@ -90,10 +90,15 @@ PADDING_FORMS: tuple[str, ...] = ("valid", "same", "full", "int", "ints", "pairs
 """How :func:`problems` writes ``padding``: the three strings, one int for every axis, a tuple
 of one int per axis, or a tuple of ``(lo, hi)`` pairs."""
 
-VALUE_STYLES: tuple[str, ...] = ("uniform", "log-uniform", "grid")
+VALUE_STYLES: tuple[str, ...] = ("uniform", "log-uniform", "grid", "two-scales")
 """Value distributions of :func:`values`: uniform in [-1, 1]; sign times ``2**U(-6, 0)`` (a wide
 dynamic range); multiples of 1/4 in [-1, 1] (exact in every dtype, many zeros and exact
-cancellations)."""
+cancellations); log-uniform with the second half of the last axis scaled by ``2**40``
+(about 1e12; ``2**4`` in float16, whose sums would overflow), so that one image holds values
+differing by twelve orders of magnitude."""
+
+# The "two-scales" style's factor per dtype: what its range holds with room for the sums.
+_SECOND_SCALE = {"float16": 2.0**4}
 
 _SMALLEST_MAGNITUDE = 2.0**-6  # products stay >= 2**-12, normal even in float16 (2**-14)
 _DEFAULT_MAX_SIZE = {1: 12, 2: 6, 3: 4}  # per spatial axis, by rank: keeps every example fast
@@ -198,9 +203,11 @@ def _make_values(shape: tuple[int, ...], dtype: str, style: str, seed: int) -> n
     else:
         if style == "uniform":
             a = rng.uniform(-1.0, 1.0, size=shape)
-        else:  # log-uniform
+        else:  # log-uniform, and two-scales
             a = rng.choice([-1.0, 1.0], size=shape) * 2.0 ** rng.uniform(-6.0, 0.0, size=shape)
         a[np.abs(a) < _SMALLEST_MAGNITUDE] = 0.0  # no tiny values: no subnormal products
+        if style == "two-scales" and shape:
+            a[..., shape[-1] // 2 :] *= _SECOND_SCALE.get(dtype, 2.0**40)
     return round_to(a, dtype)
 
 
@@ -214,7 +221,8 @@ def _draw_values(draw: st.DrawFn, shape: tuple[int, ...], dtype: str) -> np.ndar
 
 def values(shape: Sequence[int], dtype: str = "float64") -> st.SearchStrategy[np.ndarray]:
     """Float64 arrays of ``shape`` whose values are exact in ``dtype``: finite, zero or of magnitude
-    in ``[2**-6, 1]``, so products are never subnormal and no sum overflows float16.
+    in ``[2**-6, 1]`` (up to ``2**40`` times that in the "two-scales" style), so products are
+    never subnormal and no sum overflows.
 
     Values come from a drawn seed and one of :data:`VALUE_STYLES` (element-wise Hypothesis
     draws are far too slow for arrays of hundreds of elements); Hypothesis shrinks the shapes.

@@ -27,7 +27,7 @@ from conftest import (
     run_forward,
     run_vjp,
 )
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import polyconv as pc
@@ -82,6 +82,37 @@ def test_forward_equals_reference_within_error_bound(backend: Backend, dtype: st
         dtype=dtype,
         spec_kwargs=problem.spec_kwargs,
     )
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_long_signals_and_kernels_equal_reference_within_error_bound(
+    backend: Backend, method: str
+) -> None:
+    """1-D signals of up to 2000 samples and kernels of up to 300 taps (JAX compiles each shape:
+    fewer examples there)."""
+
+    @settings(max_examples=3 if backend.name == "jax" else 8)
+    @given(
+        problem=problems(
+            ranks=[1], dtypes=["float64", "float32"], max_size=2000, max_kernel=300,
+            max_dilation=2, max_padding=40, max_batch=1, max_groups=1,
+        )
+    )  # fmt: skip
+    def check(problem: Problem) -> None:
+        y = run_forward(backend, problem, method=method)
+        with float64_enabled(backend, problem.dtype):  # the setting the call ran at
+            fft_dtype = backend.fft_dtype(problem.dtype)
+        assert_close(
+            y,
+            problem.reference(),
+            *problem_arrays(problem),
+            dtype=problem.dtype,
+            spec_kwargs=problem.spec_kwargs,
+            method=method,
+            fft_dtype=fft_dtype,
+        )
+
+    check()
 
 
 @given(data=st.data())
