@@ -421,7 +421,7 @@ def verify(
     for name in names:
         asked = method_for(method, get(name), None)  # converted arrays go to the default device
         used = normalize(spec.x_shape, spec.w_shape, **kwargs, method=asked, backend=name).method
-        bounds = direct_bounds
+        bounds: tuple[np.ndarray | None, ...] = direct_bounds
         if used == "fft":  # with the global terms, in the precision this backend transforms in
             fft_dtype = get(name).fft_dtype(dtype)
             bounds = fft_bounds.get(fft_dtype) or fft_bounds.setdefault(

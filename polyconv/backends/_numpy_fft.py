@@ -265,7 +265,8 @@ class _Layout:
         """:meth:`kernel_spectrum` as the transform of the dilated kernel, zero-extended to the
         tile by the transform itself."""
         dilated = np.zeros((*wg.shape[:3], *self.spec.extents))
-        dilated[(..., *(slice(None, None, d) for d in self.spec.dilation))] = wg
+        taps: tuple[Any, ...] = (..., *(slice(None, None, d) for d in self.spec.dilation))
+        dilated[taps] = wg
         spectrum = _rfftn(dilated, self.lengths, parallel=True, buffer="fft.kernel")
         return np.conjugate(spectrum, out=spectrum) if conjugate else spectrum
 
