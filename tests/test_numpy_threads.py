@@ -93,9 +93,11 @@ def test_single_thread_matmul_equals_matmul_in_products_of_one_thread(a_shape, b
         calls.append(x.shape[-2] * x.shape[-1] * y.shape[-1])
         return real_matmul(x, y, out=out)
 
+    threadpoolctl = pytest.importorskip("threadpoolctl")
     _numpy_parallel.np.matmul = counting  # type: ignore[attr-defined]
-    try:
-        got = _numpy_parallel.single_thread_matmul(a, b)
+    try:  # OpenBLAS on two threads, as a user may have it (on one, no cut is needed)
+        with threadpoolctl.threadpool_limits(2, user_api="blas"):
+            got = _numpy_parallel.single_thread_matmul(a, b)
     finally:
         _numpy_parallel.np.matmul = real_matmul  # type: ignore[attr-defined]
     np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)

@@ -208,6 +208,12 @@ def run_blocks(fn: Callable[[T], R], items: list[T], parallel: bool) -> list[R]:
     return ordered_map(fn, items, parallel)
 
 
+def _openblas_threads() -> int | None:
+    """OpenBLAS's thread count now (read, never set), or None for another BLAS."""
+    openblas = _openblas()
+    return None if openblas is None else openblas[0]()
+
+
 # OpenBLAS runs a product on one thread when ``m * n * k`` is at most its SMP_THRESHOLD_MIN
 # (65536) times GEMM_MULTITHREAD_THRESHOLD (4 unless built otherwise).
 SINGLE_THREAD_PRODUCT = 4 * 65536
@@ -218,10 +224,12 @@ def single_thread_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = 
     multiply-adds each (``a``'s rows and ``b``'s columns cut into pieces), which OpenBLAS runs
     on one thread whatever its process-wide count: what the pool's threads need, without
     changing that count. Each output element is the same dot product as in one call, and the
-    cut depends only on the shapes, so results are reproducible."""
+    cut depends only on the shapes, so results are reproducible. Where OpenBLAS already runs
+    on one thread (``OPENBLAS_NUM_THREADS=1``, ``threadpoolctl``), one call: the cut costs time
+    (the stride-2 layer benchmark, see docs/benchmarks.md)."""
     m, k = a.shape[-2:]
     n = b.shape[-1]
-    if m * n * k <= SINGLE_THREAD_PRODUCT:
+    if m * n * k <= SINGLE_THREAD_PRODUCT or _openblas_threads() == 1:
         return np.matmul(a, b, out=out)
     if out is None:
         stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
