@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import polyconv as pc
+from polyconv.backends import get as get_backend
 from polyconv.lesson import band_image
 
 from ._bench import Bench, Case, Target, Timed
@@ -28,7 +29,7 @@ NOTES = {
     "methods": (
         "pc.correlate(x, w, method=...) on each backend's own arrays, for the layers of section 2 "
         "and four small problems (valid padding). "
-        "*auto chose* is the method the cost model (polyconv._methods) picks; tests/test_methods.py "
+        "*auto chose* is the method the cost model (polyconv.backends._cost) picks; tests/test_methods.py "
         "checks it against these rows and those of sections 1 and 3 (benchmarks/results.json)."
     ),
     "images": (
@@ -77,7 +78,7 @@ def _normal(*shape: int) -> np.ndarray:
 
 def _auto_method(x: np.ndarray, w: np.ndarray, backend: str, **options: Any) -> str:
     """The method ``method="auto"`` resolves to for this problem on ``backend``."""
-    return pc.normalize(x.shape, w.shape, method="auto", backend=backend, **options).method
+    return get_backend(backend).choose_method(pc.normalize(x.shape, w.shape, **options))
 
 
 # --- 1. single-channel images --------------------------------------------------------------------

@@ -37,7 +37,7 @@ def _version(package: str) -> str:
 
 def describe() -> dict[str, Any]:
     """CPU, cores, load, library versions and thread settings, as JSON-ready values."""
-    from polyconv.backends._numpy_parallel import thread_count
+    from polyconv.backends._numpy.parallel import thread_count
 
     info: dict[str, Any] = {
         "cpu": _cpu_model(),

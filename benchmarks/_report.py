@@ -7,7 +7,7 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from polyconv.backends._numpy_parallel import release_scratch
+from polyconv.backends._numpy.parallel import release_scratch
 
 from ._bench import Bench, Case, Target
 from ._cases import NOTES, SECTIONS

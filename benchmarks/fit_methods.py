@@ -1,4 +1,4 @@
-"""Refit the cost model of ``method="auto"`` (``polyconv/_methods.py``) to a benchmark record.
+"""Refit the cost model of ``method="auto"`` (``polyconv/backends/_cost.py``) to a benchmark record.
 
     python -m benchmarks --json benchmarks/results.json   # measure (docs/benchmarks.md)
     python -m benchmarks.fit_methods                      # fit, print the new MODELS entries
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import polyconv as pc
-from polyconv import _methods
+from polyconv.backends import _cost as _methods
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 TIME_WEIGHT = 0.3  # weight of each time's log residual, next to 1 for the ratio's
@@ -48,7 +48,6 @@ def measured_cases(results: Path, backend: str) -> list[Case]:
             spec = pc.normalize(
                 problem["x_shape"],  # type: ignore[arg-type]
                 problem["w_shape"],  # type: ignore[arg-type]
-                backend=backend,
                 **options,
             )
             cases.append((case, spec, times["direct"], times["fft"]))

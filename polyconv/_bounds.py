@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from . import reference
-from ._dtypes import finfo, numpy_dtype
-from ._spec import normalize
+from ._spec.dtypes import finfo, numpy_dtype
+from ._spec.spec import normalize
 from .backends import backend_of
 
 __all__ = [

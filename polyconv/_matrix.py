@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import reference
-from ._dispatch import as_input
-from ._dtypes import result_dtype
-from ._spec import IntOrTuple, PaddingArg, _as_int, normalize
+from ._core.select import as_input
+from ._spec.dtypes import result_dtype
+from ._spec.options import IntOrTuple, PaddingArg, as_int
+from ._spec.spec import normalize
 
 
 def as_matrix(
@@ -41,7 +42,7 @@ def as_matrix(
     """
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
         raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}")
-    input_shape = tuple(_as_int(n, "input_shape") for n in input_shape)
+    input_shape = tuple(as_int(n, "input_shape") for n in input_shape)
     given = as_input("w", w)
     dtype = result_dtype({"w": (given.dtype, given.weak)})
     kernel = given.owner.to_numpy(given.array) if given.owner is not None else given.array

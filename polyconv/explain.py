@@ -10,17 +10,14 @@ prints, for one problem, a snippet per framework that is runnable as printed, gi
 
 from __future__ import annotations
 
-import argparse
-import sys
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import _spec_args
-from ._padding import NUMPY_PAD_MODE
-from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._spec.padding import NUMPY_PAD_MODE
+from ._spec.spec import CorrSpec, IntOrTuple, PaddingArg, normalize
 
-__all__ = ["NativeCall", "add_arguments", "explain", "native_calls", "run"]
+__all__ = ["NativeCall", "explain", "native_calls"]
 
 # What each framework's ``x``, ``w`` and ``b`` are in its snippet.
 ARRAY_TYPES = {
@@ -365,17 +362,3 @@ def explain(
                 textwrap.fill(call.note, width=100, initial_indent="  ", subsequent_indent="  ")
             )
     return "\n".join(text)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _spec_args.add_spec_arguments(parser, bias=False)
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        text = explain(args.input, args.kernel, bias=args.bias, **_spec_args.spec_kwargs(args))
-    except (ValueError, TypeError) as error:
-        print(f"polyconv explain: {error}", file=sys.stderr)
-        return 2
-    print(text)
-    return 0

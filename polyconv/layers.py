@@ -28,18 +28,16 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 
-from ._api import _lift, correlate
-from ._dispatch import as_input, select_backend
-from ._dtypes import DTYPES, result_dtype
-from ._spec import (
-    METHODS,
-    PADDING_STRINGS,
+from ._core.api import _lift, correlate
+from ._core.select import as_input, select_backend
+from ._spec.dtypes import DTYPES, result_dtype
+from ._spec.options import (
     IntOrTuple,
     PaddingArg,
-    _as_int,
-    _check_padding_mode,
-    _explicit_padding,
-    _per_axis,
+    check_method,
+    check_options,
+    per_axis,
+    positive_int,
 )
 from .backends import Array, Backend
 from .backends import get as get_backend
@@ -81,23 +79,6 @@ def to_backend(name: str, obj: object, backend: Backend, dtype: str, like: Array
     return converted
 
 
-def _canonical_padding(padding: object, rank: int) -> str | tuple[tuple[int, int], ...]:
-    if isinstance(padding, str):
-        if padding not in PADDING_STRINGS:
-            raise ValueError(
-                f"padding must be one of {PADDING_STRINGS}, an int or a tuple; got {padding!r}"
-            )
-        return padding
-    return _explicit_padding(padding, rank)
-
-
-def _positive_int(value: object, name: str) -> int:
-    number = _as_int(value, name)
-    if number <= 0:
-        raise ValueError(f"{name} must be a positive int, got {number}")
-    return number
-
-
 def _jsonable(value: object) -> object:
     """Tuples as lists, recursively: the form a value takes after a JSON round trip."""
     if isinstance(value, (tuple, list)):
@@ -128,14 +109,14 @@ class _ConvND:
         method: str = "auto",
     ) -> None:
         rank = self.rank
-        self.kernel_size = _per_axis(kernel_size, rank, "kernel_size")
-        self.stride = _per_axis(stride, rank, "stride")
-        self.dilation = _per_axis(dilation, rank, "dilation")
-        self.padding = _canonical_padding(padding, rank)
-        self.padding_mode = _check_padding_mode(padding_mode)
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.groups = _positive_int(groups, "groups")
+        self.kernel_size = per_axis(kernel_size, rank, "kernel_size")
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
+        # The same checks as normalize's, which cannot run yet: the input's shape is not known.
+        options = check_options(rank, stride, padding, dilation, groups, padding_mode)
+        self.stride, self.dilation = options.stride, options.dilation
+        self.padding, self.padding_mode = options.padding, options.padding_mode
+        self.groups = options.groups
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(
                 f"groups={self.groups} must divide both in_channels={self.in_channels} "
@@ -145,8 +126,7 @@ class _ConvND:
             raise TypeError(f"bias must be True or False, got {bias!r}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        check_method(method)
         self.dtype = dtype
         # How the layer computes, not what: not part of config (nor of a saved file).
         self.method = method

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ._padding import NUMPY_PAD_MODE
-from ._spec import CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._spec.padding import NUMPY_PAD_MODE
+from ._spec.spec import CorrSpec, IntOrTuple, PaddingArg, normalize
 
 
 def _padding_matrix(size: int, lo: int, hi: int, mode: str) -> np.ndarray:

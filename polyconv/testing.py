@@ -45,7 +45,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from . import reference
-from ._api import correlate, correlate_vjp
 from ._bounds import (
     DEFAULT_C,
     assert_within,
@@ -58,8 +57,10 @@ from ._bounds import (
     to_numpy,
     vjp_error_bounds,
 )
-from ._dtypes import DTYPES, FLOAT_DTYPES, numpy_dtype
-from ._spec import PADDING_MODES, CorrSpec, normalize
+from ._core.api import correlate, correlate_vjp
+from ._spec.dtypes import DTYPES, FLOAT_DTYPES, numpy_dtype
+from ._spec.options import PADDING_MODES
+from ._spec.spec import CorrSpec, normalize
 from .backends import registered
 
 __all__ = [

@@ -30,9 +30,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._dispatch import as_input
-from ._spec import CorrSpec, normalize
-from .backends import Array, Backend
+from ._core.select import as_input, resolve_method
+from ._spec.spec import CorrSpec, normalize
+from .backends import Array, Backend, Method
 from .backends import get as get_backend
 from .layers import Params, _ConvND, to_backend
 
@@ -128,7 +128,7 @@ LOSSES: dict[str, Loss] = {
 
 
 def _compiled_step(
-    backend: Backend, spec: CorrSpec, loss_name: str
+    backend: Backend, spec: CorrSpec, loss_name: str, method: Method = "direct"
 ) -> Callable[..., tuple[Params, SGDState, Array]]:
     """One training step for this geometry, compiled by the backend. Compiled afresh for every
     ``fit``: a backend setting read while tracing (JAX's matmul precision) must never be served
@@ -145,7 +145,7 @@ def _compiled_step(
         momentum: float,
     ) -> tuple[Params, SGDState, Array]:
         y_hat, vjp = backend.correlate_with_vjp(
-            x, params.weight, params.bias, spec, with_grad_x=False
+            x, params.weight, params.bias, spec, with_grad_x=False, method=method
         )
         residual = y_hat - y
         grad_y = loss.grad(residual, outputs)
@@ -290,10 +290,10 @@ def fit(
         batch_shape,
         layer.weight_shape,
         None if layer.bias is None else (layer.out_channels,),
-        backend=backend.name,  # resolves method="auto" with this backend's cost model
         **layer.options,
     )
-    step_fn = _compiled_step(backend, spec, loss)
+    method = resolve_method(backend, spec, layer.options["method"])
+    step_fn = _compiled_step(backend, spec, loss, method)
 
     params = last_good = layer.params
     state = sgd_init(params, momentum)

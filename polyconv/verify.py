@@ -13,32 +13,28 @@ and the command that reproduces it.
 
 from __future__ import annotations
 
-import argparse
 import math
-import statistics
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import _spec_args, reference
-from ._api import correlate, correlate_vjp
+from . import reference
 from ._bounds import DEFAULT_C, assert_within, error_bound, to_numpy, vjp_error_bounds
-from ._dtypes import DTYPES, numpy_dtype, result_dtype
-from ._methods import method_for
-from ._spec import METHODS, CorrSpec, IntOrTuple, PaddingArg, normalize
+from ._core.api import correlate, correlate_vjp
+from ._core.select import resolve_method
+from ._spec.dtypes import DTYPES, numpy_dtype, result_dtype
+from ._spec.options import IntOrTuple, PaddingArg
+from ._spec.spec import CorrSpec, normalize
+from ._timing import median_seconds
+from ._verify_text import render
 from .backends import Array, Backend, available, get
+from .cli import spec_args  # the reproducing command line of a report
 
-__all__ = ["BackendResult", "Check", "VerifyReport", "add_arguments", "run", "verify"]
+__all__ = ["BackendResult", "Check", "RandomOutcome", "VerifyReport", "random_search", "verify"]
 
 RESULTS = ("y", "grad_x", "grad_w", "grad_bias")
-# Timing: repeat a call until this much time has passed (at least MIN_REPEATS calls, at most
-# MAX_REPEATS), then report the median.
-TIMING_BUDGET_S = 0.2
-MIN_REPEATS, MAX_REPEATS = 3, 100
 
 
 @dataclass(frozen=True)
@@ -113,101 +109,17 @@ class VerifyReport:
         """The ``polyconv verify`` command that runs this check again (for inputs given as
         arrays it reruns the shapes and keywords, on values drawn from the seed)."""
         x_shape = self.spec.x_shape if self.spec.batched else self.spec.x_shape[1:]
-        flags = _spec_args.spec_flags(
+        flags = spec_args.spec_flags(
             x_shape, self.spec.w_shape, self.spec_kwargs, bias=self.spec.has_bias
         )
         flags += ["--dtype", self.dtype, "--seed", str(self.seed)]
         if self.method != "auto":
             flags += ["--method", self.method]
         flags += ["--backends", ",".join(r.backend for r in self.results)]
-        return _spec_args.command("verify", flags)
+        return spec_args.command("verify", flags)
 
     def __str__(self) -> str:
-        return _render(self)
-
-
-def _format_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds * 1e9:.3g} ns"
-
-
-def _format_error(value: float) -> str:
-    return f"{value:.2e}" if math.isfinite(value) else str(value)
-
-
-def _render(report: VerifyReport) -> str:
-    spec = report.spec
-    shown = {k: v for k, v in report.spec_kwargs.items() if v != _DEFAULTS[k]}
-    keywords = ", ".join(f"{k}={v!r}" for k, v in shown.items()) or "defaults"
-    x_shape = spec.x_shape if spec.batched else spec.x_shape[1:]
-    bias = f", b ({spec.w_shape[0]},)" if spec.has_bias else ""
-    lines = [
-        f"polyconv verify: x {x_shape}, w {spec.w_shape}{bias} in {report.dtype}; "
-        f"{keywords} -> y {spec.user_out_shape}",
-        f"reference: float64 (polyconv.reference); bound per element: c * eps({report.dtype}) * "
-        f"K * sum(|terms|), c = {report.c:g}, K = {spec.terms_per_output + spec.has_bias} terms "
-        "per output, + c * K * eta for underflow; the FFT method adds a global term "
-        "(polyconv.testing.fft_error) in the precision its transforms ran in",
-        *(f"{r.backend} precision: {get(r.backend).precision_summary()}" for r in report.results),
-        "",
-    ]
-    header = (
-        "backend", "dtype", "device", "method", "result", "max abs err", "max rel err", "bound",
-        "err/bound", "time/call", "status",
-    )  # fmt: skip
-    rows: list[tuple[str, ...]] = [header]
-    for result in report.results:
-        first = (result.backend, result.dtype, result.device, result.method)
-        if result.error is not None:
-            rows.append((*first, "-", "", "", "", "", "", "FAIL"))
-            continue
-        for check in result.checks:
-            seconds = {"y": result.forward_seconds, "grad_x": result.vjp_seconds}.get(check.result)
-            rows.append(
-                (
-                    *first,
-                    check.result,
-                    _format_error(check.max_abs_error),
-                    _format_error(check.max_rel_error),
-                    _format_error(check.bound),
-                    f"{check.worst_ratio:.3g}",
-                    _format_seconds(seconds),
-                    "ok" if check.passed else "FAIL",
-                )
-            )
-            first = ("", "", "", "")
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        lines.append(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
-    details = []
-    for result in report.results:
-        if result.error is not None:
-            details.append(f"{result.backend}: {result.error}")
-        details += [
-            f"{result.backend} {c.result}: {c.detail}" for c in result.checks if not c.passed
-        ]
-    lines.append("")
-    if any(r.vjp_seconds is not None for r in report.results):
-        lines.append(
-            "time/call: median; the grad_x row times one correlate_vjp call (all gradients)"
-        )
-    lines += details
-    if report.ok:
-        lines.append(f"ok: {len(report.results)} backend(s) agree with the reference")
-    elif not report.results:
-        lines.append("FAIL: no backend was checked")
-    else:
-        lines.append(f"FAIL: {', '.join(report.failed)} disagree(s) with the reference")
-    return "\n".join(lines)
-
-
-_DEFAULTS = {"stride": 1, "padding": "valid", "dilation": 1, "groups": 1, "padding_mode": "zeros"}
+        return render(self)
 
 
 def _is_shape(obj: object) -> bool:
@@ -256,20 +168,6 @@ def _check(
     return Check(result, max_abs, max_rel, bound_at_worst, worst_ratio, not detail, detail)
 
 
-def _median_seconds(call: Callable[[], Array], backend: Backend, timing: bool) -> float | None:
-    if not timing:
-        return None
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < MAX_REPEATS and (
-        len(times) < MIN_REPEATS or time.perf_counter() - started < TIMING_BUDGET_S
-    ):
-        start = time.perf_counter()
-        backend.synchronize(call())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _run_backend(
     name: str,
     method: str,
@@ -292,10 +190,10 @@ def _run_backend(
         backend.synchronize(y)  # the first call compiles (JAX) or warms up; it is not timed
         grads = correlate_vjp(x, w, b, g, backend=name, **kwargs)
         backend.synchronize(grads[0])
-        forward = _median_seconds(
+        forward = median_seconds(
             lambda: correlate(x, w, b, backend=name, **kwargs), backend, timing
         )
-        vjp = _median_seconds(
+        vjp = median_seconds(
             lambda: correlate_vjp(x, w, b, g, backend=name, **kwargs)[0], backend, timing
         )
     except Exception as error:  # a backend that raises fails the check; the report says how
@@ -419,8 +317,8 @@ def verify(
     fft_bounds: dict[str, tuple[np.ndarray | None, ...]] = {}
     results = []
     for name in names:
-        asked = method_for(method, get(name), None)  # converted arrays go to the default device
-        used = normalize(spec.x_shape, spec.w_shape, **kwargs, method=asked, backend=name).method
+        # Converted arrays go to the backend's default device.
+        used = resolve_method(get(name), normalize(spec.x_shape, spec.w_shape, **kwargs), method)
         bounds: tuple[np.ndarray | None, ...] = direct_bounds
         if used == "fft":  # with the global terms, in the precision this backend transforms in
             fft_dtype = get(name).fft_dtype(dtype)
@@ -439,77 +337,6 @@ def verify(
             _run_backend(name, used, inputs, expected, bounds, dtype, call_kwargs, timing)
         )
     return VerifyReport(spec, kwargs, dtype, seed, tuple(results), method=method)
-
-
-# --- the command ---------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Run one correlation problem on every installed backend, forward and backward, compare "
-        "each with the float64 reference within the error bound, and print a table; the exit "
-        "status is 1 when a backend disagrees (2 for a usage error)."
-    )
-    _spec_args.add_spec_arguments(parser, bias=True, shapes_required=False)
-    parser.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        default="float32",
-        help="dtype computed in (default float32)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the values (and of --random's search)"
-    )
-    parser.add_argument(
-        "--backends",
-        type=lambda text: [name for name in text.split(",") if name],
-        metavar="A,B",
-        help=f"backends to check (default: all installed: {','.join(available())})",
-    )
-    parser.add_argument(
-        "--random",
-        type=int,
-        metavar="N",
-        help="instead of one problem, check N random problems (polyconv.testing strategies, "
-        "needs Hypothesis) and report the worst, shrunk when a backend disagrees",
-    )
-    parser.add_argument(
-        "--method",
-        choices=METHODS,
-        default="auto",
-        help="how every backend computes (default auto: each backend's cost model chooses)",
-    )
-    parser.add_argument("--no-timing", dest="timing", action="store_false", help="skip the timing")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        if args.random is not None:
-            if args.random < 1:
-                raise ValueError(f"--random must be at least 1, got {args.random}")
-            outcome = random_search(
-                args.random, dtype=args.dtype, seed=args.seed, backends=args.backends
-            )
-            print(outcome.summary())
-            return 0 if outcome.report.ok else 1
-        if args.input is None or args.kernel is None:
-            raise ValueError("--input and --kernel are required (or --random N)")
-        report = verify(
-            args.input,
-            args.kernel,
-            args.bias,
-            dtype=args.dtype,
-            seed=args.seed,
-            backends=args.backends,
-            timing=args.timing,
-            method=args.method,
-            **_spec_args.spec_kwargs(args),
-        )
-    except (ValueError, TypeError) as error:
-        print(f"polyconv verify: {error}", file=sys.stderr)
-        return 2
-    print(report)
-    return 0 if report.ok else 1
 
 
 # --- random problems -----------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from conftest import require_backend
 
 import polyconv as pc
-from polyconv._methods import method_for
+from polyconv._core.select import resolve_method
 from polyconv.backends import get
 from polyconv.testing import assert_close, round_to
 
@@ -79,9 +79,10 @@ def test_jax_auto_without_x64_computes_directly() -> None:
     import jax
 
     x, w = (jax.numpy.asarray(a) for a in wide_range_image())
-    assert pc.normalize(x.shape, w.shape, method="auto", backend="jax").method == "fft"
+    assert get("jax").choose_method(pc.normalize(x.shape, w.shape, padding="same")) == "fft"
     by_auto = np.asarray(pc.correlate(x, w, padding="same"))
     np.testing.assert_array_equal(by_auto, pc.correlate(x, w, padding="same", method="direct"))
+    pc.clear_caches()  # the choice is made on a call's first run
     with jax.enable_x64(True):  # float64 transforms: then the cost model decides
         by_auto_x64 = np.asarray(pc.correlate(x, w, padding="same"))
         np.testing.assert_array_equal(by_auto_x64, pc.correlate(x, w, padding="same", method="fft"))
@@ -89,10 +90,11 @@ def test_jax_auto_without_x64_computes_directly() -> None:
 
 def test_auto_computes_directly_on_a_device_without_a_fitted_cost_model() -> None:
     torch_backend = require_backend("torch")
-    assert method_for("auto", torch_backend, "cuda:0") == "direct"
-    assert method_for("fft", torch_backend, "cuda:0") == "fft"
-    assert method_for("auto", torch_backend, "cpu") == "auto"
-    assert method_for("auto", get("numpy"), None) == "auto"
+    spec = pc.normalize((1, 1, 256, 256), (1, 1, 31, 31))
+    assert torch_backend.choose_method(spec) == "fft"  # its model, fitted on the CPU
+    assert resolve_method(torch_backend, spec, "auto", "cuda:0") == "direct"
+    assert resolve_method(torch_backend, spec, "fft", "cuda:0") == "fft"
+    assert resolve_method(torch_backend, spec, "auto", "cpu") == "fft"
 
 
 def test_verify_prints_the_precision_each_backend_ran_in() -> None:

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import polyconv as pc
-from polyconv._fft_plan import MAX_FFT_LENGTH, _fast_lengths, next_fast_length
-from polyconv._methods import choose_method
+from polyconv._plan.fft import MAX_FFT_LENGTH, _fast_lengths, next_fast_length
 from polyconv._spec import normalize
+from polyconv.backends._cost import choose_method
 
 RADICES = {True: (2, 3, 5), False: (2, 3, 5, 7, 11)}
 

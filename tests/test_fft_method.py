@@ -30,9 +30,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import polyconv as pc
-from polyconv._fft_plan import WHOLE_AXIS_MAX, fft_plan, next_fast_length
+from polyconv._plan.fft import WHOLE_AXIS_MAX, fft_plan, next_fast_length
 from polyconv.backends import Array, Backend
-from polyconv.backends._numpy_fft import _Layout
+from polyconv.backends._numpy.fft import _Layout
 from polyconv.testing import (
     DEFAULT_C,
     Problem,

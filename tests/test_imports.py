@@ -79,3 +79,46 @@ def test_backends_lists_installed_frameworks_without_importing_them() -> None:
         installed = importlib.util.find_spec(framework) is not None
         assert (name in listed) == installed, f"{name}: installed={installed}, listed {listed}"
     assert listed == pc.backends()  # the same answer with the frameworks imported
+
+
+TOOL_MODULES = (
+    "polyconv.cli",
+    "polyconv.explain",
+    "polyconv.layers",
+    "polyconv.lesson",
+    "polyconv.training",
+    "polyconv.verify",
+    "polyconv._matrix",
+    "argparse",
+)
+
+
+def test_import_loads_no_tool_until_one_is_used() -> None:
+    result = run_fresh(
+        f"""
+import sys
+import polyconv as pc
+
+result["after import"] = sorted(m for m in {TOOL_MODULES!r} if m in sys.modules)
+layer = pc.Conv2D
+result["after pc.Conv2D"] = sorted(m for m in {TOOL_MODULES!r} if m in sys.modules)
+result["names"] = sorted(name for name in pc.__all__ if not hasattr(pc, name))
+"""
+    )
+    assert result["after import"] == []
+    assert "polyconv.layers" in result["after pc.Conv2D"]
+    assert "argparse" not in result["after pc.Conv2D"]
+    assert result["names"] == []  # every public name still resolves
+
+
+def test_a_tool_module_imported_first_does_not_hide_its_function() -> None:
+    result = run_fresh(
+        """
+from polyconv.explain import native_calls
+from polyconv.verify import random_search
+import polyconv as pc
+
+result["types"] = [type(pc.explain).__name__, type(pc.verify).__name__]
+"""
+    )
+    assert result["types"] == ["function", "function"]

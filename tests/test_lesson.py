@@ -65,7 +65,7 @@ def test_plot_saves_a_png(capsys: pytest.CaptureFixture[str], tmp_path: os.PathL
 def test_plot_without_matplotlib_is_a_clear_usage_error(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lesson, "_matplotlib_missing", lambda: True)
+    monkeypatch.setattr(lesson, "matplotlib_missing", lambda: True)
     status, out, err = _lesson(capsys, "--plot", "x.png")
     assert status == 2 and out == ""
     assert "matplotlib" in err and "pip install" in err

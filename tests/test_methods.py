@@ -13,7 +13,8 @@ import pytest
 
 import polyconv as pc
 from benchmarks.fit_methods import RESULTS, measured_cases
-from polyconv._methods import MODELS, choose_method, direct_cost, fft_cost
+from polyconv.backends import get
+from polyconv.backends._cost import MODELS, choose_method, direct_cost, fft_cost
 
 TIE = 1.25
 SLACK_S = 0.25e-3
@@ -45,23 +46,12 @@ def test_auto_picks_the_method_that_measured_faster(
     )
 
 
-def test_normalize_resolves_auto_with_the_cost_model() -> None:
-    backend, _, spec, _, _ = MEASURED[0]
-    auto = pc.normalize(
-        spec.x_shape,
-        spec.w_shape,
-        stride=spec.stride,
-        padding=spec.padding,
-        dilation=spec.dilation,
-        groups=spec.groups,
-        padding_mode=spec.padding_mode,
-        method="auto",
-        backend=backend,
-    )
-    assert auto.method == choose_method(spec, backend)
+def test_each_builtin_backend_chooses_by_its_own_cost_model() -> None:
+    for backend, _, spec, _, _ in MEASURED:
+        assert get(backend).choose_method(spec) == choose_method(spec, backend)
 
 
 def test_a_one_tap_kernel_never_uses_the_fft() -> None:
+    spec = pc.normalize((1, 1, 4096, 4096), (1, 1, 1, 1))
     for backend in ("numpy", "torch", "jax"):
-        spec = pc.normalize((1, 1, 4096, 4096), (1, 1, 1, 1), method="auto", backend=backend)
-        assert spec.method == "direct"
+        assert get(backend).choose_method(spec) == "direct"

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import polyconv as pc
-from polyconv.backends import _numpy_parallel
-from polyconv.backends._numpy_parallel import (
+from polyconv.backends._numpy import parallel as _numpy_parallel
+from polyconv.backends._numpy.parallel import (
     SCRATCH_MAX_BYTES,
     ordered_map,
     release_scratch,

@@ -9,7 +9,7 @@ import pytest
 from conftest import require_backend
 
 import polyconv as pc
-from polyconv import _padding
+from polyconv._spec import padding as _padding
 
 LENGTHS = range(100_000, 100_040)  # 40 signals: their int64 maps would hold 32 MB
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import polyconv as pc
-from polyconv import _api as pc_api
 from polyconv import reference
 from polyconv.backends import torch_backend
 from polyconv.testing import assert_close, assert_vjp_close
@@ -271,7 +270,8 @@ def as_if_on_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[object]
     """Take the CUDA path on CPU tensors, recording the TF32 flags each convolution saw."""
     seen: list[list[object]] = []
     monkeypatch.setattr(torch_backend, "_has_tf32", lambda device_type: True)
-    monkeypatch.setattr(pc_api, "_ROUTES", {})  # runners prepared for the CPU path
+    pc.clear_caches()  # calls prepared for the CPU path
+    torch_backend._bare_native.cache_clear()
     conv2d = torch.nn.functional.conv2d
 
     def recording_conv2d(*args: Any, **kwargs: Any) -> Any:
@@ -283,6 +283,7 @@ def as_if_on_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[object]
     yield seen
     monkeypatch.undo()
     torch_backend._conv.cache_clear()
+    torch_backend._bare_native.cache_clear()
 
 
 def test_tf32_is_off_in_the_forward_and_restored_after(

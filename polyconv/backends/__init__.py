@@ -21,15 +21,16 @@ import itertools
 import sys
 import warnings
 
-from .._padding import pad_indices
-from .._spec import CorrSpec
-from ._interface import Array, Backend
+from .._spec.padding import pad_indices
+from .._spec.spec import CorrSpec
+from ._interface import Array, Backend, Method
 
 __all__ = [
     "Array",
     "Backend",
     "BackendWarning",
     "CorrSpec",
+    "Method",
     "available",
     "backend_of",
     "get",
@@ -49,7 +50,7 @@ _BUILTINS = {
 
 
 # Counts the registry's rebuilds (tests rebuild it with other plug-ins): anything cached on the
-# registry's decisions (polyconv._api's repeat-call cache) keys on it.
+# registry's decisions (polyconv._core.api's repeat-call cache) keys on it.
 _builds = itertools.count()
 build = next(_builds)
 

@@ -1,4 +1,5 @@
-"""The interface every backend implements: a few array conversions and two computations.
+"""The interface every backend implements: a few array conversions, the choice of method and
+two computations.
 
 A backend module must not import its framework at import time: polyconv imports backend modules
 to ask which framework they serve (``framework``), and only touches the framework once the user
@@ -9,13 +10,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from .._spec import CorrSpec
+from .._spec.spec import CorrSpec
 
 Array = Any
+#: How a backend computes a spec: the defining sum or by FFT.
+Method = Literal["direct", "fft"]
 
 
 class Backend(abc.ABC):
@@ -72,39 +75,43 @@ class Backend(abc.ABC):
     def flip(self, a: Array, axes: tuple[int, ...]) -> Array:
         """Reverse ``a`` along ``axes``."""
 
+    def choose_method(self, spec: CorrSpec) -> Method:
+        """How this backend computes ``spec`` when the user asks for ``method="auto"``:
+        ``"direct"`` (the defining sum) or ``"fft"``. The default is ``"direct"``, so that a
+        backend never inherits another backend's cost model; the built-ins override it with
+        their own (:mod:`polyconv.backends._cost`). Called once per cached call."""
+        return "direct"
+
     @abc.abstractmethod
-    def correlate(self, x: Array, w: Array, bias: Array | None, spec: CorrSpec) -> Array:
-        """The correlation of batched ``x`` with ``w`` (same dtype, same device) per ``spec``."""
+    def correlate(
+        self, x: Array, w: Array, bias: Array | None, spec: CorrSpec, *, method: Method = "direct"
+    ) -> Array:
+        """The correlation of batched ``x`` with ``w`` (same dtype, same device) per ``spec``,
+        by ``method`` (``"direct"`` or ``"fft"``; a backend without an FFT may compute both
+        directly)."""
 
     @abc.abstractmethod
     def correlate_vjp(
-        self, x: Array, w: Array, bias: Array | None, grad_y: Array, spec: CorrSpec
+        self,
+        x: Array,
+        w: Array,
+        bias: Array | None,
+        grad_y: Array,
+        spec: CorrSpec,
+        *,
+        method: Method = "direct",
     ) -> tuple[Array, Array, Array | None]:
         """Gradients of ``sum(correlate(x, w, bias) * grad_y)`` with respect to x, w and bias."""
 
-    def correlator(
-        self, spec: CorrSpec, like: Array
-    ) -> Callable[[Array, Array, Array | None], Array]:
-        """``correlate`` for one ``spec``, as a function of ``(x, w, bias)``, for arrays of the
-        type, dtype and device of ``like`` (a batched ``x``). polyconv keeps it for repeated
-        calls, so a backend may do here, once, the work that depends on nothing else (choosing
-        a native call's arguments, compiling)."""
-        return lambda x, w, bias: self.correlate(x, w, bias, spec)
-
-    def dispatcher(
-        self, call: Callable[[Array, Array, Array | None], Array]
-    ) -> Callable[[Array, Array, Array | None], Array] | None:
-        """``call`` (polyconv's whole ``correlate`` for fixed settings: validation, conversion,
-        computation) compiled by a framework that caches compiled functions by their arguments'
-        shapes, dtypes and devices (JAX's ``jit``), so that a repeated call skips polyconv's
-        per-call checks; ``None`` (the default) for a framework without such a cache. The result
-        must retrace ``call`` whenever anything ``call`` reads may have changed. polyconv uses
-        it for this backend's arrays only, and when it raises, calls ``call`` itself, so that
-        an error comes from the spec, outside the framework."""
-        return None
-
     def correlate_with_vjp(
-        self, x: Array, w: Array, bias: Array | None, spec: CorrSpec, *, with_grad_x: bool = True
+        self,
+        x: Array,
+        w: Array,
+        bias: Array | None,
+        spec: CorrSpec,
+        *,
+        with_grad_x: bool = True,
+        method: Method = "direct",
     ) -> tuple[Array, Callable[[Array], tuple[Array | None, Array, Array | None]]]:
         """The correlation, and the function of ``grad_y`` that gives its VJP (what a training
         step needs; ``with_grad_x=False``: without ``grad_x``, which is then None). The default
@@ -112,10 +119,10 @@ class Backend(abc.ABC):
         pass's work and to skip the input gradient's."""
 
         def vjp(grad_y: Array) -> tuple[Array | None, Array, Array | None]:
-            grad_x, grad_w, grad_bias = self.correlate_vjp(x, w, bias, grad_y, spec)
+            grad_x, grad_w, grad_bias = self.correlate_vjp(x, w, bias, grad_y, spec, method=method)
             return (grad_x if with_grad_x else None), grad_w, grad_bias
 
-        return self.correlate(x, w, bias, spec), vjp
+        return self.correlate(x, w, bias, spec, method=method), vjp
 
     def synchronize(self, a: Array) -> None:  # noqa: B027 (a hook whose default is no-op)
         """Wait until ``a`` is computed. Frameworks that run asynchronously (JAX, PyTorch on

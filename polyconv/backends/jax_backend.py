@@ -5,13 +5,11 @@ The correlation and its VJP are each one jitted function with the :class:`~polyc
 and precision and caches the executable; nothing inside leaves the device. Called on tracers
 (inside the user's ``jax.jit``, ``jax.grad`` or ``jax.vmap``) the same function is traced into
 the user's computation. ``correlate_vjp`` is ``jax.vjp`` of the correlation.
-``polyconv.correlate`` on JAX arrays of one dtype runs polyconv's whole call, validation
-included, jitted (``dispatcher``), and later calls with the same arguments go straight to it:
-JAX's own dispatch picks the compiled function by shapes, dtypes and devices, so that a call
-costs about what the native jitted call does.
+The jitted function of one spec and method is kept (``_correlator``), so that a repeated call
+costs polyconv's call-cache lookup plus JAX's own dispatch of the compiled function.
 
 Padding: zeros goes to the convolution's ``padding=`` as ``(lo, hi)`` pairs; the other modes
-gather with the index maps of :func:`polyconv._padding.pad_indices` (``jnp.take`` per axis, the
+gather with the index maps of :func:`polyconv.backends.pad_indices` (``jnp.take`` per axis, the
 indices baked into the computation as constants), which handles any width and every mode.
 
 float16 and bfloat16 accumulate in float32 (``preferred_element_type``) and round once, like
@@ -19,7 +17,7 @@ the other backends. float64 needs JAX's 64-bit mode; with it off, a float64 prob
 rather than silently computing in float32.
 
 ``method="fft"``: one whole-image ``jnp.fft.rfftn`` per input channel and per kernel, at the next
-fast length covering the outputs' window (:mod:`polyconv.backends._fft_whole`), inside the same
+fast length covering the outputs' window (:mod:`polyconv._plan.whole`), inside the same
 jitted function; the input is padded first exactly as for the direct method, the kernel is
 dilated with zeros, channels are contracted per group on the spectra, and the stride-1 result is
 cropped and strided. It computes in float64 when 64-bit mode is on, whatever the input dtype, as
@@ -55,10 +53,11 @@ from typing import Any
 
 import numpy as np
 
-from .._padding import pad_indices
-from .._spec import CorrSpec
-from ._fft_whole import kernel_taps, output_window, whole_image_fft
-from ._interface import Backend
+from .._plan.whole import kernel_taps, output_window, whole_image_fft
+from .._spec.padding import pad_indices
+from .._spec.spec import CorrSpec
+from ._cost import choose_method
+from ._interface import Backend, Method
 from ._precision import PrecisionSetting
 
 # jax.Array, spelled Any: type-checking against JAX's own annotations would make mypy analyse
@@ -227,10 +226,15 @@ def _fft_traced(
 
 
 def _correlate_traced(
-    x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec, precision: str
+    x: JaxArray,
+    w: JaxArray,
+    bias: JaxArray | None,
+    spec: CorrSpec,
+    precision: str,
+    method: Method,
 ) -> JaxArray:
-    method = _fft_traced if spec.method == "fft" else _direct_traced
-    return method(x, w, bias, spec, precision)
+    compute = _fft_traced if method == "fft" else _direct_traced
+    return compute(x, w, bias, spec, precision)
 
 
 def _vjp_traced(
@@ -240,16 +244,17 @@ def _vjp_traced(
     grad_y: JaxArray,
     spec: CorrSpec,
     precision: str,
+    method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     jax = _jax()
     jnp = jax.numpy
 
-    def vjp(method: Callable[..., JaxArray]) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-        forward = functools.partial(method, spec=spec, precision=precision)
+    def vjp(compute: Callable[..., JaxArray]) -> tuple[JaxArray, JaxArray, JaxArray | None]:
+        forward = functools.partial(compute, spec=spec, precision=precision)
         _, pullback = jax.vjp(forward, x, w, bias)
         return pullback(grad_y)
 
-    if spec.method != "fft":
+    if method != "fft":
         return vjp(_direct_traced)
     # A non-finite x, w or grad_y spreads through the FFTs to every element of some gradient
     # (see _fft_traced); then the direct method's gradients are the spec's.
@@ -277,17 +282,21 @@ def _jit_per_precision(
 
 
 @functools.lru_cache(maxsize=512)
-def _correlator(spec: CorrSpec) -> Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]:
-    """``correlate`` for one spec: jitted functions of the arrays alone, so that a call costs
-    what a call of the user's own jitted function does."""
+def _correlator(
+    spec: CorrSpec, method: Method
+) -> Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]:
+    """``correlate`` for one spec and method: jitted functions of the arrays alone, so that a
+    call costs what a call of the user's own jitted function does."""
     return _jit_per_precision(
-        lambda precision: functools.partial(_correlate_traced, spec=spec, precision=precision)
+        lambda precision: functools.partial(
+            _correlate_traced, spec=spec, precision=precision, method=method
+        )
     )
 
 
 @functools.cache
 def _jitted_vjp() -> Any:
-    return _jax().jit(_vjp_traced, static_argnames=("spec", "precision"))
+    return _jax().jit(_vjp_traced, static_argnames=("spec", "precision", "method"))
 
 
 def _is_tracer(a: object) -> bool:
@@ -370,29 +379,19 @@ class JaxBackend(Backend):
     def flip(self, a: JaxArray, axes: tuple[int, ...]) -> JaxArray:
         return _jax().numpy.flip(a, axes)
 
+    def choose_method(self, spec: CorrSpec) -> Method:
+        return choose_method(spec, "jax")
+
     def correlate(
-        self, x: JaxArray, w: JaxArray, bias: JaxArray | None, spec: CorrSpec
+        self,
+        x: JaxArray,
+        w: JaxArray,
+        bias: JaxArray | None,
+        spec: CorrSpec,
+        *,
+        method: Method = "direct",
     ) -> JaxArray:
-        return _correlator(spec)(x, w, bias)
-
-    def correlator(
-        self, spec: CorrSpec, like: JaxArray
-    ) -> Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]:
-        return _correlator(spec)
-
-    def dispatcher(
-        self, call: Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]
-    ) -> Callable[[JaxArray, JaxArray, JaxArray | None], JaxArray]:
-        # jit retraces for new shapes, dtypes, devices and JAX configuration (64-bit mode,
-        # default matmul precision); polyconv's precision, read per call, is one function each.
-        def traced(precision: str) -> Callable[..., JaxArray]:
-            def whole_call(x: JaxArray, w: JaxArray, bias: JaxArray | None) -> JaxArray:
-                with _precision.scoped(precision):
-                    return call(x, w, bias)
-
-            return whole_call
-
-        return _jit_per_precision(traced)
+        return _correlator(spec, method)(x, w, bias)
 
     def correlate_vjp(
         self,
@@ -401,8 +400,12 @@ class JaxBackend(Backend):
         bias: JaxArray | None,
         grad_y: JaxArray,
         spec: CorrSpec,
+        *,
+        method: Method = "direct",
     ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-        return _jitted_vjp()(x, w, bias, grad_y, spec=spec, precision=_precision.get())
+        return _jitted_vjp()(
+            x, w, bias, grad_y, spec=spec, precision=_precision.get(), method=method
+        )
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return _jax().jit(fn)

@@ -14,19 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from .._dtypes import numpy_dtype
-from .._fft_plan import MAX_FFT_LENGTH
-from .._padding import pad_indices
-from .._spec import CorrSpec
-from . import _numpy_direct, _numpy_fft
-from ._interface import Backend
+from .._plan.fft import MAX_FFT_LENGTH
+from .._spec.dtypes import numpy_dtype
+from .._spec.padding import pad_indices
+from .._spec.spec import CorrSpec
+from ._cost import choose_method
+from ._interface import Backend, Method
+from ._numpy import direct as _numpy_direct
+from ._numpy import fft as _numpy_fft
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
     # The input dtype, except float16 and bfloat16 (ml_dtypes), which accumulate in float32 and
-    # round once (NumPy has no fast or accurate half-precision matrix product). The FFT method transforms in float64
-    # whatever this dtype (see _numpy_fft), one piece at a time, so that no float64 copy of
-    # the whole input or output is made.
+    # round once (NumPy has no fast or accurate half-precision matrix product). The FFT method
+    # transforms in float64 whatever this dtype (see _numpy/fft.py), one piece at a time, so
+    # that no float64 copy of the whole input or output is made.
     return np.dtype(np.float32) if dtype.itemsize == 2 else dtype
 
 
@@ -107,8 +109,10 @@ def _all_finite(*arrays: np.ndarray) -> bool:
 # read it. Their non-finite result is therefore recomputed by im2col, whose every product is a
 # term of the defining sum: checking the result costs one pass over it, and only a non-finite
 # result pays for the second computation. The exact schemes (taps, im2col) skip the check.
-def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec) -> np.ndarray:
-    if spec.method == "fft":
+def correlate(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec, method: Method
+) -> np.ndarray:
+    if method == "fft":
         xg, wg = _prepared(x, w, spec)
         y = _numpy_fft.correlate(xg, wg, spec)
     else:
@@ -116,20 +120,25 @@ def correlate(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrS
         padded = not _numpy_direct.pads_per_block(spec)
         xg, wg = _prepared(x, w, spec, padded=padded)
         y = _numpy_direct.correlate(xg, wg, spec, padded=padded)
-    exact = spec.method != "fft" and _numpy_direct.is_exact(spec)
+    exact = method != "fft" and _numpy_direct.is_exact(spec)
     if not exact and not _all_finite(y):
         y = _numpy_direct.correlate(xg, wg, spec, exact=True)
     return _add_bias(y, bias, spec).astype(x.dtype, copy=False)
 
 
 def correlate_vjp(
-    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, grad_y: np.ndarray, spec: CorrSpec
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    grad_y: np.ndarray,
+    spec: CorrSpec,
+    method: Method,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     out_dtype = x.dtype
     xg, wg = _prepared(x, w, spec)
     gy = np.ascontiguousarray(grad_y, dtype=xg.dtype)
-    method = _numpy_fft if spec.method == "fft" else _numpy_direct
-    grad_xp, grad_w = method.correlate_vjp(xg, wg, gy, spec)
+    scheme = _numpy_fft if method == "fft" else _numpy_direct
+    grad_xp, grad_w = scheme.correlate_vjp(xg, wg, gy, spec)
     if not _all_finite(grad_xp, grad_w):  # see correlate
         grad_xp, grad_w = _numpy_direct.correlate_vjp(xg, wg, gy, spec, exact=True)
     grad_x = unpad_grad(grad_xp.reshape(spec.x_shape[:2] + spec.padded_shape), spec)
@@ -170,11 +179,20 @@ class NumpyBackend(Backend):
 
     # NaN and inf propagate as the spec says, silently, as on the other backends: NumPy's
     # floating-point warnings would only report the fast schemes' discarded intermediates.
+    def choose_method(self, spec: CorrSpec) -> Method:
+        return choose_method(spec, "numpy")
+
     def correlate(
-        self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: CorrSpec
+        self,
+        x: np.ndarray,
+        w: np.ndarray,
+        bias: np.ndarray | None,
+        spec: CorrSpec,
+        *,
+        method: Method = "direct",
     ) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
-            return correlate(x, w, bias, spec)
+            return correlate(x, w, bias, spec, method)
 
     def correlate_vjp(
         self,
@@ -183,6 +201,8 @@ class NumpyBackend(Backend):
         bias: np.ndarray | None,
         grad_y: np.ndarray,
         spec: CorrSpec,
+        *,
+        method: Method = "direct",
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         with np.errstate(over="ignore", invalid="ignore"):
-            return correlate_vjp(x, w, bias, grad_y, spec)
+            return correlate_vjp(x, w, bias, grad_y, spec, method)

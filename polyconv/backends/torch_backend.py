@@ -6,7 +6,7 @@ casts, convolution, bias), so ``loss.backward()`` on a result reaches the user's
 
 Padding: zeros goes to the convolution's ``padding=`` when it is the same on both sides of
 every axis, else through ``F.pad``; the other modes gather with the index maps of
-:func:`polyconv._padding.pad_indices` (``index_select`` per axis), which handles any width,
+:func:`polyconv.backends.pad_indices` (``index_select`` per axis), which handles any width,
 every mode including ``symmetric``, and is differentiable on any device.
 
 float16 and bfloat16 on CPU compute in float32 and round once: PyTorch's CPU half convolution
@@ -14,7 +14,7 @@ is about a hundred times slower than float32 and no more accurate, and its bfloa
 not accumulate in float32.
 
 ``method="fft"``: one whole-image ``torch.fft.rfftn`` per input channel and per kernel, at the
-next fast length covering the outputs' window (:mod:`polyconv.backends._fft_whole`); the input is
+next fast length covering the outputs' window (:mod:`polyconv._plan.whole`); the input is
 cast, padded and zero-extended in one buffer (every large temporary costs its page faults), the
 kernel is dilated with zeros and transformed without transforming its zero extension, channels
 are contracted per group on the spectra, and the stride-1 result is cropped and strided. It computes
@@ -49,17 +49,17 @@ import functools
 import math
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from .._byte_cache import ByteBoundedCache
-from .._dtypes import numpy_dtype
-from .._padding import INDEX_CACHE_BYTES, pad_indices
-from .._spec import CorrSpec
-from ._fft_whole import kernel_taps, output_window, whole_image_fft
-from ._interface import Backend
+from .._plan.whole import kernel_taps, output_window, whole_image_fft
+from .._spec._byte_cache import ByteBoundedCache
+from .._spec.dtypes import numpy_dtype
+from .._spec.padding import INDEX_CACHE_BYTES, pad_indices
+from .._spec.spec import CorrSpec
+from ._cost import choose_method
+from ._interface import Backend, Method
 from ._precision import PrecisionSetting
 
 # torch.Tensor, spelled Any: type-checking against torch's own annotations would make mypy
@@ -205,8 +205,8 @@ def _pad(x: Tensor, spec: CorrSpec) -> tuple[Tensor, tuple[int, ...] | int]:
     return x, 0
 
 
-def _correlate(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
-    if spec.method == "fft":
+def _correlate(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec, method: Method) -> Tensor:
+    if method == "fft":
         return _correlate_fft(x, w, bias, spec)
     return _correlate_direct(x, w, bias, spec)
 
@@ -223,14 +223,16 @@ def _conv_options(spec: CorrSpec, padding: tuple[int, ...] | int) -> tuple[Any, 
     return tuple(options)
 
 
-def _bare_native(spec: CorrSpec, like: Tensor) -> Callable[[Tensor, Tensor, Any], Tensor] | None:
+@functools.lru_cache(maxsize=512)
+def _bare_native(
+    spec: CorrSpec, method: Method, dtype: Any, device: str
+) -> Callable[[Tensor, Tensor, Any], Tensor] | None:
     """The direct method as one native call, where nothing else is needed around it: padding
     that the convolution takes itself, no float16 on the CPU (see the module docstring), and
     not where TF32 exists (CUDA), as the precision setting is read per call."""
-    device = like.device.type
-    if spec.method != "direct" or _has_tf32(device):
+    if method != "direct" or _has_tf32(device):
         return None
-    if device == "cpu" and like.dtype in (_torch().float16, _torch().bfloat16):
+    if device == "cpu" and dtype in (_torch().float16, _torch().bfloat16):
         return None
     padding = _native_padding(spec)
     if padding is None:
@@ -317,7 +319,7 @@ def _fft_unchecked(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) ->
     kernel_spectra = _conjugate_spectra(kernel, plan.lengths, plan.axes)
     products = _contract_channels(spectra, kernel_spectra)
     # irfftn one axis at a time, each cut to the outputs kept once transformed, so the next
-    # axes transform fewer lines (2048x2048 with 11x11: 36 ms against 54 ms, measured here).
+    # axes transform fewer lines (docs/benchmarks.md, "Design measurements", torch-irfft).
     for axis, length, full in zip(plan.axes[:-1], plan.lengths[:-1], plan.full[:-1], strict=True):
         products = torch.fft.ifft(products, n=length, dim=axis).narrow(axis, 0, full)
     circular = torch.fft.irfft(products, n=plan.lengths[-1], dim=plan.axes[-1])
@@ -397,13 +399,14 @@ def _vjp(
     bias: Tensor | None,
     grad_y: Tensor,
     spec: CorrSpec,
+    method: Method,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     # The FFT's own check comes after the backward: a non-finite x, w or grad_y spreads
     # through the FFTs to every element of some gradient (see _correlate_fft).
-    forward = _fft_unchecked if spec.method == "fft" else _correlate_direct
+    forward = _fft_unchecked if method == "fft" else _correlate_direct
     grads = _forward_with_vjp(x, w, bias, spec, forward)[1](grad_y)
-    if spec.method == "fft" and not _grads_finite(grads):
-        return _vjp(x, w, bias, grad_y, replace(spec, method="direct"))
+    if method == "fft" and not _grads_finite(grads):
+        return _vjp(x, w, bias, grad_y, spec, "direct")
     return grads
 
 
@@ -460,19 +463,39 @@ class TorchBackend(Backend):
     def flip(self, a: Tensor, axes: tuple[int, ...]) -> Tensor:
         return _torch().flip(a, dims=axes)
 
-    def correlate(self, x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
-        return _correlate(x, w, bias, spec)
+    def choose_method(self, spec: CorrSpec) -> Method:
+        return choose_method(spec, "torch")
 
-    def correlator(
-        self, spec: CorrSpec, like: Tensor
-    ) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
-        return _bare_native(spec, like) or super().correlator(spec, like)
+    def correlate(
+        self,
+        x: Tensor,
+        w: Tensor,
+        bias: Tensor | None,
+        spec: CorrSpec,
+        *,
+        method: Method = "direct",
+    ) -> Tensor:
+        # A small call is mostly overhead: where the native convolution needs nothing around
+        # it, it is called directly (its lookup cached per spec, dtype and device).
+        native = _bare_native(spec, method, x.dtype, x.device.type)
+        if native is not None:
+            return native(x, w, bias)
+        return _correlate(x, w, bias, spec, method)
 
     def correlate_with_vjp(
-        self, x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec, *, with_grad_x: bool = True
+        self,
+        x: Tensor,
+        w: Tensor,
+        bias: Tensor | None,
+        spec: CorrSpec,
+        *,
+        with_grad_x: bool = True,
+        method: Method = "direct",
     ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor | None, Tensor, Tensor | None]]]:
-        if spec.method == "fft":  # its non-finite check needs the VJP computed afresh
-            return super().correlate_with_vjp(x, w, bias, spec, with_grad_x=with_grad_x)
+        if method == "fft":  # its non-finite check needs the VJP computed afresh
+            return super().correlate_with_vjp(
+                x, w, bias, spec, with_grad_x=with_grad_x, method=method
+            )
         # One forward pass per training step instead of two.
         y, vjp = _forward_with_vjp(x, w, bias, spec, _correlate_direct, with_grad_x)
         return y.detach(), vjp
@@ -484,5 +507,7 @@ class TorchBackend(Backend):
         bias: Tensor | None,
         grad_y: Tensor,
         spec: CorrSpec,
+        *,
+        method: Method = "direct",
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        return _vjp(x, w, bias, grad_y, spec)
+        return _vjp(x, w, bias, grad_y, spec, method)

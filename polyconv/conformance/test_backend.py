@@ -6,6 +6,7 @@ is a usage error, never a silent pass.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import polyconv
-from polyconv._dtypes import FLOAT_DTYPES
+from polyconv import normalize
+from polyconv._spec.dtypes import FLOAT_DTYPES
 from polyconv.backends import Backend, get, registered
 from polyconv.testing import (
     Problem,
@@ -105,6 +107,20 @@ def test_framework_arrays_are_dispatched_to_the_backend() -> None:
     w = backend.convert(np.ones((3, 2, 2)), "float32", None)
     y = polyconv.correlate(x, w)  # no backend=: chosen by the arrays' type
     assert backend.owns(y), f"got {type(y).__name__}, not an array of backend {NAME!r}"
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_choose_method_answers_direct_or_fft_and_both_are_accepted(rank: int) -> None:
+    backend = get(NAME)
+    x_shape, w_shape = (1, 2, *(9,) * rank), (3, 2, *(3,) * rank)
+    spec = normalize(x_shape, w_shape)
+    assert backend.choose_method(spec) in ("direct", "fft")
+    x = backend.convert(np.linspace(-1, 1, math.prod(x_shape)).reshape(x_shape), "float32", None)
+    w = backend.convert(np.linspace(1, -1, math.prod(w_shape)).reshape(w_shape), "float32", x)
+    for method in ("direct", "fft"):
+        y = backend.correlate(x, w, None, spec, method=method)
+        grads = backend.correlate_vjp(x, w, None, y, spec, method=method)
+        assert backend.owns(y) and all(backend.owns(g) for g in grads[:2])
 
 
 def test_result_stays_on_the_input_device() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from polyconv.backends import Backend, CorrSpec, pad_indices
+from polyconv.backends import Backend, CorrSpec, Method, pad_indices
 
 __all__ = ["ArrayApiBackend"]
 
@@ -201,10 +201,21 @@ class ArrayApiBackend(Backend):
     def flip(self, a: Array, axes: tuple[int, ...]) -> Array:
         return self.xp.flip(a, axis=axes)
 
-    def correlate(self, x: Array, w: Array, bias: Array | None, spec: CorrSpec) -> Array:
+    # It has no FFT: it keeps the interface's choose_method ("direct") and computes any method
+    # directly.
+    def correlate(
+        self, x: Array, w: Array, bias: Array | None, spec: CorrSpec, *, method: Method = "direct"
+    ) -> Array:
         return correlate(self.xp, x, w, bias, spec)
 
     def correlate_vjp(
-        self, x: Array, w: Array, bias: Array | None, grad_y: Array, spec: CorrSpec
+        self,
+        x: Array,
+        w: Array,
+        bias: Array | None,
+        grad_y: Array,
+        spec: CorrSpec,
+        *,
+        method: Method = "direct",
     ) -> tuple[Array, Array, Array | None]:
         return correlate_vjp(self.xp, x, w, bias, grad_y, spec)

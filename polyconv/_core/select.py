@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
-import operator
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import backends as _registry
-from ._dtypes import result_dtype
-from ._spec import PLAIN_SCALARS, is_plain
-from .backends import Array, Backend
+from .. import backends as _registry
+from .._spec.dtypes import result_dtype
+from .._spec.spec import CorrSpec
+from ..backends import Array, Backend, Method
 
 ENV_VAR = "POLYCONV_BACKEND"
 
 _selected: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "polyconv_backend", default=None
 )
+
+
+#: The backend named by the innermost ``use_backend`` block, if any (the bound method: called
+#: on every call).
+selected = _selected.get
 
 
 @contextlib.contextmanager
@@ -114,77 +117,17 @@ def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], 
     return arrays, dtype
 
 
-def _facts_of(cls: type) -> tuple[Callable[[object], tuple[object, ...]], bool]:
-    """How an array of type ``cls`` gives its dtype, shape and placement (in one call), and
-    whether the type is NumPy's."""
-    # A JAX array derives its ``device`` from its ``sharding`` (slowly, in Python), and the
-    # sharding says as much; other frameworks' arrays have a ``device``.
-    placement = "sharding" if hasattr(cls, "sharding") else "device"
-    return operator.attrgetter("dtype", "shape", placement), issubclass(
-        cls, (np.ndarray, np.generic)
-    )
-
-
-def call_route(
-    settings: tuple[object, ...], x: object, w: object, bias: object, grad_y: object = None
-) -> tuple[object, ...] | None:
-    """What decides a call's backend apart from the arrays' dtypes, shapes and devices: the
-    registry's state, the selected backend, the call's ``settings`` (its other arguments) and the
-    arrays' types. None for settings that are not plain (a bool or float equals an int as a key,
-    but not as an argument: validation must see it). Built on every call, so written for speed
-    (the arrays one by one: a loop over them measured slower)."""
-    for setting in settings:
-        if type(setting) not in PLAIN_SCALARS and not is_plain(setting):  # inlined: speed
-            return None
-    state, selected = _registry.state(), _selected.get()
-    return (state, selected, settings, type(x), type(w), type(bias), type(grad_y))
-
-
-def call_facts(arrays: tuple[object, ...]) -> tuple[object, ...] | None:
-    """The dtype, shape and device of each array that, with the call's :func:`call_route`,
-    decide which backend runs a call and how its inputs convert; None for inputs that are not
-    arrays with a dtype, shape and device (lists, scalars, JAX tracers)."""
-    return facts_reader(tuple(map(type, arrays)))(*arrays)
-
-
-@functools.lru_cache(maxsize=512)
-def facts_reader(types: tuple[type, ...]) -> Callable[..., tuple[object, ...] | None]:
-    """:func:`call_facts` for arguments of these ``types``, as a function of the arguments:
-    a route keeps one, so that a repeated call reads its arrays' facts without finding out,
-    per array, how. Called on every call, so written for speed and with few allocations
-    (each one brings the garbage collector's next pass closer)."""
-    present = [(i, *_facts_of(cls)) for i, cls in enumerate(types) if cls is not type(None)]
-    reads = [(i, read) for i, read, _ in present]
-    # No framework's array to pick the backend: the environment variable does.
-    only_numpy = all(is_numpy for *_, is_numpy in present)
-    if not only_numpy and [i for i, _ in reads] == [0, 1]:  # x and w alone (the most called)
-        (_, read_x), (_, read_w) = reads
-
-        def read_two(x: object, w: object, *_: object) -> tuple[object, ...] | None:
-            try:
-                return read_x(x) + read_w(w)
-            except AttributeError:
-                return None
-
-        return read_two
-
-    def read_each(*arrays: object) -> tuple[object, ...] | None:
-        facts: tuple[object, ...] = ()
-        try:
-            for i, read in reads:
-                facts += read(arrays[i])
-        except AttributeError:
-            return None
-        return (*facts, os.environ.get(ENV_VAR)) if only_numpy else facts
-
-    return read_each
-
-
-def call_signature(
-    arrays: tuple[object, ...], settings: tuple[object, ...]
-) -> tuple[object, ...] | None:
-    """Everything that decides which backend runs a call on ``arrays`` with ``settings``, and
-    how its inputs convert: its route and facts; None where either is."""
-    route = call_route(settings, *arrays)
-    facts = None if route is None else call_facts(arrays)
-    return None if facts is None else (route, facts)
+def resolve_method(
+    backend: Backend, spec: CorrSpec, method: str, device: str | None = None
+) -> Method:
+    """``method`` as ``backend`` computes ``spec`` on ``device`` (None: where it puts arrays it
+    converts): ``"auto"`` is the backend's own choice, and ``"direct"`` where the backend says
+    the FFT must not be chosen for speed there (:meth:`Backend.auto_may_use_fft`: no fitted
+    cost model, or transforms below float64), so that "auto" never lowers accuracy silently.
+    Read on a call's first run: a call repeated after JAX's 64-bit mode changed keeps its
+    choice until :func:`polyconv.clear_caches`."""
+    if method == "auto":
+        if not backend.auto_may_use_fft(device):
+            return "direct"
+        return backend.choose_method(spec)
+    return "fft" if method == "fft" else "direct"

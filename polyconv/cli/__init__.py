@@ -1,7 +1,8 @@
 """The ``polyconv`` command: ``polyconv lesson``, ``polyconv verify``, ``polyconv explain``.
 
-Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
-``run(args) -> int`` (the exit status); it is imported only when its subcommand runs.
+Each subcommand's command line lives in its own module here (``verify.py``, ``explain.py``,
+``lesson.py``), which provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit
+status), and is imported only when its subcommand runs; the tools themselves take no argparse.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from collections.abc import Sequence
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
-    "lesson": ("polyconv.lesson", "run the corr2d / edge-detection / learn-the-kernel lesson"),
+    "lesson": ("polyconv.cli.lesson", "run the corr2d / edge-detection / learn-the-kernel lesson"),
     "verify": (
-        "polyconv.verify",
+        "polyconv.cli.verify",
         "check that every installed backend computes the same correlation",
     ),
-    "explain": ("polyconv.explain", "print the native call each framework needs for a spec"),
+    "explain": ("polyconv.cli.explain", "print the native call each framework needs for a spec"),
 }
 
 

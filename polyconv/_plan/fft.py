@@ -17,7 +17,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from ._spec import CorrSpec
+from .._spec.spec import CorrSpec
 
 # Prime factors the FFT libraries (pocketfft in NumPy, SciPy and PyTorch's CPU path, XLA's
 # DUCC) transform fastest. The last axis of a real transform has fewer fast radices.
@@ -107,14 +107,13 @@ PARALLEL_TRANSFORM_SAMPLES = 1 << 17
 
 # Per output sample, a transform costs about length * log2(length) / block; the term below
 # stands for the per-sample work that does not shrink with the transform (tile copies, the
-# spectral product), so that long tiles are not over-rewarded (8 against 4, interleaved: 0.85
-# to 0.89x the time with 11x11 kernels at 512x512 and 2048x2048, level with 31x31).
+# spectral product), so that long tiles are not over-rewarded (docs/benchmarks.md, "Design
+# measurements", fft-overhead).
 _PER_SAMPLE_OVERHEAD = 8.0
 
 # Axes whose whole transform is at most this long are not tiled (but for the threads): the cost
 # above leaves out what every 1-D transform costs beyond its samples, which many short tiles pay
-# many times (512x512, interleaved: whole-length tiles took 0.76 to 0.83x the time of 112x180
-# ones with 11x11; at 2048x2048 tiles of 320 stayed faster than of 540 to 704 with 31x31).
+# many times (docs/benchmarks.md, "Design measurements", fft-whole-axis).
 WHOLE_AXIS_MAX = 1024
 
 
@@ -140,9 +139,9 @@ def _axis_plan(
             best = (cost, length)
     length = whole if best is None else best[1]
     if min_blocks > 1 and -(-full // (length - extent + 1)) < min_blocks:
-        # The shortest length of radices 2, 3 and 5 only that gives ``min_blocks`` tiles (512x512
-        # with 31x31: 288 = 2^5 3^2 measured 0.93x the time of one tile, 275 = 5^2 11 0.96x),
-        # if its tiles still give more outputs than they overlap.
+        # The shortest length of radices 2, 3 and 5 only that gives ``min_blocks`` tiles
+        # (docs/benchmarks.md, "Design measurements", fft-thread-tiles), if its tiles still give
+        # more outputs than they overlap.
         target = next_fast_length(-(-full // min_blocks) + extent - 1, real=True)
         if target - extent + 1 >= extent:
             length = target
@@ -159,9 +158,7 @@ def fft_plan(
     ``max_length`` caps the tile length, for backends that prefer many small transforms.
     ``threads``: a single image (batch of one) is cut into at least this many tiles along its
     first axis, so that each thread transforms its own tiles instead of sharing the passes of
-    one transform (NumPy on two threads: a column pass split between them ran only 1.3x faster
-    than on one; 512x512 with 31x31 as two tiles of 288 rows took 0.93 to 0.96x the time of
-    one 512x512 transform, interleaved).
+    one transform (docs/benchmarks.md, "Design measurements", fft-thread-tiles).
     """
     axes = list(zip(spec.extents, spec.unstrided_out, strict=True))  # (extent, full)
     samples = fft_samples(spec)

@@ -4,7 +4,7 @@ Per spatial axis, the stride-1 ("full resolution") valid correlation of the padd
 ``full = (out - 1) * stride + 1`` useful outputs, which read the first ``need = full + extent - 1``
 padded samples (``extent = (kernel - 1) * dilation + 1``). A circular correlation of any length
 ``length >= need`` has no wrap-around on those outputs, so one transform per axis of the next
-fast length (:func:`polyconv._fft_plan.next_fast_length`) computes them all; the backends keep
+fast length (:func:`polyconv._plan.fft.next_fast_length`) computes them all; the backends keep
 every ``stride``-th. Pure Python on static shapes: no framework is imported here.
 """
 
@@ -14,8 +14,8 @@ import functools
 from dataclasses import dataclass
 from types import EllipsisType
 
-from .._fft_plan import check_fft_length, fft_samples, next_fast_length
-from .._spec import CorrSpec
+from .._spec.spec import CorrSpec
+from .fft import check_fft_length, fft_samples, next_fast_length
 
 # An index expression: ``...`` (the leading axes), then one slice per spatial axis.
 Index = tuple[EllipsisType | slice, ...]

@@ -9,7 +9,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._spec import PADDING_MODES, PADDING_STRINGS
+from .._spec.options import PADDING_MODES, PADDING_STRINGS
 
 PADDING_HELP = (
     "'valid', 'same', 'full', one int for every axis (1), one per axis (1,2) "

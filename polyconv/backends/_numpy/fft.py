@@ -1,6 +1,6 @@
 """The NumPy backend's FFT method: overlap-save correlation with ``numpy.fft``, and its VJP.
 
-The plan (:func:`polyconv._fft_plan.fft_plan`) cuts the padded input into tiles of FFT length
+The plan (:func:`polyconv._plan.fft.fft_plan`) cuts the padded input into tiles of FFT length
 ``length`` that overlap by ``extent - 1``; each tile gives ``block`` stride-1 outputs of the
 circular correlation ``irfft(rfft(tile) * conj(rfft(kernel)))`` without wrap-around. The
 kernel's transform is summed tap by tap (taps ``dilation`` apart); stride keeps every
@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._byte_cache import ByteBoundedCache
-from .._fft_plan import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
-from .._spec import CorrSpec
-from ._numpy_parallel import SINGLE_THREAD_PRODUCT, ordered_map, scratch, split, thread_count
+from ..._plan.fft import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
+from ..._spec._byte_cache import ByteBoundedCache
+from ..._spec.spec import CorrSpec
+from .parallel import SINGLE_THREAD_PRODUCT, ordered_map, scratch, split, thread_count
 
 # Spectra held at once by one piece of work (bytes): bounds the memory, and keeps a piece
 # large enough that the per-call overhead of numpy.fft does not dominate.
@@ -59,7 +59,7 @@ def _rfftn(
     axis in place, each axis cut into pieces for the threads when large and ``parallel``.
 
     One buffer, because a fresh large array costs its page faults on every call (``np.fft.rfftn``
-    allocates one per axis: measured here 8 ms against 2 ms for a 512x512 transform). float64,
+    allocates one per axis: docs/benchmarks.md, "Design measurements", fft-buffer). float64,
     because NumPy's float64 transforms are faster than its float32 ones, and exact enough that
     the FFT's rounding error is negligible next to the float32 result's. With ``buffer``, the
     result is the thread's scratch array of that name (:func:`scratch`)."""
@@ -222,12 +222,11 @@ class _Layout:
         Computed as sums over the taps, one matrix product per axis with that axis's DFT
         matrix (:func:`_dft_matrix`), rather than as transforms of the kernel zero-extended to
         the tile: a tile is much longer than a kernel, so the transforms would mostly move
-        zeros (measured here, interleaved: 0.36 against 1.13 ms for a 32x16 3x3 kernel at
-        10x10, 4.1 against 12.2 ms for 64x64 3x3 at 16x16; level for one 31x31 kernel). Where
-        a matrix would exceed ``DFT_MATRIX_MAX_BYTES`` (long kernels on long tiles: taps x bins
-        complex numbers), or a product be large enough for OpenBLAS to thread it (its threads
-        would then spin on the cores the transforms need: 2048x2048 with 31x31 took 1.47 to
-        1.68x the time; and polyconv never changes OpenBLAS's process-wide thread count), the
+        zeros (docs/benchmarks.md, "Design measurements", fft-kernel-spectrum). Where a matrix
+        would exceed ``DFT_MATRIX_MAX_BYTES`` (long kernels on long tiles: taps x bins complex
+        numbers), or a product be large enough for OpenBLAS to thread it (its threads would then
+        spin on the cores the transforms need: docs/benchmarks.md, "Design measurements",
+        fft-blas-threads; and polyconv never changes OpenBLAS's process-wide thread count), the
         transform of the dilated, zero-extended kernel instead, whose memory is that of the
         spectrum."""
         if not self._dft_matrices_fit(wg.shape[3:]):

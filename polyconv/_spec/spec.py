@@ -8,30 +8,17 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-PaddingMode = Literal["zeros", "reflect", "replicate", "circular", "symmetric"]
-PaddingArg = str | int | Sequence[int] | Sequence[Sequence[int]]
-IntOrTuple = int | Sequence[int]
-
-PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular", "symmetric")
-PADDING_STRINGS: tuple[str, ...] = ("valid", "same", "full")
-METHODS: tuple[str, ...] = ("auto", "direct", "fft")
-
-# Names other libraries use for our padding modes: an error suggests ours instead of guessing.
-_MODE_ALIASES = {
-    "constant": "zeros",
-    "fill": "zeros",
-    "zero": "zeros",
-    "edge": "replicate",
-    "nearest": "replicate",
-    "wrap": "circular",
-    "symm": "symmetric",
-    "mirror": "reflect",
-}
+from .options import (
+    IntOrTuple,
+    PaddingArg,
+    as_int,
+    check_method,
+    check_options,
+)
 
 
 @dataclass(frozen=True)
@@ -52,9 +39,6 @@ class CorrSpec:
     padding_mode: str
     batched: bool
     has_bias: bool
-    #: How backends compute it: ``"direct"`` (the defining sum) or ``"fft"`` (by FFT); never
-    #: ``"auto"``, which :func:`normalize` resolves with the cost model of :mod:`polyconv._methods`.
-    method: str = "direct"
 
     @property
     def rank(self) -> int:
@@ -93,15 +77,29 @@ class CorrSpec:
         """The output shape as the user sees it (unbatched input gives unbatched output)."""
         return self.out_shape if self.batched else self.out_shape[1:]
 
+    def transposed(self) -> CorrSpec:
+        """The transposed problem, whose correlation gives the gradient of the *padded* input.
 
-def _as_int(value: object, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
-    try:
-        as_int = operator.index(value)  # type: ignore[arg-type]  # TypeError below
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-    return int(as_int)
+        Its input is the output's gradient spread to stride 1 (``stride - 1`` zeros between
+        samples): ``(N, C_out, *unstrided_out)``; its kernel is this kernel flipped along the
+        spatial axes with its channel axes swapped per group: ``(C_in, C_out // groups, *k)``;
+        zero padding ``extent - 1`` before and up to the padded length after, stride 1, the
+        same dilation and groups. Its output is ``(N, C_in, *padded_shape)``:
+        ``grad_xp[p] = sum_k grad_y_spread[p - k * d] * w[k]``.
+        """
+        n, c_in = self.x_shape[:2]
+        c_out = self.w_shape[0]
+        padding = tuple(
+            (e - 1, p - u)
+            for e, p, u in zip(self.extents, self.padded_shape, self.unstrided_out, strict=True)
+        )
+        return normalize(
+            (n, c_out, *self.unstrided_out),
+            (c_in, c_out // self.groups, *self.kernel_shape),
+            padding=padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
 
 
 def _shape(value: object, name: str) -> tuple[int, ...]:
@@ -109,57 +107,12 @@ def _shape(value: object, name: str) -> tuple[int, ...]:
     if not isinstance(value, Sequence) or isinstance(value, str):
         raise TypeError(f"{name}'s shape must be a tuple of ints, got {value!r}")
     try:
-        shape = tuple(_as_int(n, name) for n in value)
+        shape = tuple(as_int(n, name) for n in value)
     except TypeError:
         raise TypeError(f"{name}'s shape must be a tuple of ints, got {value!r}") from None
     if any(n < 0 for n in shape):
         raise ValueError(f"{name}'s shape must not contain negative sizes, got {shape}")
     return shape
-
-
-def _per_axis(value: object, rank: int, name: str) -> tuple[int, ...]:
-    """An int or a tuple of ``rank`` positive ints, as a tuple."""
-    items = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
-    if items is None:
-        items = (_as_int(value, name),) * rank
-    elif len(items) != rank:
-        raise ValueError(
-            f"{name} must be an int or a tuple of {rank} ints (one per spatial axis), "
-            f"got {len(items)} values {value!r}"
-        )
-    result = tuple(_as_int(v, name) for v in items)
-    if any(v <= 0 for v in result):
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return result
-
-
-def _explicit_padding(padding: object, rank: int) -> tuple[tuple[int, int], ...]:
-    """Reduce an int, a tuple of ints or a tuple of (lo, hi) pairs to (lo, hi) pairs."""
-    expected = (
-        f"'valid', 'same', 'full', an int, a tuple of {rank} ints "
-        f"or a tuple of {rank} (lo, hi) pairs"
-    )
-    if isinstance(padding, Sequence) and not isinstance(padding, str):
-        if len(padding) != rank:
-            raise ValueError(f"padding must be {expected}; got {len(padding)} values {padding!r}")
-        pairs = []
-        for item in padding:
-            if isinstance(item, Sequence) and not isinstance(item, str):
-                if len(item) != 2:
-                    raise ValueError(f"padding pairs must be (lo, hi); got {item!r} in {padding!r}")
-                pairs.append((_as_int(item[0], "padding"), _as_int(item[1], "padding")))
-            else:
-                p = _as_int(item, "padding")
-                pairs.append((p, p))
-    else:
-        try:
-            p = _as_int(padding, "padding")
-        except TypeError:
-            raise TypeError(f"padding must be {expected}; got {padding!r}") from None
-        pairs = [(p, p)] * rank
-    if any(lo < 0 or hi < 0 for lo, hi in pairs):
-        raise ValueError(f"padding must be non-negative, got {padding!r}")
-    return tuple(pairs)
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -183,22 +136,8 @@ def _resolve_padding(
             return tuple(((k - 1) * d,) * 2 for k, d in zip(kernel, dilation, strict=True))
         if padding == "same":
             return tuple(map(same_padding, spatial, kernel, stride, dilation))
-        hint = f" (did you mean {padding.lower()!r}?)" if padding.lower() in PADDING_STRINGS else ""
-        raise ValueError(
-            f"padding must be one of {PADDING_STRINGS}, an int or a tuple; got {padding!r}{hint}"
-        )
-    return _explicit_padding(padding, len(spatial))
-
-
-def _check_padding_mode(padding_mode: object) -> str:
-    if padding_mode in PADDING_MODES:
-        return str(padding_mode)
-    hint = ""
-    if isinstance(padding_mode, str) and padding_mode.lower() in _MODE_ALIASES:
-        hint = f" (polyconv calls {padding_mode!r} {_MODE_ALIASES[padding_mode.lower()]!r})"
-    elif isinstance(padding_mode, str) and padding_mode.lower() in PADDING_MODES:
-        hint = f" (did you mean {padding_mode.lower()!r}?)"
-    raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}{hint}")
+        raise AssertionError(f"unchecked padding {padding!r}")  # check_options refused it
+    return padding  # type: ignore[return-value]  # (lo, hi) pairs from check_options
 
 
 def _freeze(value: object) -> object:
@@ -231,15 +170,15 @@ def normalize(
     groups: int = 1,
     padding_mode: str = "zeros",
     method: str = "direct",
-    backend: str | None = None,
 ) -> CorrSpec:
     """Validate a problem and reduce it to a :class:`CorrSpec`; cached, so repeat calls are cheap.
 
-    ``method`` is ``"direct"``, ``"fft"`` or ``"auto"``; ``"auto"`` is resolved here by the cost
-    model of the backend named ``backend`` (``None``: the NumPy backend's).
+    ``method`` (``"auto"``, ``"direct"`` or ``"fft"``) is checked here with the other arguments,
+    but the spec is geometry only: how a backend computes it is chosen by that backend
+    (:meth:`polyconv.backends.Backend.choose_method`).
     """
     frozen = map(_freeze, (x_shape, w_shape, bias_shape, stride, padding, dilation))
-    args: tuple[Any, ...] = (*frozen, groups, padding_mode, method, backend)
+    args: tuple[Any, ...] = (*frozen, groups, padding_mode, method)
     # Only plain arguments key the cache: True == 1 and 1.0 == 1 as keys, not as arguments.
     return (_normalize_cached if all(map(is_plain, args)) else _normalize)(*args)
 
@@ -254,10 +193,8 @@ def _normalize(
     groups: object,
     padding_mode: object,
     method: object = "direct",
-    backend: str | None = None,
 ) -> CorrSpec:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_method(method)
     x_shape, w_shape = _shape(x_shape, "x"), _shape(w_shape, "w")
     rank = len(w_shape) - 2
     if not 1 <= rank <= 3:
@@ -278,9 +215,8 @@ def _normalize(
     if 0 in w_shape:
         raise ValueError(f"w must not be empty, got shape {w_shape}")
 
-    groups = _as_int(groups, "groups")
-    if groups <= 0:
-        raise ValueError(f"groups must be a positive int, got {groups}")
+    options = check_options(rank, stride, padding, dilation, groups, padding_mode)
+    groups = options.groups
     c_in, c_out = x_shape[1], w_shape[0]
     if c_in % groups or c_out % groups:
         raise ValueError(
@@ -295,11 +231,9 @@ def _normalize(
     if bias_shape is not None and tuple(bias_shape) != (c_out,):
         raise ValueError(f"bias must have shape (C_out,) = ({c_out},), got {tuple(bias_shape)}")
 
-    stride_t = _per_axis(stride, rank, "stride")
-    dilation_t = _per_axis(dilation, rank, "dilation")
-    mode = _check_padding_mode(padding_mode)
+    stride_t, dilation_t, mode = options.stride, options.dilation, options.padding_mode
     spatial, kernel = x_shape[2:], w_shape[2:]
-    pads = _resolve_padding(padding, spatial, kernel, stride_t, dilation_t)
+    pads = _resolve_padding(options.padding, spatial, kernel, stride_t, dilation_t)
 
     out_spatial = []
     for axis, (n, k, s, d, (lo, hi)) in enumerate(
@@ -314,7 +248,7 @@ def _normalize(
             )
         out_spatial.append((padded - extent) // s + 1)
 
-    spec = CorrSpec(
+    return CorrSpec(
         x_shape=x_shape,
         w_shape=w_shape,
         out_shape=(x_shape[0], c_out, *out_spatial),
@@ -326,11 +260,11 @@ def _normalize(
         batched=batched,
         has_bias=bias_shape is not None,
     )
-    if method == "auto":
-        from ._methods import choose_method  # the cost model needs the spec's geometry
-
-        method = choose_method(spec, backend)
-    return spec if method == "direct" else replace(spec, method=str(method))
 
 
 _normalize_cached = functools.lru_cache(maxsize=4096)(_normalize)
+
+
+def clear_spec_cache() -> None:
+    """Forget every cached :func:`normalize` result."""
+    _normalize_cached.cache_clear()

@@ -17,7 +17,8 @@ would not on the caller's. A call made after interpreter shutdown has begun (fro
 ``atexit`` handler, or a thread still running after the main thread returned), when the pool
 takes no new work, computes on the calling thread.
 
-Fresh memory costs its page faults on every call (about 3.6 us per 4 KiB page here), so the
+Fresh memory costs its page faults on every call (docs/benchmarks.md, "Design measurements",
+page-faults), so the
 blocks of work take their temporaries from :func:`scratch`, buffers each thread keeps.
 """
 
@@ -42,9 +43,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 ENV_VAR = "POLYCONV_NUM_THREADS"
-# Multiply-adds below which a problem runs on the calling thread. Measured here on
-# single-channel images: 128x128 with 5x5 took 2.4 ms split over two threads and 0.8 ms on
-# one; 512x512 with 3x3 (2.4M multiply-adds) still gains from the split.
+# Multiply-adds below which a problem runs on the calling thread (docs/benchmarks.md, "Design
+# measurements", parallel-min-work).
 PARALLEL_MIN_WORK = 1 << 21
 
 
@@ -144,7 +144,7 @@ def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.nda
     """An uninitialised array for temporary work on the calling thread, in a buffer the thread
     keeps for the next request under the same ``name`` (grown when too small; requests above
     ``SCRATCH_MAX_BYTES`` are not kept). Fresh memory costs its page faults on every call,
-    about 3.6 us per 4 KiB page measured here (1.5 ms of a 2 ms 512x512 correlation), while
+    (docs/benchmarks.md, "Design measurements", page-faults), while
     a kept buffer is faulted in once. The caller must be done with the array before it asks
     for ``name`` again on the same thread, and must never return it."""
     dtype = np.dtype(dtype)

@@ -14,11 +14,11 @@ implemented, so the model sees what makes each one fast or slow:
   im2col (one copy of every window, then a matrix product of the defining multiply-adds).
 - Direct, PyTorch and JAX: the native convolution, whose speed depends on how much the channels
   feed the matrix units: a problem with one input and one output channel runs far below the
-  peak rate (we measured 1-5 GMAC/s single-channel against ~50 GMAC/s for a CNN layer).
+  peak rate (docs/benchmarks.md, "Design measurements", native-rates).
   Modelled as a rate rising with the contraction length ``C_in/G * prod(kernel)`` and with the
   output channels per group, plus a memory term per input and output element.
-- FFT: NumPy's overlap-save plan of :mod:`polyconv._fft_plan`, or for PyTorch and JAX one
-  whole-image transform (:mod:`polyconv.backends._fft_whole`): forward transforms of
+- FFT: NumPy's overlap-save plan of :mod:`polyconv._plan.fft`, or for PyTorch and JAX one
+  whole-image transform (:mod:`polyconv._plan.whole`): forward transforms of
   the input tiles (``N * C_in``), inverse transforms of the output tiles (``N * C_out``), each
   ``~ length * log2(length)``, one complex product per (input, output) channel pair and
   frequency, and a per-sample term for tile copies; stride does not shrink any of it (the FFT
@@ -36,56 +36,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._fft_plan import fft_fits, fft_plan
-from ._spec import CorrSpec
-from .backends import Backend
-from .backends._fft_whole import whole_image_fft
-from .backends._numpy_parallel import thread_count
-
-# The NumPy direct method's scheme, defined here so that its cost and its code agree. A tile's
-# product has ``t * Og`` columns: from 8, and up to 16 for wider kernels, whose longer windows
-# (``L = t + kernel - 1``) waste fewer multiply-adds per output as ``t`` grows (measured here on
-# 512x512 images, interleaved: 3x3 fastest at t = 8-10, 5x5 at 12, 11x11 at 16, 1.3x faster than
-# at 8).
-NUMPY_TILE_COLUMNS = 8
-NUMPY_TILE_MAX_COLUMNS = 16
-NUMPY_TILES_MAX_OUTPUTS_PER_GROUP = 4
-NUMPY_TAPS_MAX = 9
-
-
-def numpy_uses_tiles(spec: CorrSpec) -> bool:
-    """Whether the NumPy direct method runs as Toeplitz tiles (one input channel per group and
-    few outputs per group) rather than im2col."""
-    return (
-        spec.w_shape[1] == 1 and spec.w_shape[0] // spec.groups <= NUMPY_TILES_MAX_OUTPUTS_PER_GROUP
-    )
-
-
-def numpy_uses_taps(spec: CorrSpec) -> bool:
-    """Whether the NumPy direct method runs tap by tap: one input and one output channel and a
-    kernel of at most ``NUMPY_TAPS_MAX`` taps, where two elementwise passes per tap beat the
-    tiles' copies and small products (measured here against the tiles, interleaved: 512x512
-    with 3x3 0.77 to 0.93x the time, 2048x2048 0.77x, 1-D and 3-D signals 0.37 to 0.71x; with
-    5x5, a prototype: 512x512 0.84x but 2048x2048 1.28x). Depthwise layers stay on the tiles:
-    there each tap's weights broadcast over the channels, and measured from 0.62x to 1.19x the
-    tiles."""
-    return spec.w_shape[:2] == (1, 1) and math.prod(spec.kernel_shape) <= NUMPY_TAPS_MAX
-
-
-def numpy_tile_width(spec: CorrSpec) -> int:
-    """Outputs per Toeplitz tile along the last axis (``t``). A width that divides the output
-    row is preferred, up to 1.5x the base width: a narrower remainder tile costs a second copy
-    and product per block (512x512 with 3x3: t = 10, which divides the 510 outputs, ran 1.2x
-    faster than t = 8)."""
-    columns = min(NUMPY_TILE_MAX_COLUMNS, max(NUMPY_TILE_COLUMNS, 2 * spec.kernel_shape[-1]))
-    t = max(2, columns // (spec.w_shape[0] // spec.groups))
-    width = spec.out_shape[-1]
-    return next((c for c in range(t, t + t // 2 + 1) if width % c == 0), t)
-
-
-def numpy_tile_length(spec: CorrSpec, t: int) -> int:
-    """Inputs that ``t`` consecutive outputs along the last axis read (``L``)."""
-    return (t - 1) * spec.stride[-1] + (spec.kernel_shape[-1] - 1) * spec.dilation[-1] + 1
+from .._plan.fft import fft_fits, fft_plan
+from .._plan.whole import whole_image_fft
+from .._spec.spec import CorrSpec
+from ._interface import Method
+from ._numpy.parallel import thread_count
+from ._numpy.taps import numpy_uses_taps
+from ._numpy.tiles import numpy_tile_length, numpy_tile_width, numpy_uses_tiles
 
 
 @dataclass(frozen=True)
@@ -209,16 +166,7 @@ def fft_cost(spec: CorrSpec, backend: str | None = None) -> float:
     return model.fft_call + work
 
 
-def method_for(method: str, backend: Backend, device: str | None) -> str:
-    """``method``, except that ``"auto"`` becomes ``"direct"`` where ``backend`` says the FFT
-    must not be chosen for speed on ``device`` (:meth:`Backend.auto_may_use_fft`: no fitted cost
-    model there, or transforms below float64), so that "auto" never lowers accuracy silently."""
-    if method == "auto" and not backend.auto_may_use_fft(device):
-        return "direct"
-    return method
-
-
-def choose_method(spec: CorrSpec, backend: str | None = None) -> str:
+def choose_method(spec: CorrSpec, backend: str | None = None) -> Method:
     """``"fft"`` when its estimated cost on ``backend`` is below the direct method's, else
     ``"direct"``. Kernels of one tap never use the FFT, nor does a problem whose transform could
     never be allocated (decided in O(axes), before any planning)."""
