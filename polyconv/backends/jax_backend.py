@@ -112,7 +112,10 @@ def _pad(x: JaxArray, spec: CorrSpec, defer_zeros: bool = True) -> tuple[JaxArra
         return jnp.pad(x, [(0, 0), (0, 0), *spec.padding]), [(0, 0)] * spec.rank
     for axis, (size, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
         if lo or hi:
-            index = pad_indices(size, lo, hi, spec.padding_mode)
+            # int32 whatever JAX's 64-bit mode: JAX keeps constants by the array's identity,
+            # so one int64 map traced with the mode off and then on lowered with mismatched
+            # types (MLIR "operand type mismatch") when the suite toggled the mode.
+            index = pad_indices(size, lo, hi, spec.padding_mode).astype(np.int32)
             x = jnp.take(x, index, axis=2 + axis, mode="clip")  # indices are in bounds
     return x, [(0, 0)] * spec.rank
 
