@@ -14,7 +14,6 @@ import numpy as np
 from . import reference
 from ._bounds import (
     error_bound,
-    fft_error,
     transpose_error_bound,
     transpose_vjp_error_bounds,
     vjp_error_bounds,
@@ -144,22 +143,22 @@ class ProblemKind:
         g: np.ndarray,
         dtype: str,
         kwargs: Mapping[str, Any],
-    ) -> tuple[Bounds, Bounds]:
-        """The bounds of the direct method and of the FFT method."""
+        method: str = "direct",
+        fft_dtype: str = "float64",
+    ) -> Bounds:
+        """The bounds of the result and the gradients computed by ``method`` (the FFT's
+        transforms in ``fft_dtype``)."""
         if self.transpose:
-            direct: Bounds = (
-                transpose_error_bound(x, w, b, dtype, kwargs),
-                *transpose_vjp_error_bounds(x, w, b, g, dtype, kwargs),
+            return (
+                transpose_error_bound(x, w, b, dtype, kwargs, method=method, fft_dtype=fft_dtype),
+                *transpose_vjp_error_bounds(
+                    x, w, b, g, dtype, kwargs, method=method, fft_dtype=fft_dtype
+                ),
             )
-            forward = {k: v for k, v in kwargs.items() if k != "output_padding"}
-            term = fft_error(g, w, x, forward)
-        else:
-            direct = (
-                error_bound(x, w, b, dtype, kwargs),
-                *vjp_error_bounds(x, w, b, g, dtype, kwargs),
-            )
-            term = fft_error(x, w, g, kwargs)
-        return direct, tuple(None if a is None else a + term for a in direct)
+        return (
+            error_bound(x, w, b, dtype, kwargs, method=method, fft_dtype=fft_dtype),
+            *vjp_error_bounds(x, w, b, g, dtype, kwargs, method=method, fft_dtype=fft_dtype),
+        )
 
 
 CORRELATE = ProblemKind()

@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ._spec.spec import CorrSpec
+from .backends import get
 
 if TYPE_CHECKING:
     from .verify import VerifyReport
@@ -57,8 +58,10 @@ def render(report: VerifyReport) -> str:
         f"{what}: {kind.input_name} {report.input_shape}, w {kernel}{bias} in {report.dtype}; "
         f"{keywords} -> {names[0]} {report.output_shape}",
         f"reference: float64 (polyconv.reference); bound per element: c * eps({report.dtype}) * "
-        f"K * sum(|terms|), c = {report.c:g}, K = {terms}; the FFT method adds a global term "
-        "(polyconv.testing.fft_error)",
+        f"K * sum(|terms|), c = {report.c:g}, K = {terms}, + c * K * eta for underflow; the "
+        "FFT method adds a global term (polyconv.testing.fft_error) in the precision its "
+        "transforms ran in",
+        *(f"{r.backend} precision: {get(r.backend).precision_summary()}" for r in report.results),
         "",
     ]
     header = (

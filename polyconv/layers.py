@@ -30,7 +30,7 @@ import numpy as np
 from ._core.api import _lift, correlate
 from ._core.select import as_input, select_backend
 from ._files import write_atomically
-from ._spec.dtypes import FLOAT_DTYPES, result_dtype
+from ._spec.dtypes import DTYPES, result_dtype
 from ._spec.layouts import (
     CHANNELS_FIRST,
     CHANNELS_LAST,
@@ -134,8 +134,8 @@ class _ConvND:
             )
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be True or False, got {bias!r}")
-        if dtype not in FLOAT_DTYPES:
-            raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         check_method(method)
         self.dtype = dtype
         self.data_format = check_format(data_format, "data_format")

@@ -70,6 +70,26 @@ def _padding_matrices(spec: CorrSpec) -> list[np.ndarray]:
     ]
 
 
+def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
+    """A batched ``x`` padded per ``spec`` (``P(x)`` of the definition), in float64: ``np.pad``
+    itself, as the padding matrices are (without their memory, quadratic in the size)."""
+    widths = [(0, 0), (0, 0), *spec.padding]
+    mode = NUMPY_PAD_MODE[spec.padding_mode]
+    return np.pad(np.asarray(x, dtype=np.float64), widths, mode=mode)  # type: ignore[call-overload]
+
+
+def fold_count(spec: CorrSpec) -> int:
+    """The most padded positions that copy one input element (1 for zeros padding): how many
+    gradient terms the transpose of the padding adds into one element of ``grad_x``."""
+    if spec.padding_mode == "zeros":
+        return 1
+    copies = 1
+    for n, (lo, hi) in zip(spec.x_shape[2:], spec.padding, strict=True):
+        index = np.pad(np.arange(n), (lo, hi), mode=NUMPY_PAD_MODE[spec.padding_mode])  # type: ignore[call-overload]
+        copies *= int(np.bincount(index, minlength=n).max())
+    return copies
+
+
 def correlate(
     x: object,
     w: object,

@@ -35,6 +35,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -50,6 +51,7 @@ from ._bounds import (
     dtype_name,
     eps,
     error_bound,
+    eta,
     fft_error,
     round_to,
     to_numpy,
@@ -58,7 +60,7 @@ from ._bounds import (
     vjp_error_bounds,
 )
 from ._core.api import correlate, correlate_vjp, output_shape
-from ._spec.dtypes import FLOAT_DTYPES
+from ._spec.dtypes import DTYPES, FLOAT_DTYPES, numpy_dtype
 from ._spec.options import PADDING_MODES
 from ._spec.spec import CorrSpec, normalize
 from .backends import registered
@@ -75,6 +77,7 @@ __all__ = [
     "dtype_name",
     "eps",
     "error_bound",
+    "eta",
     "fft_error",
     "load_profile",
     "output_gradients",
@@ -94,10 +97,15 @@ PADDING_FORMS: tuple[str, ...] = ("valid", "same", "full", "int", "ints", "pairs
 """How :func:`problems` writes ``padding``: the three strings, one int for every axis, a tuple
 of one int per axis, or a tuple of ``(lo, hi)`` pairs."""
 
-VALUE_STYLES: tuple[str, ...] = ("uniform", "log-uniform", "grid")
+VALUE_STYLES: tuple[str, ...] = ("uniform", "log-uniform", "grid", "two-scales")
 """Value distributions of :func:`values`: uniform in [-1, 1]; sign times ``2**U(-6, 0)`` (a wide
 dynamic range); multiples of 1/4 in [-1, 1] (exact in every dtype, many zeros and exact
-cancellations)."""
+cancellations); log-uniform with the second half of the last axis scaled by ``2**40``
+(about 1e12; ``2**4`` in float16, whose sums would overflow), so that one image holds values
+differing by twelve orders of magnitude."""
+
+# The "two-scales" style's factor per dtype: what its range holds with room for the sums.
+_SECOND_SCALE = {"float16": 2.0**4}
 
 _SMALLEST_MAGNITUDE = 2.0**-6  # products stay >= 2**-12, normal even in float16 (2**-14)
 _DEFAULT_MAX_SIZE = {1: 12, 2: 6, 3: 4}  # per spatial axis, by rank: keeps every example fast
@@ -138,9 +146,9 @@ class Problem:
         """``(x, w, bias)`` as NumPy arrays of ``dtype`` (default: the problem's dtype)."""
         dtype = dtype or self.dtype
         return (
-            self.x.astype(dtype),
-            self.w.astype(dtype),
-            None if self.bias is None else self.bias.astype(dtype),
+            self.x.astype(numpy_dtype(dtype)),
+            self.w.astype(numpy_dtype(dtype)),
+            None if self.bias is None else self.bias.astype(numpy_dtype(dtype)),
         )
 
     def with_dtype(self, dtype: str) -> Problem:
@@ -202,9 +210,11 @@ def _make_values(shape: tuple[int, ...], dtype: str, style: str, seed: int) -> n
     else:
         if style == "uniform":
             a = rng.uniform(-1.0, 1.0, size=shape)
-        else:  # log-uniform
+        else:  # log-uniform, and two-scales
             a = rng.choice([-1.0, 1.0], size=shape) * 2.0 ** rng.uniform(-6.0, 0.0, size=shape)
         a[np.abs(a) < _SMALLEST_MAGNITUDE] = 0.0  # no tiny values: no subnormal products
+        if style == "two-scales" and shape:
+            a[..., shape[-1] // 2 :] *= _SECOND_SCALE.get(dtype, 2.0**40)
     return round_to(a, dtype)
 
 
@@ -218,7 +228,8 @@ def _draw_values(draw: st.DrawFn, shape: tuple[int, ...], dtype: str) -> np.ndar
 
 def values(shape: Sequence[int], dtype: str = "float64") -> st.SearchStrategy[np.ndarray]:
     """Float64 arrays of ``shape`` whose values are exact in ``dtype``: finite, zero or of magnitude
-    in ``[2**-6, 1]``, so products are never subnormal and no sum overflows float16.
+    in ``[2**-6, 1]`` (up to ``2**40`` times that in the "two-scales" style), so products are
+    never subnormal and no sum overflows.
 
     Values come from a drawn seed and one of :data:`VALUE_STYLES` (element-wise Hypothesis
     draws are far too slow for arrays of hundreds of elements); Hypothesis shrinks the shapes.
@@ -349,8 +360,8 @@ def problems(
     padding_modes, padding_forms = tuple(padding_modes), tuple(padding_forms)
     if not ranks or not set(ranks) <= {1, 2, 3}:
         raise ValueError(f"ranks must be a non-empty subset of (1, 2, 3), got {ranks}")
-    if not dtypes or not set(dtypes) <= set(FLOAT_DTYPES):
-        raise ValueError(f"dtypes must be a non-empty subset of {FLOAT_DTYPES}, got {dtypes}")
+    if not dtypes or not set(dtypes) <= set(DTYPES):
+        raise ValueError(f"dtypes must be a non-empty subset of {DTYPES}, got {dtypes}")
     if not padding_modes or not set(padding_modes) <= set(PADDING_MODES):
         raise ValueError(f"padding_modes must be a non-empty subset of {PADDING_MODES}")
     if not padding_forms or not set(padding_forms) <= set(PADDING_FORMS):
@@ -450,13 +461,15 @@ def assert_close(
     check_dtype: bool = True,
     what: str = "y",
     method: str = "direct",
+    fft_dtype: str = "float64",
 ) -> None:
     """Assert a forward result equals ``expected`` (normally the float64 reference on the inputs
-    rounded to ``dtype``) within :func:`error_bound` of the ``method`` that computed it; with
-    ``check_dtype``, also that ``actual`` has dtype ``dtype``."""
+    rounded to ``dtype``) within :func:`error_bound` of the ``method`` that computed it (and the
+    ``fft_dtype`` its transforms ran in); with ``check_dtype``, also that ``actual`` has dtype
+    ``dtype``."""
     if check_dtype and dtype_name(actual) != dtype:
         raise AssertionError(f"{what}: dtype {dtype_name(actual)}, expected {dtype}")
-    bound = error_bound(x, w, bias, dtype, spec_kwargs, c=c, method=method)
+    bound = error_bound(x, w, bias, dtype, spec_kwargs, c=c, method=method, fft_dtype=fft_dtype)
     assert_within(actual, expected, bound, what=what)
 
 
@@ -473,10 +486,13 @@ def assert_vjp_close(
     c: float = DEFAULT_C,
     check_dtype: bool = True,
     method: str = "direct",
+    fft_dtype: str = "float64",
 ) -> None:
     """Assert ``(grad_x, grad_w, grad_bias)`` equal ``expected`` within :func:`vjp_error_bounds`;
     ``grad_bias`` must be ``None`` exactly when ``expected``'s is."""
-    bounds = vjp_error_bounds(x, w, bias, grad_y, dtype, spec_kwargs, c=c, method=method)
+    bounds = vjp_error_bounds(
+        x, w, bias, grad_y, dtype, spec_kwargs, c=c, method=method, fft_dtype=fft_dtype
+    )
     for name, got, want, bound in zip(
         ("grad_x", "grad_w", "grad_bias"), actual, expected, bounds, strict=True
     ):
@@ -511,13 +527,20 @@ def unavailable_reason(name: str) -> str | None:
     return None
 
 
-@functools.cache
 def unsupported_dtype_reason(name: str, dtype: str) -> str | None:
     """Why backend ``name`` cannot compute in ``dtype``, from a small forward and VJP probe (the
-    error it raised), or ``None`` when it can. Cached: the probe runs once per pair."""
+    error it raised), or ``None`` when it can. Cached: the probe runs once per pair and JAX
+    64-bit mode (float64 on JAX depends on it)."""
+    jax = sys.modules.get("jax")
+    return _unsupported_dtype_reason(name, dtype, jax is not None and jax.config.jax_enable_x64)
+
+
+@functools.cache
+def _unsupported_dtype_reason(name: str, dtype: str, jax_x64: bool) -> str | None:
     rng = np.random.default_rng(0)
     x, w, b = (
-        rng.uniform(-1, 1, shape).astype(dtype) for shape in ((1, 2, 5, 5), (2, 1, 3, 3), (2,))
+        rng.uniform(-1, 1, shape).astype(numpy_dtype(dtype))
+        for shape in ((1, 2, 5, 5), (2, 1, 3, 3), (2,))
     )
     kwargs: dict[str, Any] = {"padding": "same", "groups": 2}
     try:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._bounds import DEFAULT_C, assert_within, to_numpy
 from ._core.select import resolve_method
-from ._spec.dtypes import FLOAT_DTYPES, result_dtype
+from ._spec.dtypes import DTYPES, numpy_dtype, result_dtype
 from ._spec.options import IntOrTuple, PaddingArg
 from ._spec.spec import CorrSpec, normalize
 from ._spec.transpose import TransposeSpec, normalize_transpose
@@ -173,7 +173,7 @@ def _is_shape(obj: object) -> bool:
 
 def _values(rng: np.random.Generator, shape: Sequence[int], dtype: str) -> np.ndarray:
     """Uniform in [-1, 1), rounded to ``dtype`` and held in float64 (exact)."""
-    return rng.uniform(-1.0, 1.0, tuple(shape)).astype(dtype).astype(np.float64)
+    return rng.uniform(-1.0, 1.0, tuple(shape)).astype(numpy_dtype(dtype)).astype(np.float64)
 
 
 def _check(
@@ -228,7 +228,7 @@ def _run_backend(
     call, call_vjp = kind.calls(kwargs)
     try:
         x, w, b, g = (
-            None if a is None else backend.convert(a.astype(dtype), dtype, None)
+            None if a is None else backend.convert(a.astype(numpy_dtype(dtype)), dtype, None)
             for a in (
                 kind.data_in_format(inputs[0], rank),
                 kind.kernel_in_format(inputs[1]),
@@ -283,7 +283,7 @@ def _as_float64(name: str, obj: object, dtype: str) -> np.ndarray:
         ) from None
     if array.dtype == object or array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
-    return array.astype(dtype).astype(np.float64)
+    return array.astype(numpy_dtype(dtype)).astype(np.float64)
 
 
 def verify(
@@ -348,8 +348,8 @@ def verify(
             if a is not None and not isinstance(a, bool) and not (name in "xw" and _is_shape(a))
         }
         dtype = result_dtype(given) if given else "float32"
-    if dtype not in FLOAT_DTYPES:
-        raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     names = list(available() if backends is None else backends)
     if isinstance(backends, str):
         raise TypeError(
@@ -397,7 +397,8 @@ def verify(
             )
 
     expected = kind.expected(x64, w64, b64, g64, kwargs)
-    direct_bounds, fft_bounds = kind.bounds(x64, w64, b64, g64, dtype, kwargs)
+    direct_bounds = kind.bounds(x64, w64, b64, g64, dtype, kwargs)
+    fft_bounds: dict[str, tuple[np.ndarray | None, ...]] = {}
     forward = spec.forward if isinstance(spec, TransposeSpec) else spec
     forward_kwargs = {k: v for k, v in kwargs.items() if k != "output_padding"}
     results = []
@@ -407,10 +408,18 @@ def verify(
                 f"checking {name} ({index + 1} of {len(names)}), "
                 f"{time.perf_counter() - started:.1f} s so far"
             )
+        # Converted arrays go to the backend's default device.
         used = resolve_method(
             get(name), normalize(forward.x_shape, forward.w_shape, **forward_kwargs), method
         )
-        bounds = fft_bounds if used == "fft" else direct_bounds
+        bounds: tuple[np.ndarray | None, ...] = direct_bounds
+        if used == "fft":  # with the global terms, in the precision this backend transforms in
+            fft_dtype = get(name).fft_dtype(dtype)
+            if fft_dtype not in fft_bounds:
+                fft_bounds[fft_dtype] = kind.bounds(
+                    x64, w64, b64, g64, dtype, kwargs, method="fft", fft_dtype=fft_dtype
+                )
+            bounds = fft_bounds[fft_dtype]
         inputs = (x64, w64, b64, g64)
         call_kwargs = {**kwargs, "method": method}
         results.append(

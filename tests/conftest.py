@@ -3,10 +3,13 @@
 - Hypothesis profile: ``$HYPOTHESIS_PROFILE`` picks ``ci`` (the default: 30 derandomized
   examples per test, no deadline) or ``long`` (1000 random examples); see
   :func:`polyconv.testing.load_profile`.
-- JAX: when JAX is installed, ``jax_enable_x64`` is switched on for the whole session, before any
-  test runs, so that the JAX backend can be compared in float64 like the others (JAX computes in
-  float32 otherwise, and polyconv refuses float64 input rather than downcast it). A test that
-  needs x64 off must switch it off and back itself.
+- JAX runs at its defaults, 64-bit mode off, as users run it (JAX then computes in float32, and
+  polyconv refuses float64 input rather than downcast it; its FFT transforms in float32). Float64
+  on JAX is tested with 64-bit mode on, switched on locally (``jax.enable_x64``) and only there:
+  around a test whose ``dtype`` parameter is float64 (setup included, so that the dtype probe
+  sees it), around a test marked ``jax_x64``, and around each float64 computation of the helpers
+  below (:func:`float64_enabled`). So a float32 problem on JAX runs with 64-bit mode off, and the
+  same properties hold at both settings.
 - ``backend`` runs a test once per registered backend (the built-ins and any plug-in); one whose
   module or framework is missing is skipped, with the reason. torch and JAX run a second time
   on CUDA (``torch-cuda``, ``jax-cuda``: their arrays made on the first CUDA device), skipped
@@ -16,10 +19,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import numpy as np
 import pytest
@@ -34,10 +38,50 @@ BACKEND_NAMES = sorted(registered())
 
 def pytest_configure(config: pytest.Config) -> None:
     testing.load_profile()
-    if importlib.util.find_spec("jax") is not None:
-        import jax
+    config.addinivalue_line(
+        "markers", "jax_x64: run the test with JAX's 64-bit mode on (the suite runs with it off)"
+    )
 
-        jax.config.update("jax_enable_x64", True)
+
+@contextlib.contextmanager
+def jax_x64() -> Iterator[None]:
+    """JAX's 64-bit mode on inside the block (when JAX is installed)."""
+    if importlib.util.find_spec("jax") is None:
+        yield
+        return
+    import jax
+
+    with jax.enable_x64(True):
+        yield
+
+
+@contextlib.contextmanager
+def float64_enabled(backend: Backend | str, dtype: str) -> Iterator[None]:
+    """JAX's 64-bit mode on for a float64 computation on the JAX backend; nothing otherwise."""
+    name = backend if isinstance(backend, str) else backend.name
+    with jax_x64() if name == "jax" and dtype == "float64" else contextlib.nullcontext():
+        yield
+
+
+def _wants_x64(item: pytest.Item) -> bool:
+    params = getattr(item, "callspec", None)
+    float64_param = params is not None and "float64" in (
+        params.params.get("dtype"),
+        params.params.get("backends_in_dtype"),
+    )
+    return float64_param or item.get_closest_marker("jax_x64") is not None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    with jax_x64() if _wants_x64(item) else contextlib.nullcontext():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    with jax_x64() if _wants_x64(item) else contextlib.nullcontext():
+        return (yield)
 
 
 def require_backend(name: str) -> Backend:
@@ -155,7 +199,7 @@ def plugin_entry_points(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[s
 
 # --- running a drawn problem on a backend ---------------------------------------------------
 
-FLOAT_DTYPES = ("float64", "float32", "float16")
+FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 # Two computations that are each within the bound of the exact result differ by at most twice it.
 PAIR_C = 2 * testing.DEFAULT_C
 
@@ -184,7 +228,10 @@ def jax_backend() -> Backend:
 
 def native(backend: Backend, a: np.ndarray | None, dtype: str) -> Array | None:
     """``a`` as the backend's own array of ``dtype`` (None stays None)."""
-    return None if a is None else backend.convert(a.astype(dtype), dtype, None)
+    if a is None:
+        return None
+    with float64_enabled(backend, dtype):
+        return backend.convert(a.astype(dtype), dtype, None)
 
 
 def problem_arrays(problem: testing.Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -192,15 +239,17 @@ def problem_arrays(problem: testing.Problem) -> tuple[np.ndarray, np.ndarray, np
 
 
 def run_forward(backend: Backend, problem: testing.Problem, method: str = "auto") -> Array:
-    arrays = (native(backend, a, problem.dtype) for a in problem_arrays(problem))
-    return pc.correlate(*arrays, method=method, backend=backend.name, **problem.spec_kwargs)
+    arrays = [native(backend, a, problem.dtype) for a in problem_arrays(problem)]
+    with float64_enabled(backend, problem.dtype):
+        return pc.correlate(*arrays, method=method, backend=backend.name, **problem.spec_kwargs)
 
 
 def run_vjp(
     backend: Backend, problem: testing.Problem, method: str = "auto"
 ) -> tuple[Array, Array, Array | None]:
-    arrays = (native(backend, a, problem.dtype) for a in (*problem_arrays(problem), problem.grad_y))
-    return pc.correlate_vjp(*arrays, method=method, backend=backend.name, **problem.spec_kwargs)
+    arrays = [native(backend, a, problem.dtype) for a in (*problem_arrays(problem), problem.grad_y)]
+    with float64_enabled(backend, problem.dtype):
+        return pc.correlate_vjp(*arrays, method=method, backend=backend.name, **problem.spec_kwargs)
 
 
 # --- non-finite input: NaN and inf reach exactly what reads them -----------------------------
@@ -233,8 +282,9 @@ def check_nonfinite_outputs(
     no other output is."""
     x, indicator, value = with_nonfinite(problem, data)
     reads = reference.correlate(indicator, np.ones_like(problem.w), **problem.spec_kwargs) > 0
-    arrays = (native(backend, a, problem.dtype) for a in (x, problem.w, problem.bias))
-    y = pc.correlate(*arrays, method=method, backend=backend.name, **problem.spec_kwargs)
+    arrays = [native(backend, a, problem.dtype) for a in (x, problem.w, problem.bias)]
+    with float64_enabled(backend, problem.dtype):
+        y = pc.correlate(*arrays, method=method, backend=backend.name, **problem.spec_kwargs)
     y_np = testing.to_numpy(y)
     np.testing.assert_array_equal(~np.isfinite(y_np), reads)
     if math.isnan(value):
@@ -251,12 +301,13 @@ def check_nonfinite_gradients(
     _, reads, _ = reference.correlate_vjp(
         indicator, np.ones_like(problem.w), None, ones_grad_y, **problem.spec_kwargs
     )
-    arrays = (
+    arrays = [
         native(backend, a, problem.dtype) for a in (x, problem.w, problem.bias, problem.grad_y)
-    )
-    grad_x, grad_w, grad_bias = pc.correlate_vjp(
-        *arrays, method=method, backend=backend.name, **problem.spec_kwargs
-    )
+    ]
+    with float64_enabled(backend, problem.dtype):
+        grad_x, grad_w, grad_bias = pc.correlate_vjp(
+            *arrays, method=method, backend=backend.name, **problem.spec_kwargs
+        )
     assert np.isfinite(testing.to_numpy(grad_x)).all()
     np.testing.assert_array_equal(~np.isfinite(testing.to_numpy(grad_w)), reads > 0)
     if grad_bias is not None:

@@ -34,6 +34,7 @@ def test_correlate_inside_user_jit_equals_the_eager_call() -> None:
     np.testing.assert_allclose(jitted(x, w), pc.correlate(x, w, **SPEC), rtol=1e-12)
 
 
+@pytest.mark.jax_x64  # float64 data, compared to 1e-10
 def test_vmap_over_kernels_equals_one_call_per_kernel() -> None:
     x = jnp.asarray(X)
     kernels = jnp.asarray(RNG.standard_normal((3, *W.shape)))
@@ -43,6 +44,7 @@ def test_vmap_over_kernels_equals_one_call_per_kernel() -> None:
         np.testing.assert_allclose(batched[k], expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.jax_x64  # float64 data, compared to 1e-10
 def test_grad_of_user_code_equals_the_reference_vjp() -> None:
     grad_y = RNG.standard_normal(pc.output_shape(X.shape, W.shape, **SPEC))
 
@@ -84,6 +86,7 @@ def test_a_call_needs_no_transfer_between_host_and_device() -> None:
         assert all(g.devices() == x.devices() for g in grads)
 
 
+@pytest.mark.jax_x64  # float64 data, compared to 1e-10
 def test_the_result_stays_on_the_inputs_device() -> None:
     device = jax.devices()[-1]
     x = jax.device_put(jnp.asarray(X), device)
@@ -114,6 +117,7 @@ def fresh_call_caches() -> None:
     pc.clear_caches()
 
 
+@pytest.mark.jax_x64  # float64 data
 @pytest.mark.usefixtures("fresh_call_caches")
 def test_repeated_calls_on_other_shapes_and_dtypes_equal_the_reference() -> None:
     """After one call, calls with the same arguments on JAX arrays of other shapes and dtypes
@@ -176,7 +180,7 @@ def test_devices_follow_jax_rules_on_first_and_repeated_calls() -> None:
 
 
 def test_float64_with_x64_off_is_refused_with_how_to_enable_it() -> None:
-    """In a fresh process (the suite runs with x64 on): JAX would compute in float32."""
+    """In a fresh process, whatever the suite's setting: JAX would compute in float32."""
     script = textwrap.dedent(
         """
         import jax, numpy as np, polyconv as pc
@@ -195,6 +199,7 @@ def test_float64_with_x64_off_is_refused_with_how_to_enable_it() -> None:
     assert 'jax.config.update("jax_enable_x64", True)' in result.stdout
 
 
+@pytest.mark.jax_x64
 def test_float32_input_computes_in_float32_with_x64_on() -> None:
     x, w = jnp.asarray(X, jnp.float32), jnp.asarray(W, jnp.float32)
     y = pc.correlate(x, w, **SPEC)

@@ -1,14 +1,18 @@
 """The NumPy backend's threads: work is shared by the pool and the calling thread and comes
-back in order; OpenBLAS is held to one thread while the pool runs matrix products, and given
-back its own count afterwards, however many calls overlap; scratch buffers are kept per
-thread."""
+back in order; OpenBLAS's process-wide thread count is never changed (matrix products go to the
+pool only when it is one already), so results do not depend on other threads; pool threads
+compute under the caller's errstate, and after shutdown began the calling thread computes
+alone; scratch buffers are kept per thread."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+import warnings
 
 import numpy as np
 import pytest
@@ -20,7 +24,6 @@ from polyconv.backends._numpy.parallel import (
     ordered_map,
     release_scratch,
     scratch,
-    single_threaded_blas,
     thread_count,
 )
 
@@ -29,45 +32,145 @@ needs_two_threads = pytest.mark.skipif(thread_count() < 2, reason="the pool has 
 OPENBLAS = _numpy_parallel._openblas()
 
 
-@pytest.fixture
-def blas_count() -> Iterator[Callable[[], int]]:
-    """OpenBLAS on two threads for the test (its own count restored after); yields the getter."""
-    if OPENBLAS is None:
+def openblas_threads() -> int:
+    """OpenBLAS's thread count, as threadpoolctl reads it (or the backend's own getter)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        if OPENBLAS is None:
+            pytest.skip("NumPy does not use OpenBLAS here")
+        return OPENBLAS[0]()
+    counts = [i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"]
+    if not counts:
         pytest.skip("NumPy does not use OpenBLAS here")
-    get, set_ = OPENBLAS
-    before = get()
-    set_(2)
-    yield get
-    set_(before)
+    return counts[0]
 
 
-def test_blas_runs_on_one_thread_inside_and_on_its_own_count_after(blas_count) -> None:
-    with single_threaded_blas():
-        assert blas_count() == 1
-    assert blas_count() == 2
+def pooled_calls() -> None:
+    """Calls large enough for the pool on every path: im2col, tiles, taps, FFT, VJP."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 8, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    pc.correlate(x, w, padding=1, method="direct")
+    pc.correlate_vjp(x, w, None, np.ones((4, 16, 40, 40), np.float32), padding=1, stride=1)
+    image = rng.standard_normal((1, 2, 400, 401))
+    pc.correlate(image, rng.standard_normal((2, 1, 5, 5)), groups=2, method="direct")
+    pc.correlate(image[:, :1], rng.standard_normal((1, 1, 3, 3)), method="direct")
+    pc.correlate(image, rng.standard_normal((2, 1, 31, 31)), groups=2, method="fft")
 
 
-def test_overlapping_holders_restore_the_count_once_the_last_leaves(blas_count) -> None:
-    get = blas_count
-    entered, leave = threading.Barrier(2), threading.Event()
-    seen: list[int] = []
+def test_openblas_thread_count_is_never_changed_by_a_call() -> None:
+    before = openblas_threads()
+    seen: set[int] = set()
+    done = threading.Event()
 
-    def hold() -> None:
-        with single_threaded_blas():
-            entered.wait()
-            leave.wait()
-        seen.append(get())
+    def watch() -> None:
+        while not done.is_set():
+            seen.add(openblas_threads())
 
-    other = threading.Thread(target=hold)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(3):
+            pooled_calls()
+    finally:
+        done.set()
+        watcher.join()
+    assert seen == {before} and openblas_threads() == before
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape"),
+    [((3, 70, 300), (300, 50)), ((2, 1, 9, 40), (4, 40, 9000)), ((5, 6), (6, 7))],
+)
+def test_single_thread_matmul_equals_matmul_in_products_of_one_thread(a_shape, b_shape) -> None:
+    rng = np.random.default_rng(12)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    calls: list[int] = []
+    real_matmul = np.matmul
+
+    def counting(x, y, out=None):  # type: ignore[no-untyped-def]
+        calls.append(x.shape[-2] * x.shape[-1] * y.shape[-1])
+        return real_matmul(x, y, out=out)
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    _numpy_parallel.np.matmul = counting  # type: ignore[attr-defined]
+    try:  # OpenBLAS on two threads, as a user may have it (on one, no cut is needed)
+        with threadpoolctl.threadpool_limits(2, user_api="blas"):
+            got = _numpy_parallel.single_thread_matmul(a, b)
+    finally:
+        _numpy_parallel.np.matmul = real_matmul  # type: ignore[attr-defined]
+    np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)
+    assert max(calls) <= _numpy_parallel.SINGLE_THREAD_PRODUCT
+
+
+def test_gradients_are_bitwise_reproducible_while_another_thread_runs_polyconv() -> None:
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((8, 16, 32, 32)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    grad_y = rng.standard_normal((8, 32, 16, 16)).astype(np.float32)
+    options = {"padding": 1, "stride": 2, "method": "direct"}
+    first = pc.correlate_vjp(x, w, None, grad_y, **options)
+    done = threading.Event()
+
+    def other_user() -> None:
+        while not done.is_set():
+            pooled_calls()
+
+    other = threading.Thread(target=other_user)
     other.start()
     try:
-        with single_threaded_blas():
-            entered.wait()
-        assert get() == 1  # the other holder is still inside
+        for _ in range(4):
+            again = pc.correlate_vjp(x, w, None, grad_y, **options)
+            for a, b in zip(first[:2], again[:2], strict=True):
+                np.testing.assert_array_equal(a, b)
     finally:
-        leave.set()
+        done.set()
         other.join()
-    assert seen == [2] and get() == 2
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nonfinite_input_warns_on_no_thread_under_warnings_as_errors(value) -> None:
+    rng = np.random.default_rng(11)
+    cases = [  # (x, w, groups): im2col, tiles, taps; each direct and by FFT
+        (rng.standard_normal((4, 8, 40, 40)), rng.standard_normal((16, 8, 3, 3)), 1),
+        (rng.standard_normal((1, 2, 400, 401)), rng.standard_normal((2, 1, 11, 11)), 2),
+        (rng.standard_normal((1, 1, 600, 601)), rng.standard_normal((1, 1, 3, 3)), 1),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # process-wide: the pool threads' warnings too
+        for x, w, groups in cases:
+            x[0, 0, 7, 9], w[0, 0, 0, 0] = value, -value
+            for method in ("direct", "fft"):
+                y = pc.correlate(x, w, groups=groups, method=method)
+                assert not np.isfinite(y).all()
+                grad_y = np.ones_like(y)
+                pc.correlate_vjp(x, w, None, grad_y, groups=groups, method=method)
+
+
+def test_calls_after_shutdown_began_compute_on_the_calling_thread() -> None:
+    """From an atexit handler (a first call there) and from a thread still running after the
+    main thread returned, under warnings as errors."""
+    script = textwrap.dedent(
+        """
+        import atexit, threading, time
+        import numpy as np
+        import polyconv as pc
+
+        def call(where):
+            x = np.ones((4, 8, 40, 40)); w = np.ones((16, 8, 3, 3))
+            y = pc.correlate(x, w, padding=1, method="direct")
+            print(where, float(y[0, 0, 1, 1]), flush=True)
+
+        atexit.register(call, "atexit")
+        threading.Thread(target=lambda: (time.sleep(0.5), call("thread"))).start()
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == ["72.0", "72.0", "atexit", "thread"], result.stdout
 
 
 def test_a_layer_split_over_the_pool_equals_the_reference() -> None:

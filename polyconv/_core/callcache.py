@@ -136,7 +136,9 @@ def _first_call(
     spec = operation.spec(shapes, tuple(options), method)
     if operation.check is not None:
         operation.check(spec, shapes)
-    run = bind(operation, chosen, spec, resolve_method(chosen, spec, method))
+    devices = (chosen.device(i.array) for i in inputs if i.owner is chosen)
+    device = next((d for d in devices if d is not None), None)
+    run = bind(operation, chosen, spec, resolve_method(chosen, spec, method, device))
     converted, _ = convert_inputs(chosen, inputs)
     native = dict.fromkeys(operation.arrays)
     native.update(zip(shapes, converted, strict=True))

@@ -121,9 +121,18 @@ def convert_inputs(backend: Backend, inputs: list[Input]) -> tuple[list[Array], 
     return arrays, dtype
 
 
-def resolve_method(backend: Backend, spec: CorrSpec | TransposeSpec, method: str) -> Method:
-    """``method`` as ``backend`` computes ``spec``: ``"auto"`` is the backend's own choice."""
+def resolve_method(
+    backend: Backend, spec: CorrSpec | TransposeSpec, method: str, device: str | None = None
+) -> Method:
+    """``method`` as ``backend`` computes ``spec`` on ``device`` (None: where it puts arrays it
+    converts): ``"auto"`` is the backend's own choice, and ``"direct"`` where the backend says
+    the FFT must not be chosen for speed there (:meth:`Backend.auto_may_use_fft`: no fitted
+    cost model, or transforms below float64), so that "auto" never lowers accuracy silently.
+    Read on a call's first run: a call repeated after JAX's 64-bit mode changed keeps its
+    choice until :func:`polyconv.clear_caches`."""
     if method == "auto":
+        if not backend.auto_may_use_fft(device):
+            return "direct"
         # A transposed problem costs what its forward's input gradient does.
         return backend.choose_method(spec.forward if isinstance(spec, TransposeSpec) else spec)
     return "fft" if method == "fft" else "direct"

@@ -12,6 +12,7 @@ fewer operations (``length * log(length)`` per ``block`` outputs) and bounds the
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from dataclasses import dataclass
@@ -23,33 +24,65 @@ from .._spec.spec import CorrSpec
 _REAL_PRIMES = (2, 3, 5)
 _COMPLEX_PRIMES = (2, 3, 5, 7, 11)
 
-
-def _is_smooth(n: int, primes: tuple[int, ...]) -> bool:
-    for p in primes:
-        while n % p == 0:
-            n //= p
-    return n == 1
+MAX_FFT_LENGTH = 1 << 40
+"""The longest transform axis polyconv plans: 2^40 samples (8 TiB of float64) is beyond what any
+machine allocates, so the fast lengths are tabulated up to it and a longer axis is refused at once
+(``method="auto"`` then computes directly) instead of being searched for."""
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.cache
+def _fast_lengths_table(real: bool) -> tuple[int, ...]:
+    """Every length up to :data:`MAX_FFT_LENGTH` whose prime factors are all fast radices,
+    ascending: a few thousand numbers (smooth numbers are sparse), built once by multiplying
+    out the prime powers."""
+    lengths = [1]
+    for p in _REAL_PRIMES if real else _COMPLEX_PRIMES:
+        multiples = []
+        for n in lengths:
+            while n <= MAX_FFT_LENGTH:
+                multiples.append(n)
+                n *= p
+        lengths = multiples
+    return tuple(sorted(lengths))
+
+
+def check_fft_length(length: int, what: str = "an FFT axis") -> None:
+    """Refuse a transform longer than :data:`MAX_FFT_LENGTH`, naming its size."""
+    if length > MAX_FFT_LENGTH:
+        raise ValueError(
+            f"the FFT method would need {what} of {length} samples, more than the "
+            f'{MAX_FFT_LENGTH} that could ever be allocated; use method="direct"'
+        )
+
+
+def fft_samples(spec: CorrSpec) -> int:
+    """Padded input samples per channel that the FFT method transforms at least (the outputs'
+    window): O(axes), without planning."""
+    return math.prod(
+        full + extent - 1 for extent, full in zip(spec.extents, spec.unstrided_out, strict=True)
+    )
+
+
+def fft_fits(spec: CorrSpec) -> bool:
+    """Whether the FFT method's transform could ever be allocated for ``spec``."""
+    return fft_samples(spec) <= MAX_FFT_LENGTH
+
+
 def next_fast_length(target: int, real: bool = False) -> int:
     """The smallest ``n >= target`` whose prime factors are all fast radices (the idea of
-    ``scipy.fft.next_fast_len``): 2, 3, 5 for the real (last) axis, also 7 and 11 otherwise."""
+    ``scipy.fft.next_fast_len``): 2, 3, 5 for the real (last) axis, also 7 and 11 otherwise.
+    A binary search of a table: O(log target). A ``ValueError`` beyond :data:`MAX_FFT_LENGTH`."""
     if target < 1:
         raise ValueError(f"target must be a positive int, got {target}")
-    primes = _REAL_PRIMES if real else _COMPLEX_PRIMES
-    n = target
-    while not _is_smooth(n, primes):
-        n += 1
-    return n
+    check_fft_length(target)
+    table = _fast_lengths_table(real)
+    return table[bisect.bisect_left(table, target)]
 
 
-@functools.lru_cache(maxsize=64)
 def _fast_lengths(limit: int, real: bool) -> tuple[int, ...]:
-    """Every fast length up to ``limit``, ascending."""
-    return tuple(
-        n for n in range(1, limit + 1) if _is_smooth(n, _REAL_PRIMES if real else _COMPLEX_PRIMES)
-    )
+    """Every fast length up to ``limit``, ascending (a slice of the table)."""
+    table = _fast_lengths_table(real)
+    return table[: bisect.bisect_right(table, limit)]
 
 
 @dataclass(frozen=True)
@@ -128,7 +161,8 @@ def fft_plan(
     one transform (docs/benchmarks.md, "Design measurements", fft-thread-tiles).
     """
     axes = list(zip(spec.extents, spec.unstrided_out, strict=True))  # (extent, full)
-    samples = math.prod(full + extent - 1 for extent, full in axes)
+    samples = fft_samples(spec)
+    check_fft_length(samples, "a transform")
     split_rows = spec.x_shape[0] == 1 and spec.rank > 1 and samples >= PARALLEL_TRANSFORM_SAMPLES
     return tuple(
         _axis_plan(

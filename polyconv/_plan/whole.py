@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import EllipsisType
 
 from .._spec.spec import CorrSpec
-from .fft import next_fast_length
+from .fft import check_fft_length, fft_samples, next_fast_length
 
 # An index expression: ``...`` (the leading axes), then one slice per spatial axis.
 Index = tuple[EllipsisType | slice, ...]
@@ -55,6 +55,7 @@ class WholeImageFFT:
 
 @functools.lru_cache(maxsize=1024)
 def whole_image_fft(spec: CorrSpec) -> WholeImageFFT:
+    check_fft_length(fft_samples(spec), "a transform")
     need = tuple(f + e - 1 for e, f in zip(spec.extents, spec.unstrided_out, strict=True))
     lengths = tuple(next_fast_length(n, real=axis == spec.rank - 1) for axis, n in enumerate(need))
     return WholeImageFFT(spec.extents, spec.unstrided_out, need, lengths)

@@ -7,10 +7,11 @@ backend scatters gradients back with it, which is exactly the transpose of the p
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
+
+from ._byte_cache import ByteBoundedCache
 
 # polyconv's mode names, as np.pad spells them.
 NUMPY_PAD_MODE = {
@@ -22,12 +23,22 @@ NUMPY_PAD_MODE = {
 }
 
 
-@functools.lru_cache(maxsize=1024)
+# Index maps kept for repeated calls: 8 MiB in all (an int64 map of a 1-D signal is 8 bytes per
+# sample, so a long signal's map is built per call rather than pinned).
+INDEX_CACHE_BYTES = 8 << 20
+_kept_indices: ByteBoundedCache[np.ndarray] = ByteBoundedCache(INDEX_CACHE_BYTES)
+
+
 def pad_indices(size: int, lo: int, hi: int, mode: str) -> np.ndarray:
     """Source index of each of the ``lo + size + hi`` padded positions; -1 marks a zero.
 
-    Any pad width works (wider than the input too), exactly as ``np.pad`` defines it.
+    Any pad width works (wider than the input too), exactly as ``np.pad`` defines it. Read-only;
+    kept for the next call while small (:data:`INDEX_CACHE_BYTES` in all).
     """
+    return _kept_indices.get((size, lo, hi, mode), lambda: _pad_indices(size, lo, hi, mode))
+
+
+def _pad_indices(size: int, lo: int, hi: int, mode: str) -> np.ndarray:
     if mode == "zeros":
         index = np.pad(np.arange(size), (lo, hi), mode="constant", constant_values=-1)
     else:

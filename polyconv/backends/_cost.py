@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .._plan.fft import fft_plan
+from .._plan.fft import fft_fits, fft_plan
 from .._plan.whole import whole_image_fft
 from .._spec.spec import CorrSpec
 from ._interface import Method
@@ -168,7 +168,8 @@ def fft_cost(spec: CorrSpec, backend: str | None = None) -> float:
 
 def choose_method(spec: CorrSpec, backend: str | None = None) -> Method:
     """``"fft"`` when its estimated cost on ``backend`` is below the direct method's, else
-    ``"direct"``. Kernels of one tap never use the FFT."""
-    if math.prod(spec.kernel_shape) == 1:
+    ``"direct"``. Kernels of one tap never use the FFT, nor does a problem whose transform could
+    never be allocated (decided in O(axes), before any planning)."""
+    if math.prod(spec.kernel_shape) == 1 or not fft_fits(spec):
         return "direct"
     return "fft" if fft_cost(spec, backend) < direct_cost(spec, backend) else "direct"

@@ -68,6 +68,25 @@ class Backend(abc.ABC):
         holds it when it has none of its own (an uncommitted JAX array)."""
         return self.device(a) or "?"
 
+    def fft_dtype(self, dtype: str) -> str:
+        """The dtype the FFT method transforms in, here and now, for a problem in ``dtype``: its
+        error bound's global term (:func:`polyconv.testing.fft_error`) is of this precision.
+        Default: float64, whatever ``dtype``."""
+        return "float64"
+
+    def auto_may_use_fft(self, device: str | None) -> bool:
+        """Whether ``method="auto"`` may choose the FFT for arrays on ``device`` (None: where
+        this backend puts arrays it converts): only where polyconv's cost model for this backend
+        was fitted, and where the FFT transforms in float64, so that choosing it for speed
+        costs no accuracy. Default: False, so a backend without a fitted model computes
+        directly."""
+        return False
+
+    def precision_summary(self) -> str:
+        """The precision this backend computes in, here and now, in words (the settings that
+        decide it): what :func:`polyconv.verify` prints in its header."""
+        return "FFT transforms in float64"
+
     @abc.abstractmethod
     def flip(self, a: Array, axes: tuple[int, ...]) -> Array:
         """Reverse ``a`` along ``axes``."""

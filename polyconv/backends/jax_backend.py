@@ -12,8 +12,8 @@ Padding: zeros goes to the convolution's ``padding=`` as ``(lo, hi)`` pairs; the
 gather with the index maps of :func:`polyconv.backends.pad_indices` (``jnp.take`` per axis, the
 indices baked into the computation as constants), which handles any width and every mode.
 
-float16 accumulates in float32 (``preferred_element_type``) and rounds once, like the other
-backends. float64 needs JAX's 64-bit mode; with it off, a float64 problem raises ``TypeError``
+float16 and bfloat16 accumulate in float32 (``preferred_element_type``) and round once, like
+the other backends. float64 needs JAX's 64-bit mode; with it off, a float64 problem raises ``TypeError``
 rather than silently computing in float32.
 
 ``method="fft"``: one whole-image ``jnp.fft.rfftn`` per input channel and per kernel, at the next
@@ -121,7 +121,10 @@ def _pad(x: JaxArray, spec: CorrSpec, defer_zeros: bool = True) -> tuple[JaxArra
         return jnp.pad(x, [(0, 0), (0, 0), *spec.padding]), [(0, 0)] * spec.rank
     for axis, (size, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
         if lo or hi:
-            index = pad_indices(size, lo, hi, spec.padding_mode)
+            # int32 whatever JAX's 64-bit mode: JAX keeps constants by the array's identity,
+            # so one int64 map traced with the mode off and then on lowered with mismatched
+            # types (MLIR "operand type mismatch") when the suite toggled the mode.
+            index = pad_indices(size, lo, hi, spec.padding_mode).astype(np.int32)
             x = jnp.take(x, index, axis=2 + axis, mode="clip")  # indices are in bounds
     return x, [(0, 0)] * spec.rank
 
@@ -139,7 +142,7 @@ def _conv(
         dimension_numbers=_DIMENSION_NUMBERS[spec.rank],
         feature_group_count=groups,
         precision=_lax_precision(precision),
-        preferred_element_type=jnp.float32 if x.dtype == jnp.float16 else None,
+        preferred_element_type=jnp.float32 if x.dtype in (jnp.float16, jnp.bfloat16) else None,
     )
 
 
@@ -633,6 +636,24 @@ class JaxBackend(Backend):
             return "?"
         devices = a.devices()  # an uncommitted array's too: where it is now
         return str(next(iter(devices))) if len(devices) == 1 else str(a.sharding)
+
+    def fft_dtype(self, dtype: str) -> str:
+        return np.dtype(_fft_dtype()).name
+
+    def auto_may_use_fft(self, device: str | None) -> bool:
+        # With 64-bit mode off the FFT transforms in float32, whose global error can exceed the
+        # direct method's bound many times over; and the cost model was fitted on CPU.
+        jax = _jax()
+        on_cpu = jax.default_backend() == "cpu" if device is None else "cpu" in device.lower()
+        return bool(jax.config.jax_enable_x64) and on_cpu
+
+    def precision_summary(self) -> str:
+        config = _jax().config
+        return (
+            f"precision {get_precision()!r}; 64-bit mode {'on' if config.jax_enable_x64 else 'off'}, "
+            f"jax_default_matmul_precision={config.jax_default_matmul_precision}; float16 and "
+            f"bfloat16 accumulate in float32; FFT transforms in {self.fft_dtype('float32')}"
+        )
 
     def synchronize(self, a: JaxArray) -> None:
         _jax().block_until_ready(a)

@@ -9,10 +9,13 @@ then folds the padding back onto the input (the transpose of the padding gather)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from .._plan.fft import MAX_FFT_LENGTH
+from .._spec.dtypes import numpy_dtype
 from .._spec.padding import pad_indices
 from .._spec.spec import CorrSpec, normalize
 from .._spec.transpose import TransposeSpec
@@ -23,11 +26,11 @@ from ._numpy import fft as _numpy_fft
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
-    # The input dtype, except float16, which accumulates in float32 and rounds once (NumPy has
-    # no fast or accurate half-precision matrix product). The FFT method transforms in float64
-    # whatever this dtype (see _numpy/fft.py), one piece at a time, so that no float64 copy of
-    # the whole input or output is made.
-    return np.dtype(np.float32) if dtype == np.float16 else dtype
+    # The input dtype, except float16 and bfloat16 (ml_dtypes), which accumulate in float32 and
+    # round once (NumPy has no fast or accurate half-precision matrix product). The FFT method
+    # transforms in float64 whatever this dtype (see _numpy/fft.py), one piece at a time, so
+    # that no float64 copy of the whole input or output is made.
+    return np.dtype(np.float32) if dtype.itemsize == 2 else dtype
 
 
 def _interior(spec: CorrSpec) -> tuple[Any, ...]:
@@ -42,6 +45,13 @@ def pad(x: np.ndarray, spec: CorrSpec) -> np.ndarray:
     """``x`` padded per ``spec`` (any mode, any width)."""
     if not any(lo or hi for lo, hi in spec.padding):
         return x
+    shape = x.shape[:2] + spec.padded_shape
+    if math.prod(shape) > MAX_FFT_LENGTH:  # NumPy would fail only after trying
+        raise ValueError(
+            f"x padded to shape {shape} ({math.prod(shape)} samples) is more than could ever be "
+            "allocated, and the NumPy backend pads x before correlating; use less padding or "
+            "dilation, or the torch backend, whose native padding is not allocated"
+        )
     if spec.padding_mode == "zeros":
         padded = np.zeros(x.shape[:2] + spec.padded_shape, dtype=x.dtype)
         padded[_interior(spec)] = x
@@ -181,13 +191,19 @@ class NumpyBackend(Backend):
         return a.dtype.name
 
     def convert(self, a: np.ndarray, dtype: str, like: np.ndarray | None) -> np.ndarray:
-        return np.asarray(a, dtype=dtype)
+        return np.asarray(a, dtype=numpy_dtype(dtype))
 
     def to_numpy(self, a: np.ndarray) -> np.ndarray:
         return np.asarray(a)
 
     def flip(self, a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
         return np.flip(a, axes)
+
+    def auto_may_use_fft(self, device: str | None) -> bool:
+        return True
+
+    def precision_summary(self) -> str:
+        return "direct: float16 and bfloat16 accumulate in float32; FFT transforms in float64"
 
     # NaN and inf propagate as the spec says, silently, as on the other backends: NumPy's
     # floating-point warnings would only report the fast schemes' discarded intermediates.

@@ -9,8 +9,9 @@ every axis, else through ``F.pad``; the other modes gather with the index maps o
 :func:`polyconv.backends.pad_indices` (``index_select`` per axis), which handles any width,
 every mode including ``symmetric``, and is differentiable on any device.
 
-float16 on CPU computes in float32 and rounds once: PyTorch's CPU half convolution is about a
-hundred times slower than float32 and no more accurate.
+float16 and bfloat16 on CPU compute in float32 and round once: PyTorch's CPU half convolution
+is about a hundred times slower than float32 and no more accurate, and its bfloat16 one need
+not accumulate in float32.
 
 ``method="fft"``: one whole-image ``torch.fft.rfftn`` per input channel and per kernel, at the
 next fast length covering the outputs' window (:mod:`polyconv._plan.whole`); the input is
@@ -57,7 +58,9 @@ from typing import Any
 import numpy as np
 
 from .._plan.whole import kernel_taps, output_window, whole_image_fft
-from .._spec.padding import pad_indices, pad_source_index
+from .._spec._byte_cache import ByteBoundedCache
+from .._spec.dtypes import numpy_dtype
+from .._spec.padding import INDEX_CACHE_BYTES, pad_indices, pad_source_index
 from .._spec.spec import CorrSpec, normalize
 from .._spec.transpose import TransposeSpec
 from ._cost import choose_method
@@ -173,9 +176,15 @@ def _hold_ieee_float32_in_backward(y: Tensor) -> None:
     node.register_hook(lambda grad_inputs, grad_outputs: _ieee_float32.exit())
 
 
-@functools.lru_cache(maxsize=512)
+# The index maps on their devices, kept while small (see polyconv._padding).
+_kept_indices: ByteBoundedCache[Tensor] = ByteBoundedCache(INDEX_CACHE_BYTES)
+
+
 def _padding_index(size: int, lo: int, hi: int, mode: str, device: Any) -> Tensor:
-    return _torch().as_tensor(np.array(pad_indices(size, lo, hi, mode)), device=device)
+    def make() -> Tensor:
+        return _torch().as_tensor(np.array(pad_indices(size, lo, hi, mode)), device=device)
+
+    return _kept_indices.get((size, lo, hi, mode, device), make)
 
 
 def _traced_padding_index(size: int, lo: int, hi: int, mode: str, device: Any) -> Tensor:
@@ -246,7 +255,7 @@ def _bare_native(
     not where TF32 exists (CUDA), as the precision setting is read per call."""
     if method != "direct" or _has_tf32(device):
         return None
-    if device == "cpu" and dtype == _torch().float16:
+    if device == "cpu" and dtype in (_torch().float16, _torch().bfloat16):
         return None
     padding = _native_padding(spec)
     if padding is None:
@@ -260,7 +269,7 @@ def _bare_native(
 def _correlate_direct(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
     torch = _torch()
     out_dtype = x.dtype
-    half_on_cpu = out_dtype == torch.float16 and x.device.type == "cpu"
+    half_on_cpu = out_dtype in (torch.float16, torch.bfloat16) and x.device.type == "cpu"
     if half_on_cpu:
         x, w = x.float(), w.float()
         bias = None if bias is None else bias.float()
@@ -606,15 +615,34 @@ class TorchBackend(Backend):
         if isinstance(a, torch.Tensor):
             return a.to(target)  # differentiable; a no-op when the dtype already matches
         # NumPy converts the dtype; torch needs a writable array with non-negative strides.
-        array = np.require(a, dtype=dtype, requirements=["C", "W"])
         device = like.device if isinstance(like, torch.Tensor) else None
+        if dtype == "bfloat16":  # torch reads no ml_dtypes array: rounded, then as float32
+            rounded = np.asarray(a).astype(numpy_dtype(dtype)).astype(np.float32)
+            return torch.as_tensor(rounded, device=device).to(target)
+        array = np.require(a, dtype=dtype, requirements=["C", "W"])
         return torch.as_tensor(array, device=device)
 
     def to_numpy(self, a: Tensor) -> np.ndarray:
+        if a.dtype == _torch().bfloat16:  # NumPy holds it as ml_dtypes' bfloat16
+            return a.detach().cpu().float().numpy().astype(numpy_dtype("bfloat16"))
         return a.detach().cpu().numpy()
 
     def device(self, a: Tensor) -> str:
         return str(a.device)
+
+    def auto_may_use_fft(self, device: str | None) -> bool:
+        # The cost model was fitted on CPU; elsewhere (CUDA) "auto" computes directly.
+        return (device or str(_torch().get_default_device())).startswith("cpu")
+
+    def precision_summary(self) -> str:
+        backends = _torch().backends
+        return (
+            f"precision {get_precision()!r}; "
+            f"torch.backends.cuda.matmul.allow_tf32={backends.cuda.matmul.allow_tf32}, "
+            f"torch.backends.cudnn.allow_tf32={backends.cudnn.allow_tf32} (TF32 is off inside "
+            'polyconv\'s CUDA calls at "highest"); CPU float16 and bfloat16 accumulate in float32; '
+            "FFT transforms in float64"
+        )
 
     def synchronize(self, a: Tensor) -> None:
         if a.device.type == "cuda":

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import plots
-from .._spec.dtypes import FLOAT_DTYPES
+from .._spec.dtypes import DTYPES
 from .._spec.options import METHODS
 from ..backends import available
 from ..verify import VerifyReport, random_search, verify
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec_args.add_spec_arguments(parser, shapes_required=False)
     parser.add_argument(
         "--dtype",
-        choices=FLOAT_DTYPES,
+        choices=DTYPES,
         default="float32",
         help="dtype computed in (default float32)",
     )

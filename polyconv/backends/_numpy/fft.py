@@ -17,7 +17,6 @@ overlapping tiles (overlap-add).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any
 
@@ -25,8 +24,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..._plan.fft import PARALLEL_TRANSFORM_SAMPLES, AxisPlan, fft_plan
+from ..._spec._byte_cache import ByteBoundedCache
 from ..._spec.spec import CorrSpec
-from .parallel import ordered_map, scratch, single_threaded_blas, split, thread_count
+from .parallel import SINGLE_THREAD_PRODUCT, ordered_map, scratch, split, thread_count
 
 # Spectra held at once by one piece of work (bytes): bounds the memory, and keeps a piece
 # large enough that the per-call overhead of numpy.fft does not dominate.
@@ -121,17 +121,30 @@ def _irfftn(
     return out.reshape(*spectra.shape[:-r], *out.shape[-r:])[..., : keep[-1]]
 
 
-@functools.lru_cache(maxsize=64)
+# The DFT-matrix form of the kernel's spectrum (see _Layout.kernel_spectrum) is used while each
+# axis's matrix stays below this many bytes; the matrices are kept, up to 16 times that in all.
+DFT_MATRIX_MAX_BYTES = 1 << 20
+_dft_matrices: ByteBoundedCache[np.ndarray] = ByteBoundedCache(16 * DFT_MATRIX_MAX_BYTES)
+
+
+def _dft_bins(length: int, real: bool) -> int:
+    return length // 2 + 1 if real else length
+
+
 def _dft_matrix(length: int, taps: int, dilation: int, real: bool, conjugate: bool) -> np.ndarray:
     """``(taps, bins)`` read-only: ``exp(-+2 pi i f a dilation / length)`` for tap ``a`` and
     frequency ``f`` (``bins = length // 2 + 1`` for the real axis, else ``length``), with the
     plus sign for ``conjugate``. Products of the kernel with these sum its taps into the
     transform of the dilated kernel zero-extended to ``length``."""
-    bins = length // 2 + 1 if real else length
-    turns = np.outer(np.arange(taps) * dilation, np.arange(bins)) % length  # exact integers
-    matrix = np.exp((2j if conjugate else -2j) * np.pi / length * turns)
-    matrix.setflags(write=False)
-    return matrix
+
+    def make() -> np.ndarray:
+        bins = _dft_bins(length, real)
+        turns = np.outer(np.arange(taps) * dilation, np.arange(bins)) % length  # exact integers
+        matrix = np.exp((2j if conjugate else -2j) * np.pi / length * turns)
+        matrix.setflags(write=False)
+        return matrix
+
+    return _dft_matrices.get((length, taps, dilation, real, conjugate), make)
 
 
 def _extended(xg: np.ndarray, plans: tuple[AxisPlan, ...], first_axis: bool = True) -> np.ndarray:
@@ -209,25 +222,52 @@ class _Layout:
         Computed as sums over the taps, one matrix product per axis with that axis's DFT
         matrix (:func:`_dft_matrix`), rather than as transforms of the kernel zero-extended to
         the tile: a tile is much longer than a kernel, so the transforms would mostly move
-        zeros (docs/benchmarks.md, "Design measurements", fft-kernel-spectrum)."""
+        zeros (docs/benchmarks.md, "Design measurements", fft-kernel-spectrum). Where a matrix
+        would exceed ``DFT_MATRIX_MAX_BYTES`` (long kernels on long tiles: taps x bins complex
+        numbers), or a product be large enough for OpenBLAS to thread it (its threads would then
+        spin on the cores the transforms need: docs/benchmarks.md, "Design measurements",
+        fft-blas-threads; and polyconv never changes OpenBLAS's process-wide thread count), the
+        transform of the dilated, zero-extended kernel instead, whose memory is that of the
+        spectrum."""
+        if not self._dft_matrices_fit(wg.shape[3:]):
+            return self._transformed_kernel(wg, conjugate)
         spec, r = self.spec, self.rank
         real_axis = _dft_matrix(self.lengths[-1], wg.shape[-1], spec.dilation[-1], True, conjugate)
         spectrum = scratch("fft.kernel", (*wg.shape[:-r], *self.freq_shape), np.complex128)
-        # Small products: OpenBLAS's own threads would only spin afterwards, on the cores the
-        # transforms need (docs/benchmarks.md, "Design measurements", fft-blas-threads).
-        with single_threaded_blas():
-            current = np.matmul(wg.astype(np.float64), real_axis, out=spectrum if r == 1 else None)
-            for axis in range(r - 2, -1, -1):
-                # current: (G, Og, Cg, *K[: axis + 1], *lengths[axis + 1 : -1], F), contiguous
-                matrix = _dft_matrix(
-                    self.lengths[axis], wg.shape[3 + axis], spec.dilation[axis], False, conjugate
-                ).T
-                lines = current.reshape(-1, matrix.shape[1], math.prod(current.shape[4 + axis :]))
-                out = spectrum.reshape(lines.shape[0], matrix.shape[0], -1) if axis == 0 else None
-                current = np.matmul(matrix, lines, out=out).reshape(
-                    *wg.shape[: 3 + axis], matrix.shape[0], *current.shape[4 + axis :]
-                )
+        current = np.matmul(wg.astype(np.float64), real_axis, out=spectrum if r == 1 else None)
+        for axis in range(r - 2, -1, -1):
+            # current: (G, Og, Cg, *K[: axis + 1], *lengths[axis + 1 : -1], F), contiguous
+            matrix = _dft_matrix(
+                self.lengths[axis], wg.shape[3 + axis], spec.dilation[axis], False, conjugate
+            ).T
+            lines = current.reshape(-1, matrix.shape[1], math.prod(current.shape[4 + axis :]))
+            out = spectrum.reshape(lines.shape[0], matrix.shape[0], -1) if axis == 0 else None
+            current = np.matmul(matrix, lines, out=out).reshape(
+                *wg.shape[: 3 + axis], matrix.shape[0], *current.shape[4 + axis :]
+            )
         return spectrum
+
+    def _dft_matrices_fit(self, kernel: tuple[int, ...]) -> bool:
+        """Whether every DFT matrix fits ``DFT_MATRIX_MAX_BYTES`` and every product of
+        :meth:`kernel_spectrum` has at most ``SINGLE_THREAD_PRODUCT`` multiply-adds."""
+        r, freq = self.rank, self.freq_shape
+        sizes = [
+            taps * _dft_bins(length, axis == r - 1) * 16
+            for axis, (taps, length) in enumerate(zip(kernel, self.lengths, strict=True))
+        ]
+        rows = kernel[-2] if r > 1 else self.cg  # of the real axis's products
+        products = [rows * kernel[-1] * freq[-1]]
+        products += [self.lengths[a] * kernel[a] * math.prod(freq[a + 1 :]) for a in range(r - 1)]
+        return max(sizes) <= DFT_MATRIX_MAX_BYTES and max(products) <= SINGLE_THREAD_PRODUCT
+
+    def _transformed_kernel(self, wg: np.ndarray, conjugate: bool) -> np.ndarray:
+        """:meth:`kernel_spectrum` as the transform of the dilated kernel, zero-extended to the
+        tile by the transform itself."""
+        dilated = np.zeros((*wg.shape[:3], *self.spec.extents))
+        taps: tuple[Any, ...] = (..., *(slice(None, None, d) for d in self.spec.dilation))
+        dilated[taps] = wg
+        spectrum = _rfftn(dilated, self.lengths, parallel=True, buffer="fft.kernel")
+        return np.conjugate(spectrum, out=spectrum) if conjugate else spectrum
 
     def broadcast_kernel(self, spectrum: np.ndarray) -> np.ndarray:
         """Kernel spectrum ``(G, Og, Cg, *freq)`` as ``(G, Og, Cg, *1 per tile axis, *freq)``."""

@@ -18,7 +18,7 @@ from .blocks import (
     _view,
     _worth_splitting,
 )
-from .parallel import run_blocks, scratch, thread_count
+from .parallel import run_blocks, scratch, single_thread_matmul, thread_count
 
 
 class _Im2col:
@@ -117,7 +117,7 @@ def _im2col_correlate(
         n, rows = unit
         image, first = (xg[n], 0) if padded else geometry.slab(xg[n], rows)
         cols = geometry.columns(geometry.windows(image, rows, first_row=first))
-        np.matmul(kernels, cols, out=geometry.output_block(y[n], rows))
+        single_thread_matmul(kernels, cols, out=geometry.output_block(y[n], rows))
 
     run_blocks(run, units, parallel)
 
@@ -145,7 +145,7 @@ def _im2col_vjp(
         for n, rows in itertools.product(range(*images), geometry.blocks(1)):
             cols = geometry.columns(geometry.windows(xg[n], rows))
             gy = geometry.output_block(grad_y[n], rows)
-            grad_w += np.matmul(gy, cols.transpose(0, 2, 1))
+            grad_w += single_thread_matmul(gy, cols.transpose(0, 2, 1))
             if grad_xp is None:
                 continue
             grad_cols = scratch("im2col.grad_columns", cols.shape, xg.dtype)

@@ -5,9 +5,17 @@ that each run a block of rows use all cores. Work is only split when it is large
 for the hand-off (tens of microseconds).
 
 Matrix products split this way must not also split themselves: OpenBLAS threads each product
-over the cores, and two pool threads' products then run four threads on two cores.
-:func:`single_threaded_blas` holds OpenBLAS to one thread while the pool runs such work; with
-another BLAS, or where the library cannot be found, it does nothing.
+over the cores, and two pool threads' products then run four threads on two cores (and on a
+busy machine its threads wait for each other at every call). OpenBLAS's thread count is
+process-wide, so polyconv never changes it (another thread's products, the user's own included,
+would change speed and rounding meanwhile): the pool's products are cut into pieces small
+enough that OpenBLAS runs each on one thread whatever its count (:func:`single_thread_matmul`).
+
+Pool threads run under the caller's ``np.errstate`` (NumPy keeps it per thread; the warning
+filters are process-wide already), so a NaN or inf warns or raises on no thread where it
+would not on the caller's. A call made after interpreter shutdown has begun (from an
+``atexit`` handler, or a thread still running after the main thread returned), when the pool
+takes no new work, computes on the calling thread.
 
 Fresh memory costs its page faults on every call (docs/benchmarks.md, "Design measurements",
 page-faults), so the
@@ -25,8 +33,10 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -52,16 +62,13 @@ def thread_count() -> int:
 @contextlib.contextmanager
 def limited_threads(count: int) -> Iterator[None]:
     """The NumPy backend's calls made on this thread inside the block use at most ``count``
-    threads (and OpenBLAS one, when ``count`` is 1): for callers that already run many calls
-    at once, such as a Dask task among others on the scheduler's threads."""
+    threads of its pool: for callers that already run many calls at once, such as a Dask task
+    among others on the scheduler's threads. (OpenBLAS's own thread count is process-wide and
+    left alone, see the module's docstring.)"""
     saved = getattr(_limit, "count", None)
     _limit.count = max(1, min(count, _configured_thread_count()))
     try:
-        if _limit.count == 1:
-            with single_threaded_blas():
-                yield
-        else:
-            yield
+        yield
     finally:
         _limit.count = saved
 
@@ -82,7 +89,20 @@ def _configured_thread_count() -> int:
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
+    # Imported here: importing concurrent.futures.thread registers an exit hook, which raises
+    # once shutdown has begun (a first call from an atexit handler must still compute).
+    from concurrent.futures import ThreadPoolExecutor
+
     return ThreadPoolExecutor(max_workers=_configured_thread_count(), thread_name_prefix="polyconv")
+
+
+def _submit(fn: Callable[[], None]) -> Future[None] | None:
+    """``fn`` queued on the pool, or None once interpreter shutdown has begun (the pool, or
+    creating or importing one, is refused then)."""
+    try:
+        return _pool().submit(fn)
+    except RuntimeError:
+        return None
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True) -> list[R]:
@@ -90,7 +110,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True)
     when ``parallel`` and there is more than one item and thread. Each thread claims the next
     unclaimed item until none is left, so there is one hand-off per helping thread rather than
     per item (a hand-off costs tens of microseconds here), and the caller works instead of
-    waiting. Results come back in item order, so callers reduce them deterministically.
+    waiting. Results come back in item order, so callers reduce them deterministically. The
+    helpers compute under the caller's ``np.errstate``; after shutdown began there are none.
 
     A helper that has not started when the caller runs out of items is cancelled rather than
     awaited: a pool thread that calls this (nested work) never waits on a job queued behind
@@ -101,6 +122,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True)
         return [fn(item) for item in items]
     results: list[R] = [None] * len(items)  # type: ignore[list-item]
     claims = itertools.count()  # next() on a count is atomic under the GIL
+    errstate = np.geterr()
 
     def drain() -> None:
         for i in iter(claims.__next__, None):
@@ -108,7 +130,11 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: bool = True)
                 return
             results[i] = fn(items[i])
 
-    started = [_pool().submit(drain) for _ in range(helpers)]
+    def help_drain() -> None:
+        with np.errstate(**errstate):
+            drain()
+
+    started = [f for f in (_submit(help_drain) for _ in range(helpers)) if f is not None]
     try:
         drain()
     finally:
@@ -199,39 +225,46 @@ def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     return None
 
 
-_blas_lock = threading.Lock()
-_blas_holders = 0
-_blas_saved = 1
-
-
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """OpenBLAS on one thread inside the block, restored when the last of any concurrent
-    holders leaves. The setting is process-wide: OpenBLAS has no other."""
-    global _blas_holders, _blas_saved
-    openblas = _openblas()
-    if openblas is None:
-        yield
-        return
-    get, set_ = openblas
-    with _blas_lock:
-        if _blas_holders == 0:
-            _blas_saved = get()
-            set_(1)
-        _blas_holders += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_holders -= 1
-            if _blas_holders == 0:
-                set_(_blas_saved)
-
-
 def run_blocks(fn: Callable[[T], R], items: list[T], parallel: bool) -> list[R]:
-    """``fn`` on every item, in order, for work made of matrix products: on the pool with
-    OpenBLAS on one thread when ``parallel``, else on the calling thread."""
-    if not parallel:
-        return [fn(item) for item in items]
-    with single_threaded_blas():
-        return ordered_map(fn, items)
+    """``fn`` on every item, in order, for work made of matrix products by
+    :func:`single_thread_matmul`: on the pool when ``parallel``, else on the calling thread.
+    The same products in the same order either way: the results do not depend on the path."""
+    return ordered_map(fn, items, parallel)
+
+
+def _openblas_threads() -> int | None:
+    """OpenBLAS's thread count now (read, never set), or None for another BLAS."""
+    openblas = _openblas()
+    return None if openblas is None else openblas[0]()
+
+
+# OpenBLAS runs a product on one thread when ``m * n * k`` is at most its SMP_THRESHOLD_MIN
+# (65536) times GEMM_MULTITHREAD_THRESHOLD (4 unless built otherwise).
+SINGLE_THREAD_PRODUCT = 4 * 65536
+
+
+def single_thread_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b, out=out)`` as 2-D products of at most :data:`SINGLE_THREAD_PRODUCT`
+    multiply-adds each (``a``'s rows and ``b``'s columns cut into pieces), which OpenBLAS runs
+    on one thread whatever its process-wide count: what the pool's threads need, without
+    changing that count. Each output element is the same dot product as in one call, and the
+    cut depends only on the shapes, so results are reproducible. Where OpenBLAS already runs
+    on one thread (``OPENBLAS_NUM_THREADS=1``, ``threadpoolctl``), one call: the cut costs time
+    (the stride-2 layer benchmark, see docs/benchmarks.md)."""
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    if m * n * k <= SINGLE_THREAD_PRODUCT or _openblas_threads() == 1:
+        return np.matmul(a, b, out=out)
+    if out is None:
+        stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        out = np.empty((*stack, m, n), dtype=np.result_type(a, b))
+    cols = max(1, min(n, SINGLE_THREAD_PRODUCT // k))
+    rows = max(1, SINGLE_THREAD_PRODUCT // (k * cols))
+    for c in range(0, n, cols):
+        for r in range(0, m, rows):
+            np.matmul(
+                a[..., r : r + rows, :],
+                b[..., :, c : c + cols],
+                out=out[..., r : r + rows, c : c + cols],
+            )
+    return out

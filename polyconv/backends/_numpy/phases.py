@@ -17,7 +17,7 @@ from .blocks import (
     _view,
     _worth_splitting,
 )
-from .parallel import scratch
+from .parallel import scratch, single_thread_matmul
 
 
 class _Phases:
@@ -152,9 +152,10 @@ def _phases_vjp(
             for rows in geometry.blocks:
                 cols = geometry.columns(phases, rows)
                 gy = geometry.spread(grad_y[n], rows)
-                grad_w += np.matmul(gy, cols.transpose(0, 2, 1))
+                grad_w += single_thread_matmul(gy, cols.transpose(0, 2, 1))
                 grad_cols = scratch("phases.grad_columns", cols.shape, xg.dtype)
-                geometry.add_columns(grad_phases, np.matmul(kernels_t, gy, out=grad_cols), rows)
+                products = single_thread_matmul(kernels_t, gy, out=grad_cols)
+                geometry.add_columns(grad_phases, products, rows)
             geometry.merge(grad_phases, grad_xp[n])
         return grad_w
 

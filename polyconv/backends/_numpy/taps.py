@@ -10,7 +10,7 @@ import numpy as np
 
 from ..._spec.spec import CorrSpec
 from .blocks import _TAPS_BLOCK_BYTES, _row_blocks, _worth_splitting
-from .parallel import run_blocks, scratch, thread_count
+from .parallel import ordered_map, scratch, thread_count
 
 # When the direct method runs tap by tap; the cost model (backends/_cost.py) prices the same
 # scheme.
@@ -75,4 +75,5 @@ def _taps_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpe
                 np.multiply(window, weight, out=term)
                 block += term
 
-    run_blocks(run, [(n, rows) for n in range(xg.shape[0]) for rows in blocks], parallel)
+    # Elementwise passes only, no matrix product: the pool whatever the BLAS.
+    ordered_map(run, [(n, rows) for n in range(xg.shape[0]) for rows in blocks], parallel)

@@ -17,7 +17,7 @@ from .blocks import (
     _view,
     _worth_splitting,
 )
-from .parallel import run_blocks, scratch, thread_count
+from .parallel import run_blocks, scratch, single_thread_matmul, thread_count
 
 # When the direct method runs as tiles, and their width; the cost model (backends/_cost.py)
 # prices the same scheme. A tile's
@@ -244,7 +244,7 @@ def _tiles_correlate(xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSp
                 read = copied[:, first : first + (count - 1) * step + 1 : step] if lead else copied
                 # A view for stride 1; else reshape copies this kernel row's rows.
                 matrices_a = read.reshape(g, positions, toeplitz.shape[2])
-                np.matmul(matrices_a, toeplitz[:, a], out=term if a else total)
+                single_thread_matmul(matrices_a, toeplitz[:, a], out=term if a else total)
                 if a == kernel_rows - 1 and a:  # the last sum goes straight to the output
                     np.add(
                         total.reshape(in_product_order.shape),
@@ -286,7 +286,7 @@ def _tiles_grad_w(xg: np.ndarray, grad_y: np.ndarray, spec: CorrSpec) -> np.ndar
             for offset in offsets:
                 windows = geometry.window_view(x_n, offset, rows, group)
                 if m:
-                    products = np.matmul(gy, windows[:, None])  # (G, Og, ..., nt, t, L)
+                    products = single_thread_matmul(gy, windows[:, None])  # (G, Og, .., nt, t, L)
                     summed = products.sum(axis=tuple(range(2, 2 + m)))
                 else:
                     summed = np.einsum("gont,gnl->gotl", gy, windows)
