@@ -18,9 +18,10 @@ rather than silently computing in float32.
 
 ``method="fft"``: one whole-image ``jnp.fft.rfftn`` per input channel and per kernel, at the next
 fast length covering the outputs' window (:mod:`polyconv._plan.whole`), inside the same
-jitted function; the input is padded first exactly as for the direct method, the kernel is
-dilated with zeros, channels are contracted per group on the spectra, and the stride-1 result is
-cropped and strided. It computes in float64 when 64-bit mode is on, whatever the input dtype, as
+jitted function; the input is padded by the same gather as for the direct method (zeros by the
+transform's zero buffer), the kernel is dilated with zeros, channels are contracted per group on
+the spectra, and the stride-1 result is cropped and strided (the steps shared with torch:
+:mod:`polyconv.backends._xp`, bound by ``_JaxOps``). It computes in float64 when 64-bit mode is on, whatever the input dtype, as
 the NumPy and PyTorch backends do: the FFT's rounding error is global (about
 ``eps * log2(length)`` times the largest magnitudes, on every output), so in float32 an output
 much smaller than the largest would err far beyond the per-element bound of

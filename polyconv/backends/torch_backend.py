@@ -16,7 +16,8 @@ hundred times slower than float32 and no more accurate.
 next fast length covering the outputs' window (:mod:`polyconv._plan.whole`); the input is
 cast, padded and zero-extended in one buffer (every large temporary costs its page faults), the
 kernel is dilated with zeros and transformed without transforming its zero extension, channels
-are contracted per group on the spectra, and the stride-1 result is cropped and strided. It computes
+are contracted per group on the spectra, and the stride-1 result is cropped and strided (the steps
+shared with JAX: :mod:`polyconv.backends._xp`, bound by ``_TorchOps``). It computes
 in float64 whatever the input dtype, as the NumPy backend does: the FFT's rounding error is
 global (about ``eps * log2(length)`` times the largest magnitudes, on every output), so in
 float32 an output much smaller than the largest would err far beyond the per-element bound of
