@@ -43,6 +43,7 @@ Not shared, because the frameworks must differ there (each binding's docstring s
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -55,65 +56,65 @@ Array = Any
 T = TypeVar("T")
 
 
-class ArrayOps:
+class ArrayOps(ABC):
     """The operations the shared code needs, bound per framework by subclassing."""
 
+    @abstractmethod
     def fft_dtype(self) -> Any:
         """The dtype the FFT computes in."""
-        raise NotImplementedError
 
-    def astype(self, a: Array, dtype: Any) -> Array:
-        raise NotImplementedError
+    @abstractmethod
+    def astype(self, a: Array, dtype: Any) -> Array: ...
 
+    @abstractmethod
     def padding_index(self, size: int, lo: int, hi: int, mode: str, like: Array) -> Any:
         """The source index of each padded sample (``pad_indices``), in a form ``take`` and
         ``add_at`` accept, on ``like``'s device."""
-        raise NotImplementedError
 
+    @abstractmethod
     def take(self, a: Array, index: Any, axis: int) -> Array:
         """``a``'s slices along ``axis`` at ``index`` (in bounds)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def add_at(self, a: Array, index: Any, axis: int, size: int) -> Array:
         """Zeros of ``size`` along ``axis`` with each slice of ``a`` added at its ``index``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def set_in_zeros(self, shape: tuple[int, ...], dtype: Any, where: Any, values: Array) -> Array:
         """Zeros of ``shape`` and ``dtype`` with ``values`` (cast) written at ``where``."""
-        raise NotImplementedError
 
-    def flip(self, a: Array, axes: tuple[int, ...]) -> Array:
-        raise NotImplementedError
+    @abstractmethod
+    def flip(self, a: Array, axes: tuple[int, ...]) -> Array: ...
 
-    def rfftn(self, a: Array, lengths: tuple[int, ...], axes: tuple[int, ...]) -> Array:
-        raise NotImplementedError
+    @abstractmethod
+    def rfftn(self, a: Array, lengths: tuple[int, ...], axes: tuple[int, ...]) -> Array: ...
 
+    @abstractmethod
     def kernel_spectra(
         self, kernel: Array, lengths: tuple[int, ...], axes: tuple[int, ...]
     ) -> Array:
         """``conj(rfftn(kernel, lengths))``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def irfftn(
         self, spectra: Array, lengths: tuple[int, ...], axes: tuple[int, ...], keep: tuple[int, ...]
     ) -> Array:
         """The inverse of ``rfftn``, correct at least on the first ``keep`` samples of each axis."""
-        raise NotImplementedError
 
+    @abstractmethod
     def multiply_consuming(self, a: Array, b: Array) -> Array:
         """``a * b``, which may overwrite ``a``."""
-        raise NotImplementedError
 
-    def einsum(self, subscripts: str, a: Array, b: Array) -> Array:
-        raise NotImplementedError
+    @abstractmethod
+    def einsum(self, subscripts: str, a: Array, b: Array) -> Array: ...
 
+    @abstractmethod
     def all_finite(self, arrays: Sequence[Array]) -> Any:
         """Whether every element of ``arrays`` is finite: a bool, or a scalar array for ``cond``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def cond(self, predicate: Any, then: Callable[[], T], otherwise: Callable[[], T]) -> T:
         """``then()`` where ``predicate`` holds, else ``otherwise()``."""
-        raise NotImplementedError
 
 
 def gather_padding(xp: ArrayOps, x: Array, spec: CorrSpec) -> Array:
