@@ -6,13 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from polyconv._timing import Timed
 
-@dataclass(frozen=True)
-class Timed:
-    """Returned by an implementation that times itself (a training loop timing its steady-state
-    steps from inside); the timer records ``seconds`` instead of the call's wall time."""
-
-    seconds: float
+__all__ = ["Bench", "Case", "Target", "Timed"]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from polyconv._timing import ready
+
 DEVICES = ("cpu", "cuda")
 _device = "cpu"
 
@@ -65,9 +67,12 @@ def jax_array(a: np.ndarray) -> Any:
     return jax.device_put(a, jax.devices("gpu")[int(index or 0)])
 
 
-def wait(result: object) -> None:
-    """Wait for torch's CUDA work (JAX's arrays are waited for by ``block_until_ready``)."""
+def wait(result: object) -> object:
+    """``result`` once computed on the benchmarks' device: JAX's arrays (and tuples of them)
+    by ``block_until_ready``, torch's CUDA work by synchronising."""
+    ready(result)
     if _device != "cpu" and type(result).__module__.startswith("torch"):
         import torch
 
         torch.cuda.synchronize()
+    return result

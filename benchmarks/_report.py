@@ -7,11 +7,12 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from polyconv._timing import measure_all
 from polyconv.backends._numpy.parallel import release_scratch
 
 from ._bench import Bench, Case, Target
 from ._cases import NOTES, SECTIONS
-from ._timer import block, measure_all
+from ._device import wait
 
 
 @dataclass
@@ -44,13 +45,13 @@ def _peak_bytes(fn: Callable[[], object]) -> int:
     """Peak traced bytes allocated during ``fn()``; warmed up first, so caches (FFT plans,
     normalised specs) built on the first call are not counted, but the scratch buffers that
     the NumPy backend's threads keep between calls are released first, so they are."""
-    block(fn())
+    wait(fn())
     release_scratch()
     gc.collect()
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        block(fn())
+        wait(fn())
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -68,7 +69,7 @@ def run_case(
             for name, peak in peaks.items()
         ]
     else:
-        timings = measure_all(bench.impls, max_runs)
+        timings = measure_all(bench.impls, max_runs, wait=wait)
         rows = [
             Row(case.name, case.section, name, t.median, t.runs, None, None, times_s=t.times)
             for name, t in timings.items()

@@ -18,9 +18,10 @@ rather than silently computing in float32.
 
 ``method="fft"``: one whole-image ``jnp.fft.rfftn`` per input channel and per kernel, at the next
 fast length covering the outputs' window (:mod:`polyconv._plan.whole`), inside the same
-jitted function; the input is padded first exactly as for the direct method, the kernel is
-dilated with zeros, channels are contracted per group on the spectra, and the stride-1 result is
-cropped and strided. It computes in float64 when 64-bit mode is on, whatever the input dtype, as
+jitted function; the input is padded by the same gather as for the direct method (zeros by the
+transform's zero buffer), the kernel is dilated with zeros, channels are contracted per group on
+the spectra, and the stride-1 result is cropped and strided (the steps shared with torch:
+:mod:`polyconv.backends._xp`, bound by ``_JaxOps``). It computes in float64 when 64-bit mode is on, whatever the input dtype, as
 the NumPy and PyTorch backends do: the FFT's rounding error is global (about
 ``eps * log2(length)`` times the largest magnitudes, on every output), so in float32 an output
 much smaller than the largest would err far beyond the per-element bound of
@@ -60,10 +61,10 @@ from typing import Any
 
 import numpy as np
 
-from .._plan.whole import kernel_taps, output_window, whole_image_fft
 from .._spec.padding import pad_indices
-from .._spec.spec import CorrSpec, normalize
+from .._spec.spec import CorrSpec
 from .._spec.transpose import TransposeSpec
+from . import _xp
 from ._cost import choose_method
 from ._interface import Backend, Method
 from ._jax_sharding import gradient_shardings, input_layout, laid_out_like, placement
@@ -111,22 +112,11 @@ def _lax_precision(name: str) -> Any:
     return None if name == "default" else _jax().lax.Precision[name.upper()]
 
 
-def _pad(x: JaxArray, spec: CorrSpec, defer_zeros: bool = True) -> tuple[JaxArray, list[Any]]:
-    """``x`` padded as far as needed, and the ``(lo, hi)`` pairs left for the convolution; with
-    ``defer_zeros`` off, ``x`` padded all the way."""
-    jnp = _jax().numpy
+def _pad(x: JaxArray, spec: CorrSpec) -> tuple[JaxArray, list[Any]]:
+    """``x`` padded as far as needed, and the ``(lo, hi)`` pairs left for the convolution."""
     if spec.padding_mode == "zeros":
-        if defer_zeros:
-            return x, list(spec.padding)
-        return jnp.pad(x, [(0, 0), (0, 0), *spec.padding]), [(0, 0)] * spec.rank
-    for axis, (size, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
-        if lo or hi:
-            # int32 whatever JAX's 64-bit mode: JAX keeps constants by the array's identity,
-            # so one int64 map traced with the mode off and then on lowered with mismatched
-            # types (MLIR "operand type mismatch") when the suite toggled the mode.
-            index = pad_indices(size, lo, hi, spec.padding_mode).astype(np.int32)
-            x = jnp.take(x, index, axis=2 + axis, mode="clip")  # indices are in bounds
-    return x, [(0, 0)] * spec.rank
+        return x, list(spec.padding)
+    return _xp.gather_padding(_ops(None), x, spec), [(0, 0)] * spec.rank
 
 
 def _conv(
@@ -238,35 +228,7 @@ def _fft_unchecked(
 ) -> JaxArray:
     """The correlation by whole-image FFTs (see the module docstring), non-finite values spread
     over the whole result."""
-    jax = _jax()
-    jnp = jax.numpy
-    out_dtype, dtype = x.dtype, _fft_dtype()
-    plan = whole_image_fft(spec)
-    g, (c_out, cg) = spec.groups, spec.w_shape[:2]
-    xp, _ = _pad(x.astype(dtype), spec, defer_zeros=False)
-    xp = xp[plan.input_window]
-    xp = xp.reshape(xp.shape[0], g, cg, *xp.shape[2:])
-    kernel = w.astype(dtype)
-    if any(d > 1 for d in spec.dilation):
-        spread = jnp.zeros((*kernel.shape[:2], *plan.extents), dtype)
-        kernel = spread.at[kernel_taps(spec)].set(kernel)
-    kernel = kernel.reshape(g, c_out // g, cg, *kernel.shape[2:])
-    spectra = jnp.fft.rfftn(xp, s=plan.lengths, axes=plan.axes)
-    kernel_spectra = jnp.conj(jnp.fft.rfftn(kernel, s=plan.lengths, axes=plan.axes))
-    if cg == 1:  # one input channel per group: a broadcast product suffices
-        products = spectra * kernel_spectra[None, :, :, 0]
-    else:
-        products = jnp.einsum(
-            "ngc...,goc...->ngo...",
-            spectra,
-            kernel_spectra,
-            precision=_lax_precision(precision),
-        )
-    full = jnp.fft.irfftn(products, s=plan.lengths, axes=plan.axes)
-    y = full[output_window(spec)].reshape(spec.out_shape)
-    if bias is not None:
-        y = y + bias.astype(dtype).reshape((-1,) + (1,) * spec.rank)
-    return y.astype(out_dtype)
+    return _xp.fft_unchecked(_ops(precision), x, w, bias, spec)
 
 
 def _fft_traced(
@@ -276,13 +238,7 @@ def _fft_traced(
     an FFT spreads a NaN or inf input to every output, the direct method puts it exactly where
     the spec says. Only the branch taken runs."""
     y = _fft_unchecked(x, w, bias, spec, precision)
-    if _transposing.get():
-        return y  # no branch on the data (see _transposing)
-    return _jax().lax.cond(
-        _jax().numpy.isfinite(y).all(),
-        lambda: y,
-        lambda: _direct_traced(x, w, bias, spec, precision),
-    )
+    return _xp.finite_or(_ops(precision), y, lambda: _direct_traced(x, w, bias, spec, precision))
 
 
 def _correlate_traced(
@@ -307,7 +263,6 @@ def _vjp_traced(
     method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     jax = _jax()
-    jnp = jax.numpy
 
     def vjp(compute: Callable[..., JaxArray]) -> tuple[JaxArray, JaxArray, JaxArray | None]:
         forward = functools.partial(compute, spec=spec, precision=precision)
@@ -318,9 +273,7 @@ def _vjp_traced(
         return vjp(_direct_traced)
     # A non-finite x, w or grad_y spreads through the FFTs to every element of some gradient
     # (see _fft_traced); then the direct method's gradients are the spec's.
-    grads = vjp(_fft_unchecked)
-    finite = jnp.all(jnp.stack([jnp.isfinite(g).all() for g in grads if g is not None]))
-    return jax.lax.cond(finite, lambda: grads, lambda: vjp(_direct_traced))
+    return _xp.finite_or(_ops(precision), vjp(_fft_unchecked), lambda: vjp(_direct_traced))
 
 
 def _keeping_layout(call: Callable[..., JaxArray], layout: Any, *arrays: JaxArray) -> JaxArray:
@@ -416,31 +369,6 @@ def _check_dtype_enabled(dtype: str) -> None:
 # stride 1, by the whole-image FFT, recomputed directly when not finite (``lax.cond``).
 
 
-def _transpose_kernel(w: JaxArray, spec: TransposeSpec) -> JaxArray:
-    """``(C_out, C_in // g, *k)`` as ``(C_in, C_out // g, *k)``, flipped along the taps."""
-    forward = spec.forward
-    g, (c_out, cg), kernel = forward.groups, w.shape[:2], forward.kernel_shape
-    swapped = w.reshape(g, c_out // g, cg, *kernel).swapaxes(1, 2)
-    swapped = swapped.reshape(g * cg, c_out // g, *kernel)
-    return _jax().numpy.flip(swapped, tuple(range(2, swapped.ndim)))
-
-
-def _fold_padding(grad_padded: JaxArray, spec: TransposeSpec) -> JaxArray:
-    """The transpose of the forward's padding (modes other than zeros)."""
-    jnp = _jax().numpy
-    forward = spec.forward
-    grad = grad_padded
-    for axis, (n, (lo, hi)) in enumerate(zip(forward.x_shape[2:], forward.padding, strict=True)):
-        if not (lo or hi):
-            continue
-        index = np.asarray(pad_indices(n, lo, hi, forward.padding_mode))
-        shape = list(grad.shape)
-        shape[2 + axis] = n
-        where = (slice(None),) * (2 + axis) + (index,)
-        grad = jnp.zeros(shape, grad.dtype).at[where].add(grad)
-    return grad
-
-
 def _transpose_direct(
     y: JaxArray, w: JaxArray, bias: JaxArray | None, spec: TransposeSpec, precision: str
 ):
@@ -463,7 +391,7 @@ def _transpose_direct(
     out_dtype = y.dtype
     out = jax.lax.conv_general_dilated(
         y,
-        _transpose_kernel(w, spec),
+        _xp.transposed_kernel(_ops(precision), w, spec),
         window_strides=(1,) * spec.rank,
         padding=pads,
         lhs_dilation=forward.stride,
@@ -474,7 +402,7 @@ def _transpose_direct(
         preferred_element_type=jnp.float32 if y.dtype == jnp.float16 else None,
     )
     if not zeros:
-        out = _fold_padding(out, spec)
+        out = _xp.fold_padding(_ops(precision), out, forward)
     if bias is not None:
         out = out + bias.astype(out.dtype).reshape((-1,) + (1,) * spec.rank)
     return out.astype(out_dtype)
@@ -483,33 +411,8 @@ def _transpose_direct(
 def _transpose_fft_unchecked(
     y: JaxArray, w: JaxArray, bias: JaxArray | None, spec: TransposeSpec, precision: str
 ) -> JaxArray:
-    jnp = _jax().numpy
-    forward = spec.forward
-    length = [p + e - 1 for p, e in zip(forward.padded_shape, forward.extents, strict=True)]
-    placed = tuple(
-        slice(e - 1, e - 1 + (i - 1) * s + 1, s)
-        for e, i, s in zip(forward.extents, spec.y_shape[2:], forward.stride, strict=True)
-    )
-    spread = jnp.zeros((y.shape[0], y.shape[1], *length), y.dtype)
-    spread = spread.at[(slice(None), slice(None), *placed)].set(y)
-    kernel = _transpose_kernel(w, spec)
-    t_spec = normalize(spread.shape, kernel.shape, dilation=forward.dilation, groups=forward.groups)
-    out = _fft_unchecked(spread, kernel, None, t_spec, precision)
-    if forward.padding_mode == "zeros":
-        out = out[
-            (
-                Ellipsis,
-                *(
-                    slice(lo, lo + n)
-                    for (lo, _), n in zip(forward.padding, forward.x_shape[2:], strict=True)
-                ),
-            )
-        ]
-    else:
-        out = _fold_padding(out, spec)
-    if bias is not None:
-        out = out + bias.astype(out.dtype).reshape((-1,) + (1,) * spec.rank)
-    return out
+    correlate = functools.partial(_fft_unchecked, precision=precision)
+    return _xp.transpose_fft_unchecked(_ops(precision), y, w, bias, spec, correlate)
 
 
 def _transpose_traced(
@@ -522,12 +425,9 @@ def _transpose_traced(
 ) -> JaxArray:
     if method != "fft":
         return _transpose_direct(y, w, bias, spec, precision)
-    jax = _jax()
     out = _transpose_fft_unchecked(y, w, bias, spec, precision)
-    return jax.lax.cond(
-        jax.numpy.isfinite(out).all(),
-        lambda: out,
-        lambda: _transpose_direct(y, w, bias, spec, precision),
+    return _xp.finite_or(
+        _ops(precision), out, lambda: _transpose_direct(y, w, bias, spec, precision)
     )
 
 
@@ -541,7 +441,6 @@ def _transpose_vjp_traced(
     method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     jax = _jax()
-    jnp = jax.numpy
 
     def vjp(method: Any) -> tuple[JaxArray, JaxArray, JaxArray | None]:
         _, pullback = jax.vjp(functools.partial(method, spec=spec, precision=precision), y, w, bias)
@@ -550,8 +449,7 @@ def _transpose_vjp_traced(
     if method != "fft":
         return vjp(_transpose_direct)
     grads = vjp(_transpose_fft_unchecked)
-    finite = jnp.all(jnp.stack([jnp.isfinite(g).all() for g in grads if g is not None]))
-    return jax.lax.cond(finite, lambda: grads, lambda: vjp(_transpose_direct))
+    return _xp.finite_or(_ops(precision), grads, lambda: vjp(_transpose_direct))
 
 
 @functools.cache
@@ -581,6 +479,83 @@ def _correlate_transpose_vjp(
     return _transpose_jitted()[1](
         y, w, bias, grad_out, spec=spec, precision=precision, method=method
     )
+
+
+class _JaxOps(_xp.ArrayOps):
+    """The shared code's operations in JAX (see :mod:`polyconv.backends._xp`), for one float32
+    precision (that of the einsum contracting channels)."""
+
+    def __init__(self, precision: str | None) -> None:
+        self.precision = None if precision is None else _lax_precision(precision)
+
+    def fft_dtype(self) -> Any:
+        return _fft_dtype()
+
+    def astype(self, a: JaxArray, dtype: Any) -> JaxArray:
+        return a.astype(dtype)
+
+    def padding_index(self, size: int, lo: int, hi: int, mode: str, like: JaxArray) -> Any:
+        # Baked in as a constant, int32 whatever JAX's 64-bit mode: JAX keeps constants by the
+        # array's identity, so one int64 map traced with the mode off and then on lowered with
+        # mismatched types (MLIR "operand type mismatch") when the mode was toggled.
+        return pad_indices(size, lo, hi, mode).astype(np.int32)
+
+    def take(self, a: JaxArray, index: Any, axis: int) -> JaxArray:
+        return _jax().numpy.take(a, index, axis=axis, mode="clip")  # indices are in bounds
+
+    def add_at(self, a: JaxArray, index: Any, axis: int, size: int) -> JaxArray:
+        shape = list(a.shape)
+        shape[axis] = size
+        where = (slice(None),) * axis + (index,)
+        return _jax().numpy.zeros(shape, a.dtype).at[where].add(a)
+
+    def set_in_zeros(
+        self, shape: tuple[int, ...], dtype: Any, where: Any, values: JaxArray
+    ) -> JaxArray:
+        return _jax().numpy.zeros(shape, dtype).at[where].set(values.astype(dtype))
+
+    def flip(self, a: JaxArray, axes: tuple[int, ...]) -> JaxArray:
+        return _jax().numpy.flip(a, axes)
+
+    def rfftn(self, a: JaxArray, lengths: tuple[int, ...], axes: tuple[int, ...]) -> JaxArray:
+        return _jax().numpy.fft.rfftn(a, s=lengths, axes=axes)
+
+    def kernel_spectra(
+        self, kernel: JaxArray, lengths: tuple[int, ...], axes: tuple[int, ...]
+    ) -> JaxArray:
+        jnp = _jax().numpy
+        return jnp.conj(jnp.fft.rfftn(kernel, s=lengths, axes=axes))
+
+    def irfftn(
+        self,
+        spectra: JaxArray,
+        lengths: tuple[int, ...],
+        axes: tuple[int, ...],
+        keep: tuple[int, ...],
+    ) -> JaxArray:
+        return _jax().numpy.fft.irfftn(spectra, s=lengths, axes=axes)
+
+    def multiply_consuming(self, a: JaxArray, b: JaxArray) -> JaxArray:
+        return a * b  # immutable; XLA reuses the buffer where it can
+
+    def einsum(self, subscripts: str, a: JaxArray, b: JaxArray) -> JaxArray:
+        return _jax().numpy.einsum(subscripts, a, b, precision=self.precision)
+
+    def all_finite(self, arrays: Any) -> Any:
+        if _transposing.get():
+            return True  # no branch on the data (see _transposing)
+        jnp = _jax().numpy
+        return jnp.all(jnp.stack([jnp.isfinite(a).all() for a in arrays]))
+
+    def cond(self, predicate: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
+        if isinstance(predicate, bool):
+            return then() if predicate else otherwise()
+        return _jax().lax.cond(predicate, then, otherwise)  # only the branch taken runs
+
+
+@functools.cache
+def _ops(precision: str | None) -> _JaxOps:
+    return _JaxOps(precision)
 
 
 class JaxBackend(Backend):

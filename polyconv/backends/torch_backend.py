@@ -17,7 +17,8 @@ not accumulate in float32.
 next fast length covering the outputs' window (:mod:`polyconv._plan.whole`); the input is
 cast, padded and zero-extended in one buffer (every large temporary costs its page faults), the
 kernel is dilated with zeros and transformed without transforming its zero extension, channels
-are contracted per group on the spectra, and the stride-1 result is cropped and strided. It computes
+are contracted per group on the spectra, and the stride-1 result is cropped and strided (the steps
+shared with JAX: :mod:`polyconv.backends._xp`, bound by ``_TorchOps``). It computes
 in float64 whatever the input dtype, as the NumPy backend does: the FFT's rounding error is
 global (about ``eps * log2(length)`` times the largest magnitudes, on every output), so in
 float32 an output much smaller than the largest would err far beyond the per-element bound of
@@ -57,12 +58,12 @@ from typing import Any
 
 import numpy as np
 
-from .._plan.whole import kernel_taps, output_window, whole_image_fft
 from .._spec._byte_cache import ByteBoundedCache
 from .._spec.dtypes import numpy_dtype
 from .._spec.padding import INDEX_CACHE_BYTES, pad_indices, pad_source_index
-from .._spec.spec import CorrSpec, normalize
+from .._spec.spec import CorrSpec
 from .._spec.transpose import TransposeSpec
+from . import _xp
 from ._cost import choose_method
 from ._interface import Backend, Method
 from ._precision import PrecisionSetting
@@ -220,12 +221,7 @@ def _pad(x: Tensor, spec: CorrSpec) -> tuple[Tensor, tuple[int, ...] | int]:
         # F.pad lists (lo, hi) from the last axis backwards.
         widths = [width for pair in reversed(spec.padding) for width in pair]
         return _torch().nn.functional.pad(x, widths), 0
-    for axis, (size, (lo, hi)) in enumerate(zip(spec.x_shape[2:], spec.padding, strict=True)):
-        if lo or hi:
-            index_of = _traced_padding_index if _compiling() else _padding_index
-            index = index_of(size, lo, hi, spec.padding_mode, x.device)
-            x = _torch().index_select(x, 2 + axis, index)
-    return x, 0
+    return _xp.gather_padding(_ops, x, spec), 0
 
 
 def _correlate(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec, method: Method) -> Tensor:
@@ -285,16 +281,6 @@ def _correlate_direct(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec)
     return y
 
 
-def _contract_channels(spectra: Tensor, kernel: Tensor) -> Tensor:
-    """``sum_c spectra[n, g, c, f] * kernel[g, o, c, f]`` as ``(N, G, O/G, *f)``."""
-    if spectra.shape[2] == 1:  # one input channel per group: a broadcast product suffices
-        kernel = kernel[None, :, :, 0]
-        if kernel.shape[2] == 1 and not (spectra.requires_grad or kernel.requires_grad):
-            return spectra.mul_(kernel)  # no graph to keep: one large temporary fewer
-        return spectra * kernel
-    return _torch().einsum("ngc...,goc...->ngo...", spectra, kernel)
-
-
 def _conjugate_spectra(kernel: Tensor, lengths: tuple[int, ...], axes: tuple[int, ...]) -> Tensor:
     """``conj(rfftn(kernel, s=lengths))``, computed as conjugates from the start (no conj copy)
     and one axis at a time, so that no transform runs over the padding: ``ihfft`` with
@@ -320,39 +306,8 @@ def _conjugate_spectra(kernel: Tensor, lengths: tuple[int, ...], axes: tuple[int
 
 def _fft_unchecked(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
     """The correlation by whole-image FFTs in float64 (see the module docstring), non-finite
-    values spread over the whole result. Few large temporaries: each costs its page faults."""
-    torch = _torch()
-    plan = whole_image_fft(spec)
-    g, (c_out, cg) = spec.groups, spec.w_shape[:2]
-    if spec.padding_mode == "zeros":  # the zero buffer is the padding
-        source, offsets = x, tuple(lo for lo, _ in spec.padding)
-    else:
-        source, offsets = _pad(x, spec)[0], (0,) * spec.rank
-    # One buffer holds the input's cast, its padding and the transform's zero extension.
-    buffer = x.new_zeros((x.shape[0], g, cg, *plan.lengths), dtype=torch.float64)
-    inside, window = plan.placement(tuple(source.shape[2:]), offsets)
-    placed = source.reshape(x.shape[0], g, cg, *source.shape[2:])[window]
-    if _transformed(placed):  # torch.func's jvp gives a copy into float64 the source's tangent
-        placed = placed.to(torch.float64)  # dtype, so cast first (one temporary)
-    buffer[inside] = placed
-    kernel = w.to(torch.float64)
-    if any(d > 1 for d in spec.dilation):
-        spread = kernel.new_zeros((*kernel.shape[:2], *plan.extents))
-        spread[kernel_taps(spec)] = kernel
-        kernel = spread
-    kernel = kernel.reshape(g, c_out // g, cg, *kernel.shape[2:])
-    spectra = torch.fft.rfftn(buffer, dim=plan.axes)
-    kernel_spectra = _conjugate_spectra(kernel, plan.lengths, plan.axes)
-    products = _contract_channels(spectra, kernel_spectra)
-    # irfftn one axis at a time, each cut to the outputs kept once transformed, so the next
-    # axes transform fewer lines (docs/benchmarks.md, "Design measurements", torch-irfft).
-    for axis, length, full in zip(plan.axes[:-1], plan.lengths[:-1], plan.full[:-1], strict=True):
-        products = torch.fft.ifft(products, n=length, dim=axis).narrow(axis, 0, full)
-    circular = torch.fft.irfft(products, n=plan.lengths[-1], dim=plan.axes[-1])
-    y = circular[output_window(spec)]  # (N, G, O/G, *out): cast before reshaping, one copy
-    if bias is not None:
-        y = y + bias.to(torch.float64).reshape(g, c_out // g, *(1,) * spec.rank)
-    return y.to(x.dtype).reshape(spec.out_shape)
+    values spread over the whole result."""
+    return _xp.fft_unchecked(_ops, x, w, bias, spec)
 
 
 def _correlate_fft(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) -> Tensor:
@@ -360,13 +315,7 @@ def _correlate_fft(x: Tensor, w: Tensor, bias: Tensor | None, spec: CorrSpec) ->
     (one scalar sync): an FFT spreads a NaN or inf input to every output, the direct method
     puts it exactly where the spec says."""
     y = _fft_unchecked(x, w, bias, spec)
-    if _compiling() or _vmapped():
-        # A tensor cannot decide Python control flow under vmap, nor without breaking
-        # torch.compile's graph: both methods run, and the finite result is kept.
-        return _torch().where(_torch().isfinite(y).all(), y, _correlate_direct(x, w, bias, spec))
-    if not _all_finite(y):
-        return _correlate_direct(x, w, bias, spec)
-    return y
+    return _xp.finite_or(_ops, y, lambda: _correlate_direct(x, w, bias, spec))
 
 
 def _transformed(t: Tensor) -> bool:
@@ -388,10 +337,6 @@ def _all_finite(t: Tensor) -> bool:
     element by element."""
     torch = _torch()
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
-
-
-def _grads_finite(grads: tuple[Tensor | None, ...]) -> bool:
-    return all(_all_finite(g) for g in grads if g is not None)
 
 
 def _autograd(fn: Callable[..., Any], *args: Any) -> Any:
@@ -448,9 +393,9 @@ def _vjp(
     # through the FFTs to every element of some gradient (see _correlate_fft).
     forward = _fft_unchecked if method == "fft" else _correlate_direct
     grads = _forward_with_vjp(x, w, bias, spec, forward)[1](grad_y)
-    if method == "fft" and not _grads_finite(grads):
-        return _vjp(x, w, bias, grad_y, spec, "direct")
-    return grads
+    if method != "fft":
+        return grads
+    return _xp.finite_or(_ops, grads, lambda: _vjp(x, w, bias, grad_y, spec, "direct"))
 
 
 # --- the transposed correlation ------------------------------------------------------------
@@ -471,23 +416,6 @@ _TRANSPOSE_NAMES = {1: "conv_transpose1d", 2: "conv_transpose2d", 3: "conv_trans
 @functools.cache
 def _conv_transpose(rank: int) -> Any:
     return getattr(_torch().nn.functional, _TRANSPOSE_NAMES[rank])
-
-
-def _fold_padding(grad_padded: Tensor, spec: TransposeSpec) -> Tensor:
-    """The transpose of the forward's padding: each padded sample's value added to its source."""
-    forward = spec.forward
-    grad = grad_padded
-    for axis, (n, (lo, hi)) in enumerate(zip(forward.x_shape[2:], forward.padding, strict=True)):
-        if not (lo or hi):
-            continue
-        if forward.padding_mode == "zeros":
-            grad = grad.narrow(2 + axis, lo, n)
-            continue
-        index = _padding_index(n, lo, hi, forward.padding_mode, grad.device)
-        shape = list(grad.shape)
-        shape[2 + axis] = n
-        grad = grad.new_zeros(shape).index_add(2 + axis, index, grad)
-    return grad
 
 
 def _native_transpose(y: Tensor, w: Tensor, spec: TransposeSpec) -> Tensor:
@@ -512,29 +440,7 @@ def _native_transpose(y: Tensor, w: Tensor, spec: TransposeSpec) -> Tensor:
         out = _torch().nn.functional.pad(out, [v for a in reversed(after) for v in (0, a)])
     if native not in (None, 0):  # the native padding already cropped the zeros
         return out
-    return _fold_padding(out, spec)
-
-
-def _transpose_spread(y: Tensor, w: Tensor, spec: TransposeSpec) -> tuple[Tensor, Tensor, Any]:
-    """``y`` spread to stride 1 and the flipped, channel-swapped kernel, with the correlation
-    spec whose output is the padded input's gradient."""
-    torch = _torch()
-    forward = spec.forward
-    g, (c_out, cg), kernel = forward.groups, w.shape[:2], forward.kernel_shape
-    og = c_out // g
-    length = [p + e - 1 for p, e in zip(forward.padded_shape, forward.extents, strict=True)]
-    spread = y.new_zeros((y.shape[0], c_out, *length))
-    placed = tuple(
-        slice(e - 1, e - 1 + (i - 1) * s + 1, s)
-        for e, i, s in zip(forward.extents, spec.y_shape[2:], forward.stride, strict=True)
-    )
-    spread[(slice(None), slice(None), *placed)] = y
-    swapped = w.reshape(g, og, cg, *kernel).transpose(1, 2).reshape(g * cg, og, *kernel)
-    flipped = torch.flip(swapped, dims=tuple(range(2, swapped.ndim)))
-    t_spec = normalize(
-        tuple(spread.shape), tuple(flipped.shape), dilation=forward.dilation, groups=g
-    )
-    return spread, flipped, t_spec
+    return _xp.fold_padding(_ops, out, forward)
 
 
 def _transpose_bias(out: Tensor, bias: Tensor | None, spec: TransposeSpec) -> Tensor:
@@ -562,9 +468,7 @@ def _transpose_direct(y: Tensor, w: Tensor, bias: Tensor | None, spec: Transpose
 def _transpose_fft_unchecked(
     y: Tensor, w: Tensor, bias: Tensor | None, spec: TransposeSpec
 ) -> Tensor:
-    spread, flipped, t_spec = _transpose_spread(y, w, spec)
-    out = _fold_padding(_fft_unchecked(spread, flipped, None, t_spec), spec)
-    return _transpose_bias(out, bias, spec)
+    return _xp.transpose_fft_unchecked(_ops, y, w, bias, spec, _fft_unchecked)
 
 
 def _correlate_transpose(
@@ -573,9 +477,7 @@ def _correlate_transpose(
     if method != "fft":
         return _transpose_direct(y, w, bias, spec)
     out = _transpose_fft_unchecked(y, w, bias, spec)
-    if not _all_finite(out):  # an FFT spreads a NaN or inf everywhere
-        return _transpose_direct(y, w, bias, spec)
-    return out
+    return _xp.finite_or(_ops, out, lambda: _transpose_direct(y, w, bias, spec))
 
 
 def _correlate_transpose_vjp(
@@ -588,9 +490,100 @@ def _correlate_transpose_vjp(
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     forward = _transpose_fft_unchecked if method == "fft" else _transpose_direct
     grads = _forward_with_vjp(y, w, bias, spec, forward)[1](grad_out)  # type: ignore[arg-type]
-    if method == "fft" and not _grads_finite(grads):
-        return _correlate_transpose_vjp(y, w, bias, grad_out, spec, "direct")
-    return grads
+    if method != "fft":
+        return grads
+    return _xp.finite_or(
+        _ops, grads, lambda: _correlate_transpose_vjp(y, w, bias, grad_out, spec, "direct")
+    )
+
+
+class _TorchOps(_xp.ArrayOps):
+    """The shared code's operations in torch (see :mod:`polyconv.backends._xp`)."""
+
+    def fft_dtype(self) -> Any:
+        return _torch().float64  # whatever the input dtype: see the module docstring
+
+    def astype(self, a: Tensor, dtype: Any) -> Tensor:
+        return a.to(dtype)
+
+    def padding_index(self, size: int, lo: int, hi: int, mode: str, like: Tensor) -> Tensor:
+        index_of = _traced_padding_index if _compiling() else _padding_index
+        return index_of(size, lo, hi, mode, like.device)
+
+    def take(self, a: Tensor, index: Tensor, axis: int) -> Tensor:
+        return _torch().index_select(a, axis, index)
+
+    def add_at(self, a: Tensor, index: Tensor, axis: int, size: int) -> Tensor:
+        shape = list(a.shape)
+        shape[axis] = size
+        return a.new_zeros(shape).index_add(axis, index, a)
+
+    def set_in_zeros(
+        self, shape: tuple[int, ...], dtype: Any, where: Any, values: Tensor
+    ) -> Tensor:
+        # One buffer filled in place: each large temporary costs its page faults.
+        buffer = values.new_zeros(shape, dtype=dtype)
+        if values.dtype != dtype and _transformed(values):
+            # torch.func's jvp gives a copy into float64 the source's tangent dtype: cast first.
+            values = values.to(dtype)
+        buffer[where] = values
+        return buffer
+
+    def flip(self, a: Tensor, axes: tuple[int, ...]) -> Tensor:
+        return _torch().flip(a, dims=axes)
+
+    def rfftn(self, a: Tensor, lengths: tuple[int, ...], axes: tuple[int, ...]) -> Tensor:
+        return _torch().fft.rfftn(a, s=lengths, dim=axes)
+
+    def kernel_spectra(
+        self, kernel: Tensor, lengths: tuple[int, ...], axes: tuple[int, ...]
+    ) -> Tensor:
+        return _conjugate_spectra(kernel, lengths, axes)
+
+    def irfftn(
+        self,
+        spectra: Tensor,
+        lengths: tuple[int, ...],
+        axes: tuple[int, ...],
+        keep: tuple[int, ...],
+    ) -> Tensor:
+        # One axis at a time, each cut to the outputs kept once transformed, so the next axes
+        # transform fewer lines (docs/benchmarks.md, "Design measurements", torch-irfft).
+        fft = _torch().fft
+        for axis, length, full in zip(axes[:-1], lengths[:-1], keep[:-1], strict=True):
+            spectra = fft.ifft(spectra, n=length, dim=axis).narrow(axis, 0, full)
+        return fft.irfft(spectra, n=lengths[-1], dim=axes[-1])
+
+    def multiply_consuming(self, a: Tensor, b: Tensor) -> Tensor:
+        if b.shape[2] == 1 and not (a.requires_grad or b.requires_grad):
+            return a.mul_(b)  # no graph to keep: one large temporary fewer
+        return a * b
+
+    def einsum(self, subscripts: str, a: Tensor, b: Tensor) -> Tensor:
+        return _torch().einsum(subscripts, a, b)
+
+    def all_finite(self, arrays: Any) -> Any:
+        torch = _torch()
+        if _compiling() or _vmapped():
+            # A tensor cannot decide Python control flow under vmap, nor without breaking
+            # torch.compile's graph: the predicate stays a tensor (see cond).
+            return torch.stack([torch.isfinite(a).all() for a in arrays]).all()
+        return all(_all_finite(a) for a in arrays)
+
+    def cond(self, predicate: Any, then: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
+        if isinstance(predicate, bool):
+            return then() if predicate else otherwise()
+        # Both run, and the finite result is kept (per example under vmap).
+        kept, other = then(), otherwise()
+        if not isinstance(kept, tuple):
+            return _torch().where(predicate, kept, other)
+        return tuple(
+            k if k is None else _torch().where(predicate, k, o)
+            for k, o in zip(kept, other, strict=True)
+        )
+
+
+_ops = _TorchOps()
 
 
 class TorchBackend(Backend):
