@@ -181,14 +181,17 @@ def _with_nonfinite_taps_on_padding(
     if spec.padding_mode != "zeros" or not any(lo or hi for lo, hi in spec.padding):
         return y
 
-    def poisoned() -> JaxArray:
+    def hits() -> JaxArray:
         inside = jnp.zeros((1, 1, *spec.x_shape[2:]), jnp.float32)
         region = jnp.pad(inside, [(0, 0), (0, 0), *spec.padding], constant_values=1)
         taps = (~jnp.isfinite(w)).any(axis=1, keepdims=True).astype(jnp.float32)
-        hits = _conv(region, taps, spec, [(0, 0)] * spec.rank, precision, 1)
-        return jnp.where(hits > 0, jnp.asarray(jnp.nan, y.dtype), y)
+        return _conv(region, taps, spec, [(0, 0)] * spec.rank, precision, 1) > 0
 
-    return jax.lax.cond(jnp.isfinite(w).all(), lambda: y, poisoned)
+    # Only the mask (one image's worth, shared by the batch) goes through the branch, not y:
+    # y keeps the layout its convolution chose (channels last stays native, see _core.layouts).
+    none = lambda: jnp.zeros((1, *spec.out_shape[1:]), bool)  # noqa: E731
+    poisoned = jax.lax.cond(jnp.isfinite(w).all(), none, hits)
+    return jnp.where(poisoned, jnp.asarray(jnp.nan, y.dtype), y)
 
 
 def _direct_traced(
