@@ -294,13 +294,13 @@ ARRAY_ERRORS = [
         "object-array",
         lambda: pc.correlate(np.array([[[1, "a"]]], dtype=object), [[[1]]]),
         TypeError,
-        r"x has dtype object; expected one of float16, float32, float64, an integer or bool dtype",
+        r"x has dtype object; expected one of float16, bfloat16, float32, float64, an integer or bool dtype",
     ),
     (
         "string-array",
         lambda: pc.correlate(X, np.full((3, 2, 2, 2), "a")),
         TypeError,
-        r"w has dtype str32; expected one of float16, float32, float64",
+        r"w has dtype str32; expected one of float16, bfloat16, float32, float64",
     ),
     (
         "string",
@@ -330,7 +330,7 @@ ARRAY_ERRORS = [
         "datetime",
         lambda: pc.correlate(np.ones((1, 1, 3)).astype("datetime64[s]"), [[[1]]]),
         TypeError,
-        r"x has dtype datetime64\[s\]; expected one of float16, float32, float64",
+        r"x has dtype datetime64\[s\]; expected one of float16, bfloat16, float32, float64",
     ),
     (
         "grad-y-wrong-shape",
@@ -425,6 +425,7 @@ def test_mixed_dtypes_promote_to_the_widest_float(x_dtype, w_dtype, bias_dtype, 
         ("float16", "float16", "float16"),
     ],
 )
+@pytest.mark.jax_x64  # JAX holds int64 and float64 arrays only in its 64-bit mode
 def test_dtype_rule_is_the_same_on_every_backend(backend, x_dtype, w_dtype, expected) -> None:
     reason = unsupported_dtype_reason(backend.name, expected)
     if reason is not None:
@@ -600,6 +601,7 @@ def test_an_argument_equal_to_an_earlier_valid_one_is_still_refused(kwargs, patt
     refused(TypeError, pattern, lambda: pc.correlate(X, W, **{**valid, **kwargs}))
 
 
+@pytest.mark.jax_x64  # float64 arrays
 @pytest.mark.parametrize("batched", [True, False])
 def test_a_repeated_call_computes_what_the_first_call_did(backend, batched) -> None:
     """The second call takes the prepared path (no inspection, no conversion)."""
