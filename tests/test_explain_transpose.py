@@ -99,6 +99,9 @@ FORWARD = {
 
 _HEADER = re.compile(r"^(\w+) \((?:x|y), w(, b)? are [\w ]+\):$")
 
+# Compared in float64 (with SciPy / with the float64 reference): JAX in its 64-bit mode.
+pytestmark = pytest.mark.jax_x64
+
 
 def printed_snippets(text: str) -> dict[str, str]:
     blocks: dict[str, list[str]] = {}

@@ -53,6 +53,7 @@ def _layouts(data: st.DataObject, batched: bool) -> tuple[str, str, Any, Any, An
     return data_format, kernel_format, to_data, from_data, to_kernel
 
 
+@pytest.mark.jax_x64  # compared in float64 on every backend
 @given(data=st.data())
 def test_channels_last_correlation_is_the_permuted_channels_first_one(data: st.DataObject) -> None:
     backend = data.draw(st.sampled_from(USABLE), label="backend")
@@ -84,6 +85,7 @@ def test_channels_last_correlation_is_the_permuted_channels_first_one(data: st.D
     assert shape == tuple(y.shape)
 
 
+@pytest.mark.jax_x64  # compared in float64 on every backend
 @given(data=st.data())
 def test_channels_last_gradients_are_the_permuted_channels_first_ones(
     data: st.DataObject,
@@ -113,6 +115,7 @@ def test_channels_last_gradients_are_the_permuted_channels_first_ones(
     assert (grad_b is None) == (expected[2] is None)
 
 
+@pytest.mark.jax_x64  # compared in float64 on every backend
 @given(data=st.data())
 def test_channels_last_transpose_is_the_permuted_channels_first_one(data: st.DataObject) -> None:
     backend = data.draw(st.sampled_from(USABLE), label="backend")
@@ -199,6 +202,7 @@ def test_torch_channels_last_result_is_contiguous_in_the_callers_layout() -> Non
 # --- layers ----------------------------------------------------------------------------------
 
 
+@pytest.mark.jax_x64  # float64 layers
 @pytest.mark.parametrize("backend", [b.name for b in USABLE if b.name != "array_api"])
 def test_conv_transpose_layer_equals_torch_conv_transpose_module(backend: str) -> None:
     torch = pytest.importorskip("torch")
@@ -237,6 +241,7 @@ def test_channels_last_layer_is_the_channels_first_layer_on_permuted_data(
     np.testing.assert_array_equal(_data_first(last(_data_last(x, True)), True), first(x))
 
 
+@pytest.mark.jax_x64  # float64 layers
 @pytest.mark.parametrize("backend", [b.name for b in USABLE if b.name != "array_api"])
 def test_fit_learns_a_channels_last_transposed_layer(backend: str) -> None:
     options = dict(in_channels=2, out_channels=3, stride=2, padding=1, output_padding=1)

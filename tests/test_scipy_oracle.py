@@ -37,6 +37,9 @@ signal = pytest.importorskip("scipy.signal")
 
 BOUNDARY_TO_PADDING_MODE = {"fill": "zeros", "wrap": "circular", "symm": "symmetric"}
 
+# Compared in float64 (with SciPy / with the float64 reference): JAX in its 64-bit mode.
+pytestmark = pytest.mark.jax_x64
+
 
 def correlate2d_padding(mode: str, kernel: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     """The ``(lo, hi)`` pairs ``scipy.signal.correlate2d`` pads with in ``mode``."""

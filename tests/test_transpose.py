@@ -79,6 +79,7 @@ def test_reference_transpose_is_correlate_vjp_input_gradient(p: TransposeProblem
     np.testing.assert_array_equal(reference.correlate_transpose(p.y, p.w, **p.kwargs), grad_x)
 
 
+@pytest.mark.jax_x64  # compared in float64 on every backend
 @given(p=transpose_problems(), data=st.data())
 def test_transpose_equals_correlate_vjp_input_gradient(
     p: TransposeProblem, data: st.DataObject
@@ -167,6 +168,7 @@ def test_torch_autograd_through_correlate_transpose_equals_its_vjp() -> None:
     np.testing.assert_allclose(w_t.grad.numpy(), grad_w, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.jax_x64  # compared with the float64 reference to 1e-10
 def test_jax_grad_through_correlate_transpose_equals_its_vjp() -> None:
     jax = pytest.importorskip("jax")
     rng = np.random.default_rng(1)
