@@ -92,8 +92,9 @@ def get_precision() -> str:
     return _precision.get()
 
 
-@functools.cache
 def _torch() -> Any:
+    # Not cached: an import of a loaded module is a dictionary lookup, and torch.compile warns
+    # at every cached function it traces through.
     import torch
 
     return torch
@@ -102,7 +103,6 @@ def _torch() -> Any:
 _CONV_NAMES = {1: "conv1d", 2: "conv2d", 3: "conv3d"}
 
 
-@functools.cache
 def _conv(rank: int) -> Any:
     """``torch.nn.functional.conv1d/2d/3d`` for ``rank`` spatial axes."""
     return getattr(_torch().nn.functional, _CONV_NAMES[rank])
@@ -413,7 +413,6 @@ def _vjp(
 _TRANSPOSE_NAMES = {1: "conv_transpose1d", 2: "conv_transpose2d", 3: "conv_transpose3d"}
 
 
-@functools.cache
 def _conv_transpose(rank: int) -> Any:
     return getattr(_torch().nn.functional, _TRANSPOSE_NAMES[rank])
 
