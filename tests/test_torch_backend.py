@@ -279,10 +279,8 @@ def as_if_on_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[object]
         return conv2d(*args, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "conv2d", recording_conv2d)
-    torch_backend._conv.cache_clear()  # it holds the conv functions it looked up
     yield seen
     monkeypatch.undo()
-    torch_backend._conv.cache_clear()
     torch_backend._bare_native.cache_clear()
 
 
