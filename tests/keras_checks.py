@@ -12,11 +12,13 @@ import keras
 import numpy as np
 from adapter_strategies import (
     EXPLAIN_PROBLEMS,
+    EXPLAIN_TRANSPOSED,
     FEW,
     Geometry,
     assert_module_call_computes_what_polyconv_computes,
     assert_same_function,
     assert_same_spec_and_weights,
+    assert_transposed_module_call_computes_what_polyconv_computes,
     geometries,
     layers,
     random_input,
@@ -217,6 +219,16 @@ def keras_model_holding_polyconv_wrappers_saves_and_loads() -> None:
         assert report.ok and report.differences == (), str(report)
 
 
+def explained_keras_transposed_module_computes_what_polyconv_computes() -> None:
+    for name in EXPLAIN_TRANSPOSED:
+        code = assert_transposed_module_call_computes_what_polyconv_computes(
+            name, "keras", keras.ops.convert_to_tensor
+        )
+        assert "keras.layers.Conv" in code and "DTranspose(" in code
+        cropped = name != "same-stride-2-unbatched"
+        assert ("full = conv(" in code) == cropped, code
+
+
 if __name__ == "__main__":
     testing.load_profile()
     checks = [
@@ -228,6 +240,7 @@ if __name__ == "__main__":
         from_keras_transposed_layer_computes_what_it_computes_and_round_trips,
         keras_writes_a_cropping_layer_where_its_transpose_rules_cannot_pad_and_reads_it_back,
         keras_model_holding_polyconv_wrappers_saves_and_loads,
+        explained_keras_transposed_module_computes_what_polyconv_computes,
     ]
     for check in checks:
         check()

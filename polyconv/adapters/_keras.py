@@ -239,21 +239,22 @@ def _lax_pads(
     dilation: tuple[int, ...],
 ) -> list[tuple[int, int]]:
     """The pads of the stride-dilated input a Keras transposed layer computes with: Keras' own
-    rule (``compute_conv_transpose_padding_args_for_jax``; its torch backend follows it)."""
-    from keras.src.backend.common.backend_utils import (
-        compute_conv_transpose_padding_args_for_jax,
-    )
-
-    rank = len(kernel_size)
-    pads = compute_conv_transpose_padding_args_for_jax(
-        input_shape=(1,) * (rank + 2),
-        kernel_shape=(*kernel_size, 1, 1),
-        strides=strides,
-        padding=padding,
-        output_padding=output_padding,
-        dilation_rate=dilation,
-    )
-    return [(int(a), int(b)) for a, b in pads]
+    rule (``compute_conv_transpose_padding_args_for_jax``, which its torch backend follows),
+    restated here so that ``explain`` can use it without importing keras; the Keras checks
+    hold it to Keras' layers."""
+    pads = []
+    for axis, (k, s, d) in enumerate(zip(kernel_size, strides, dilation, strict=True)):
+        extent = (k - 1) * d + 1
+        extra = None if output_padding is None else output_padding[axis]
+        if padding == "valid":
+            lo = extent - 1
+            hi = extent - 1 + (max(extent, s) - extent if extra is None else extra)
+        else:
+            total = s + extent - 2 if extra is None else extent + extent % 2 - 2 + extra
+            lo = min(total // 2 + total % 2, extent - 1)
+            hi = total - lo
+        pads.append((lo, hi))
+    return pads
 
 
 def describe(module: Any) -> ConvDescription:
