@@ -27,7 +27,7 @@ from ._spec.layouts import (
 )
 from ._spec.padding import NUMPY_PAD_MODE
 from ._spec.spec import CorrSpec, IntOrTuple, PaddingArg, normalize
-from ._spec.transpose import normalize_transpose
+from ._spec.transpose import TransposeSpec, normalize_transpose
 
 __all__ = ["NativeCall", "explain", "native_calls"]
 
@@ -414,6 +414,22 @@ def _transpose_calls(
             "adjoint sum written in NumPy.",
         ),
         "scipy": NativeCall("scipy", "", "scipy.signal has no transposed correlation."),
+        **_transpose_module_calls(spec, bias, data_format, kernel_format),
+    }
+
+
+def _transpose_module_calls(
+    spec: TransposeSpec, bias: bool, data_format: str, kernel_format: str
+) -> dict[str, NativeCall]:
+    """``nnx.ConvTranspose`` and ``keras.layers.ConvNDTranspose`` for a channels-first problem
+    (the torch module is in the torch snippet)."""
+    if CHANNELS_LAST in (data_format, kernel_format):
+        return {}
+    from .adapters._code_transpose import flax_transpose_module, keras_transpose_module
+
+    return {
+        "flax_module": NativeCall("flax_module", *flax_transpose_module(spec, bias)),
+        "keras_module": NativeCall("keras_module", *keras_transpose_module(spec, bias)),
     }
 
 

@@ -191,3 +191,63 @@ def assert_module_call_computes_what_polyconv_computes(
     )
     bound = error_bound(x, w, b, "float32", kwargs, c=2 * DEFAULT_C)
     assert_within(to_numpy(namespace["y"]), expected, bound, what=f"{framework}_module of {name}")
+
+
+# Transposed problems for the module calls (``y`` shape, forward kernel shape, bias, keywords):
+# Keras crops after its unpadded transpose in the first, third and fourth (the fourth extends
+# with zeros), and pads natively in the second; Flax pads natively in all.
+EXPLAIN_TRANSPOSED: dict[str, tuple[tuple[int, ...], tuple[int, ...], bool, dict[str, Any]]] = {
+    "torch-k3-s2-p1-op1": (
+        (2, 4, 5, 5),
+        (4, 3, 3, 3),
+        True,
+        {"stride": 2, "padding": 1, "output_padding": 1},
+    ),
+    "same-stride-2-unbatched": (
+        (3, 5),
+        (3, 2, 3),
+        True,
+        {"stride": 2, "padding": "same", "output_padding": 1},
+    ),
+    "dilation-2": ((1, 2, 4), (2, 3, 2), False, {"padding": 2, "dilation": 2}),
+    "output-padding-beyond": (
+        (2, 3, 4),
+        (3, 2, 2),
+        True,
+        {"stride": 3, "padding": ((1, 0),), "output_padding": 2},
+    ),
+}
+
+
+def assert_transposed_module_call_computes_what_polyconv_computes(
+    name: str, framework: str, convert: Any
+) -> str:
+    """Run ``explain``'s ``{framework}_module`` block of the transposed problem ``name`` on
+    arrays made by ``convert``, compare its ``out`` with :func:`polyconv.correlate_transpose`'s,
+    and return the snippet."""
+    from test_explain_transpose import printed_snippets
+
+    from polyconv.explain import explain
+    from polyconv.testing import transpose_error_bound
+
+    y_shape, w_shape, bias, kwargs = EXPLAIN_TRANSPOSED[name]
+    code = printed_snippets(explain(y_shape, w_shape, bias=bias, transpose=True, **kwargs))[
+        f"{framework}_module"
+    ]
+    rng = np.random.default_rng(0)
+    y = rng.uniform(-1, 1, y_shape).astype(np.float32)
+    w = rng.uniform(-1, 1, w_shape).astype(np.float32)
+    b = rng.uniform(-1, 1, (w_shape[1],)).astype(np.float32) if bias else None
+    namespace: dict[str, Any] = {"y": convert(y), "w": convert(w)}
+    if b is not None:
+        namespace["b"] = convert(b)
+    exec(code, namespace)
+    batched = len(y_shape) == len(w_shape)
+    y_batched, out = (
+        (y, to_numpy(namespace["out"])) if batched else (y[None], namespace["out"][None])
+    )
+    as64 = [None if a is None else a.astype(np.float64) for a in (y_batched, w, b)]
+    expected = pc.correlate_transpose(*as64, **kwargs)
+    bound = transpose_error_bound(y_batched, w, b, "float32", kwargs, c=2 * DEFAULT_C)
+    assert_within(to_numpy(out), expected, bound, what=f"{framework}_module of {name}")
+    return code

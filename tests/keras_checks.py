@@ -12,11 +12,13 @@ import keras
 import numpy as np
 from adapter_strategies import (
     EXPLAIN_PROBLEMS,
+    EXPLAIN_TRANSPOSED,
     FEW,
     Geometry,
     assert_module_call_computes_what_polyconv_computes,
     assert_same_function,
     assert_same_spec_and_weights,
+    assert_transposed_module_call_computes_what_polyconv_computes,
     geometries,
     layers,
     random_input,
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 
 import polyconv as pc
 from polyconv import testing
+from polyconv.adapters import keras_custom_objects
 
 # Keras builds every layer eagerly and slowly: fewer examples than the other adapters' tests.
 KERAS_FEW = settings(FEW, max_examples=3)
@@ -165,6 +168,67 @@ def explained_keras_module_computes_what_polyconv_computes() -> None:
         )
 
 
+def keras_writes_a_cropping_layer_where_its_transpose_rules_cannot_pad_and_reads_it_back() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    ported = torch.nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)
+    specs = [
+        (pc.from_module(ported), (2, 3, 5, 4)),
+        (pc.ConvTranspose1D(2, in_channels=3, out_channels=2, stride=3, padding="same",
+                            output_padding=2, data_format="channels_last"), (2, 3, 5)),
+    ]  # fmt: skip
+    for layer, x_shape in specs:
+        module = layer.to_module("keras")
+        assert type(module).__name__ == "CroppedConvTranspose"
+        assert "cropped" in str(type(module).__doc__)
+        report = pc.compare(layer, module, x_shape)
+        assert report.ok, str(report)
+        assert_same_spec_and_weights(layer, pc.from_module(module), x_shape)
+    assert pc.compare(ported, pc.from_module(ported).to_module("keras"), (2, 3, 5, 4)).ok
+
+
+def keras_model_holding_polyconv_wrappers_saves_and_loads() -> None:
+    import tempfile
+    import warnings
+
+    wrappers = [
+        (pc.ConvTranspose2D(3, in_channels=3, out_channels=2, stride=2, padding=1,
+                            output_padding=1, seed=1), (3, 5, 4)),
+        (pc.Conv1D(3, in_channels=2, out_channels=2, stride=2, padding="same",
+                   padding_mode="reflect", seed=2), (2, 7)),
+    ]  # fmt: skip
+    for layer, shape in wrappers:
+        module = layer.to_module("keras")
+        model = keras.Sequential([keras.Input(shape), module])
+        path = os.path.join(tempfile.mkdtemp(), "model.keras")
+        with warnings.catch_warnings():
+            # Keras' own saving calls np.array on an object without NumPy 2's copy keyword.
+            warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+            model.save(path)
+        # As in a fresh interpreter: the wrappers not registered, passed as custom objects.
+        registered = keras.saving.get_custom_objects()
+        ours = {name: registered.pop(name) for name in list(registered) if "polyconv>" in name}
+        try:
+            loaded = keras.saving.load_model(path, custom_objects=keras_custom_objects()).layers[0]
+        finally:
+            registered.update(ours)
+        assert type(loaded).__name__ == type(module).__name__
+        assert_same_spec_and_weights(module, pc.from_module(loaded), (2, *shape))
+        report = pc.compare(module, loaded, (2, *shape))
+        assert report.ok and report.differences == (), str(report)
+
+
+def explained_keras_transposed_module_computes_what_polyconv_computes() -> None:
+    for name in EXPLAIN_TRANSPOSED:
+        code = assert_transposed_module_call_computes_what_polyconv_computes(
+            name, "keras", keras.ops.convert_to_tensor
+        )
+        assert "keras.layers.Conv" in code and "DTranspose(" in code
+        cropped = name != "same-stride-2-unbatched"
+        assert ("full = conv(" in code) == cropped, code
+
+
 if __name__ == "__main__":
     testing.load_profile()
     checks = [
@@ -174,6 +238,9 @@ if __name__ == "__main__":
         compare_flags_keras_same_at_stride_2_against_torch_padding_1,
         explained_keras_module_computes_what_polyconv_computes,
         from_keras_transposed_layer_computes_what_it_computes_and_round_trips,
+        keras_writes_a_cropping_layer_where_its_transpose_rules_cannot_pad_and_reads_it_back,
+        keras_model_holding_polyconv_wrappers_saves_and_loads,
+        explained_keras_transposed_module_computes_what_polyconv_computes,
     ]
     for check in checks:
         check()

@@ -337,6 +337,52 @@ def test_from_flax_transposed_module_computes_what_it_computes_and_round_trips(
     assert_same_spec_and_weights(module, pc.from_module(layer.to_module("flax")), g.x_shape)
 
 
+CROPPED_TRANSPOSES = [
+    (pc.ConvTranspose2D, {"kernel_size": 3, "stride": 2, "padding": "same"}, (2, 3, 5, 4)),
+    (
+        pc.ConvTranspose2D,
+        {"kernel_size": (3, 2), "stride": (3, 2), "padding": "same", "output_padding": (1, 0)},
+        (1, 2, 4, 3),
+    ),
+    (
+        pc.ConvTranspose1D,
+        {
+            "kernel_size": 3,
+            "stride": 2,
+            "padding": "same",
+            "dilation": 2,
+            "output_padding": 1,
+            "bias": False,
+        },
+        (2, 3, 5),
+    ),
+]
+
+
+@pytest.mark.parametrize(("cls", "options", "x_shape"), CROPPED_TRANSPOSES)
+def test_flax_writes_a_cropping_module_where_conv_transpose_cannot_pad_and_reads_it_back(
+    cls: Any, options: dict[str, Any], x_shape: tuple[int, ...]
+) -> None:
+    layer = cls(in_channels=x_shape[1], out_channels=2, seed=3, **options)
+    module = layer.to_module("flax")
+    assert type(module).__name__ == "CroppedConvTranspose"
+    assert "cropped" in type(module).__doc__
+    report = pc.compare(layer, module, x_shape)
+    assert report.ok, str(report)
+    assert_same_spec_and_weights(layer, pc.from_module(module), x_shape)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"), [({"groups": 2}, "groups=2"), ({"padding_mode": "reflect"}, "reflect")]
+)
+def test_flax_refuses_transposed_groups_and_padding_modes_by_name(
+    options: dict[str, Any], named: str
+) -> None:
+    layer = pc.ConvTranspose1D(3, in_channels=2, out_channels=2, padding=1, **options)
+    with pytest.raises(ValueError, match=named):
+        layer.to_module("flax")
+
+
 def test_compare_flags_a_naive_flax_port_of_a_torch_transposed_conv_and_passes_the_written_one() -> (
     None
 ):

@@ -31,4 +31,4 @@ def test_keras_adapter_properties_hold_on_each_keras_backend(keras_backend: str)
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert completed.stdout.count("ok ") == 6, completed.stdout
+    assert completed.stdout.count("ok ") == 9, completed.stdout

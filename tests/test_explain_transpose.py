@@ -8,6 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from adapter_strategies import (
+    EXPLAIN_TRANSPOSED,
+    assert_transposed_module_call_computes_what_polyconv_computes,
+)
 from test_explain import _as_framework, _to_numpy
 
 import polyconv as pc
@@ -218,3 +222,18 @@ def test_transpose_explain_names_the_native_calls_and_what_cannot_be_expressed()
     )
     assert "F.conv_transpose2d(y, w, stride=2, padding=1, output_padding=1)" in plain
     assert "torch.nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1" in plain
+
+
+@pytest.mark.parametrize("name", EXPLAIN_TRANSPOSED)
+def test_printed_flax_transposed_module_computes_what_polyconv_computes(name: str) -> None:
+    pytest.importorskip("flax")
+    import jax.numpy as jnp
+
+    code = assert_transposed_module_call_computes_what_polyconv_computes(name, "flax", jnp.asarray)
+    assert "nnx.ConvTranspose(" in code and "jnp.transpose(w, " in code
+
+
+def test_transposed_module_calls_refuse_groups_and_padding_modes_by_name() -> None:
+    text = explain((1, 4, 6), (4, 1, 3), transpose=True, groups=2, padding_mode="reflect")
+    assert "nnx.ConvTranspose has no groups" in text
+    assert "keras.layers.Conv1DTranspose has no groups" in text

@@ -19,7 +19,14 @@ from ..layers import Conv1D, Conv2D, Conv3D, _ConvND
 from ..transposed_layers import ConvTranspose1D, ConvTranspose2D, ConvTranspose3D, _ConvTransposeND
 from ._description import ConvDescription
 
-__all__ = ["FRAMEWORKS", "ConvDescription", "describe", "from_module", "to_module"]
+__all__ = [
+    "FRAMEWORKS",
+    "ConvDescription",
+    "describe",
+    "from_module",
+    "keras_custom_objects",
+    "to_module",
+]
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "flax", "keras")
 _LAYERS: dict[tuple[bool, int], type[_ConvND]] = {
@@ -139,18 +146,19 @@ def to_module(layer: object, framework: str) -> Any:
     computing the same function; data in that framework's layout (torch: channels-first, Flax:
     channels-last, Keras: the layer's ``data_format``).
 
-    Transposed layers (``pc.ConvTranspose*D``) become ``torch.nn.ConvTranspose*d`` (or, where
-    its padding cannot say it, ``CroppedConvTranspose``: no padding, the output cut after),
-    ``nnx.ConvTranspose`` (``transpose_kernel=True``) or Keras ``Conv*DTranspose``; a padding
-    mode other than zeros, groups in Flax or Keras, or pads that Flax's and Keras' rules cannot
-    give are a ValueError saying which.
+    Transposed layers (``pc.ConvTranspose*D``) become ``torch.nn.ConvTranspose*d``,
+    ``nnx.ConvTranspose`` (``transpose_kernel=True``) or Keras ``Conv*DTranspose``, or, where
+    their padding cannot say it, a ``CroppedConvTranspose`` of that framework (the native
+    transpose run without padding, its output cut after); a padding mode other than zeros, or
+    groups in Flax or Keras, are a ValueError saying which.
 
     Where the native layer cannot express the padding (torch has no "same" at a stride above 1
     nor asymmetric pads, Flax and Keras no replicate or symmetric mode...), the result is a small
     native module, ``PaddedConv``, that pads first and applies the native convolution; its
     docstring and repr say so. :func:`from_module` reads it back. torch's own reflect and
     circular padding (used where they express the spec) refuse pads wider than the input, where
-    polyconv's pad any width as ``np.pad`` does.
+    polyconv's pad any width as ``np.pad`` does. The Keras wrappers save with their model;
+    to load one in a fresh interpreter pass ``custom_objects=keras_custom_objects()``.
     """
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
@@ -162,6 +170,15 @@ def to_module(layer: object, framework: str) -> Any:
     if framework == "torch" and description.data_format != "channels_first":
         description = _with_data_format(description, "channels_first")
     return _adapter(framework).build(description)
+
+
+def keras_custom_objects() -> dict[str, type]:
+    """polyconv's Keras wrappers by their registered names, for
+    ``keras.saving.load_model(path, custom_objects=keras_custom_objects())`` in an interpreter
+    that has not made them yet."""
+    keras_adapter = _adapter("keras")
+    classes = (keras_adapter.padded_conv_class(), keras_adapter.cropped_conv_transpose_class())
+    return {f"polyconv>{cls.__name__}": cls for cls in classes}
 
 
 def _with_data_format(description: ConvDescription, data_format: str) -> ConvDescription:

@@ -225,3 +225,35 @@ def lax_pads_of_transpose(description: ConvDescription) -> list[tuple[int, int]]
             strict=True,
         )
     ]
+
+
+def crop_of_transpose(
+    spatial: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    padding: object,
+    output_padding: Sequence[int],
+) -> list[tuple[int, int, int]]:
+    """Where a transposed layer's output lies in the unpadded native transpose of an input of
+    spatial shape ``spatial`` (``(n - 1) * s + e`` long per axis, ``e`` the dilated kernel's
+    extent): per axis ``(start, stop, zeros)``, the output being ``[start, stop)`` followed by
+    ``zeros`` zeros (output ``j`` is position ``lo + j`` of the forward's padded input).
+    What the cropping wrappers of the Flax and Keras adapters resolve on each call."""
+    spec = normalize_transpose(
+        (1, 1, *spatial),
+        (1, 1, *kernel_size),
+        stride=tuple(stride),
+        padding=padding,  # type: ignore[arg-type]  # validated by normalize_transpose
+        output_padding=tuple(output_padding),
+        dilation=tuple(dilation),
+    )
+    crops = []
+    for n, k, s, d, (lo, _), size in zip(
+        spatial, kernel_size, stride, dilation, spec.forward.padding, spec.out_shape[2:],
+        strict=True,
+    ):  # fmt: skip
+        full = (n - 1) * s + (k - 1) * d + 1
+        stop = min(lo + size, full)
+        crops.append((lo, stop, lo + size - stop))
+    return crops

@@ -14,6 +14,7 @@ import numpy as np
 from ._description import (
     ConvDescription,
     centred_pairs,
+    crop_of_transpose,
     explicit_pairs,
     kernel_from_channels_last,
     kernel_to_channels_last,
@@ -70,6 +71,63 @@ def padded_conv_class() -> type:
             return conv(x)
 
     return PaddedConv
+
+
+@functools.cache
+def cropped_conv_transpose_class() -> type:
+    """``CroppedConvTranspose``, a ``flax.nnx.Module`` (made on first use)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    class CroppedConvTranspose(nnx.Module):
+        """An ``nnx.ConvTranspose`` (``transpose_kernel=True``) run without padding on its
+        channels-last input, its output cropped (or extended with zeros) afterwards, written by
+        polyconv where ``nnx.ConvTranspose`` cannot express the padding (no "same" at a stride
+        above 1 in polyconv's sense).
+
+        ``padding`` and ``output_padding`` are polyconv's (those of
+        :func:`polyconv.correlate_transpose`): on each input ``conv``'s kernel is applied by
+        ``lax.conv_transpose`` with no padding, the result cut to the transpose's output per
+        axis, and ``conv``'s bias added.
+        """
+
+        polyconv_padded = True
+
+        def __init__(
+            self, conv: nnx.ConvTranspose, padding: object, output_padding: tuple[int, ...]
+        ) -> None:
+            self.conv = conv
+            self.padding = padding
+            self.output_padding = output_padding
+            self.padding_mode = "zeros"
+
+        def __call__(self, x: Any) -> Any:
+            conv = self.conv
+            rank = len(conv.kernel_size)
+            stride = per_axis(conv.strides, rank)
+            dilation = per_axis(conv.kernel_dilation, rank)
+            first = x.ndim - rank - 1
+            crops = crop_of_transpose(
+                x.shape[first:-1], conv.kernel_size, stride, dilation, self.padding,
+                self.output_padding,
+            )  # fmt: skip
+            extents = [(k - 1) * d + 1 for k, d in zip(conv.kernel_size, dilation, strict=True)]
+            full = jax.lax.conv_transpose(
+                x,
+                conv.kernel.get_value(),
+                stride,
+                [(e - 1, e - 1) for e in extents],
+                rhs_dilation=dilation,
+                transpose_kernel=True,
+            )
+            kept = full[(..., *(slice(start, stop) for start, stop, _ in crops), slice(None))]
+            y = jnp.pad(kept, [(0, 0)] * first + [(0, zeros) for *_, zeros in crops] + [(0, 0)])
+            if conv.bias is not None:
+                y = y + conv.bias.get_value()
+            return y
+
+    return CroppedConvTranspose
 
 
 def _take(x: Any, index: np.ndarray, axis: int) -> Any:
@@ -176,7 +234,7 @@ def describe(module: Any) -> ConvDescription:
     conv = module.conv if padded else module
     rank = len(conv.kernel_size)
     if _is_transpose(conv):
-        return _describe_transpose(conv)
+        return _describe_transpose(module)
     if per_axis(conv.input_dilation, rank) != (1,) * rank:
         raise ValueError(
             f"input_dilation={conv.input_dilation!r} on a forward nnx.Conv has no polyconv "
@@ -213,11 +271,19 @@ def describe(module: Any) -> ConvDescription:
     )
 
 
-def _describe_transpose(conv: Any) -> ConvDescription:
+def _describe_transpose(module: Any) -> ConvDescription:
+    """An ``nnx.ConvTranspose`` or polyconv's ``CroppedConvTranspose`` around one."""
+    padded = getattr(module, "polyconv_padded", False)
+    conv = module.conv if padded else module
     rank = len(conv.kernel_size)
     if conv.mask is not None:
         raise ValueError("mask on an nnx.ConvTranspose has no polyconv equivalent")
-    pairs, output_padding = _read_transpose_padding(conv)
+    if padded:
+        pairs, output_padding = module.padding, tuple(module.output_padding)
+        native = f"{pairs!r} by polyconv's CroppedConvTranspose"
+    else:
+        pairs, output_padding = _read_transpose_padding(conv)
+        native = repr(conv.padding)
     return ConvDescription(
         framework=FRAMEWORK,
         backend="jax",
@@ -233,7 +299,7 @@ def _describe_transpose(conv: Any) -> ConvDescription:
         data_format="channels_last",
         weight=_kernel_to_polyconv(conv, _value(conv.kernel)),
         bias=None if conv.bias is None else _value(conv.bias),
-        native_padding=repr(conv.padding),
+        native_padding=native,
         transpose=True,
         output_padding=output_padding,
     )
@@ -241,23 +307,28 @@ def _describe_transpose(conv: Any) -> ConvDescription:
 
 def _build_transpose(description: ConvDescription) -> Any:
     """An ``nnx.ConvTranspose`` (``transpose_kernel=True``: the kernel in Flax's layout of the
-    forward's) computing the transposed ``description``."""
+    forward's) computing the transposed ``description``, or polyconv's ``CroppedConvTranspose``
+    around one where its padding cannot ("same" at a stride above 1)."""
     import jax.numpy as jnp
     from flax import nnx
 
-    lax_pairs = lax_pads_of_transpose(description)
-    if description.groups != 1 or description.padding_mode != "zeros" or lax_pairs is None:
+    if description.groups != 1 or description.padding_mode != "zeros":
         raise ValueError(
-            'nnx.ConvTranspose has no groups, pads with zeros only and takes no "same" at a '
-            f"stride above 1; this layer has groups={description.groups}, padding="
-            f"{description.padding!r}, padding_mode={description.padding_mode!r}"
+            "nnx.ConvTranspose has no groups and pads with zeros only (polyconv writes no "
+            f"wrapper for these); this layer has groups={description.groups}, "
+            f"padding_mode={description.padding_mode!r} (polyconv computes it: "
+            "pc.correlate_transpose)"
         )
+    lax_pairs = lax_pads_of_transpose(description)
+    extents = [
+        (k - 1) * d + 1 for k, d in zip(description.kernel_size, description.dilation, strict=True)
+    ]
     conv = nnx.ConvTranspose(
         description.in_channels,
         description.out_channels,
         description.kernel_size,
         strides=description.stride,
-        padding=lax_pairs,
+        padding=[(e - 1, e - 1) for e in extents] if lax_pairs is None else lax_pairs,
         kernel_dilation=description.dilation,
         use_bias=description.bias is not None,
         transpose_kernel=True,
@@ -268,7 +339,10 @@ def _build_transpose(description: ConvDescription) -> Any:
     conv.kernel.set_value(jnp.asarray(kernel_to_channels_last(description.weight)))
     if description.bias is not None:
         conv.bias.set_value(jnp.asarray(description.bias))  # type: ignore[union-attr]
-    return conv
+    if lax_pairs is not None:
+        return conv
+    assert description.output_padding is not None
+    return cropped_conv_transpose_class()(conv, description.padding, description.output_padding)
 
 
 def _native_padding(description: ConvDescription) -> object | None:

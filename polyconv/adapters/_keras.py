@@ -16,6 +16,7 @@ import numpy as np
 from .._bounds import to_numpy
 from ._description import (
     ConvDescription,
+    crop_of_transpose,
     explicit_pairs,
     kernel_from_channels_last,
     kernel_to_channels_last,
@@ -48,11 +49,29 @@ def _spatial_axes(data_format: str, rank: int, ndim: int) -> list[int]:
     return list(range(first, first + rank))
 
 
+def _padding_from_config(padding: object) -> object:
+    """polyconv's padding as a Keras config gives it back (JSON turns pairs into lists)."""
+    if isinstance(padding, str):
+        return padding
+    return tuple(tuple(int(p) for p in pair) for pair in padding)  # type: ignore[attr-defined]
+
+
+def _build_channels(conv: Any, input_shape: Any) -> None:
+    """Builds ``conv`` (its variables depend on the channels only) for a wrapper's input."""
+    rank, last = conv.rank, conv.data_format == "channels_last"
+    channels = input_shape[-1] if last else input_shape[1]
+    spatial = (None,) * rank
+    if not conv.built:
+        conv.build((None, *spatial, channels) if last else (None, channels, *spatial))
+
+
 @functools.cache
 def padded_conv_class() -> type:
-    """``PaddedConv``, a ``keras.layers.Layer`` (made on first use, so Keras loads only then)."""
+    """``PaddedConv``, a ``keras.layers.Layer`` (made on first use, so Keras loads only then;
+    registered as ``"polyconv>PaddedConv"`` for ``keras.saving``)."""
     import keras
 
+    @keras.saving.register_keras_serializable(package="polyconv")
     class PaddedConv(keras.layers.Layer):
         """A Keras ``ConvND`` (``padding="valid"``) that pads its input first, written by
         polyconv where the Keras layer cannot express the padding (Keras pads only "same",
@@ -69,6 +88,9 @@ def padded_conv_class() -> type:
             self.conv = conv
             self.polyconv_padding = padding
             self.padding_mode = padding_mode
+
+        def build(self, input_shape: Any) -> None:
+            _build_channels(self.conv, input_shape)
 
         def call(self, x: Any) -> Any:
             conv = self.conv
@@ -89,7 +111,100 @@ def padded_conv_class() -> type:
                 x = pad_by_gather(x, pairs, axes, self.padding_mode, _take)
             return conv(x)
 
+        def get_config(self) -> dict[str, Any]:
+            return {
+                **super().get_config(),
+                "conv": keras.saving.serialize_keras_object(self.conv),
+                "padding": self.polyconv_padding,
+                "padding_mode": self.padding_mode,
+            }
+
+        @classmethod
+        def from_config(cls, config: dict[str, Any]) -> Any:
+            config = dict(config)
+            conv = keras.saving.deserialize_keras_object(config.pop("conv"))
+            padding = _padding_from_config(config.pop("padding"))
+            return cls(conv, padding, config.pop("padding_mode"), **config)
+
     return PaddedConv
+
+
+@functools.cache
+def cropped_conv_transpose_class() -> type:
+    """``CroppedConvTranspose``, a ``keras.layers.Layer`` (made on first use; registered as
+    ``"polyconv>CroppedConvTranspose"`` for ``keras.saving``)."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="polyconv")
+    class CroppedConvTranspose(keras.layers.Layer):
+        """A Keras ``ConvNDTranspose`` run without padding (``keras.ops.conv_transpose``,
+        ``padding="valid"``, ``output_padding=0``), its output cropped (or extended with zeros)
+        afterwards, written by polyconv where the Keras layer cannot express the padding (it
+        pads only by its "valid" and "same" rules, e.g. not torch's ``padding=1,
+        output_padding=1`` at stride 2 with a 3-wide kernel).
+
+        ``padding`` and ``output_padding`` are polyconv's (those of
+        :func:`polyconv.correlate_transpose`): on each input ``conv``'s kernel is applied
+        unpadded, the result cut to the transpose's output per axis, and ``conv``'s bias added.
+        """
+
+        polyconv_padded = True
+
+        def __init__(
+            self, conv: Any, padding: object, output_padding: tuple[int, ...], **kwargs: Any
+        ) -> None:
+            super().__init__(**kwargs)
+            self.conv = conv
+            self.polyconv_padding = padding
+            self.output_padding = tuple(output_padding)
+            self.padding_mode = "zeros"
+
+        def build(self, input_shape: Any) -> None:
+            _build_channels(self.conv, input_shape)
+
+        def call(self, x: Any) -> Any:
+            conv = self.conv
+            axes = _spatial_axes(conv.data_format, conv.rank, len(x.shape))
+            crops = crop_of_transpose(
+                [x.shape[axis] for axis in axes], conv.kernel_size, conv.strides,
+                conv.dilation_rate, self.polyconv_padding, self.output_padding,
+            )  # fmt: skip
+            full = keras.ops.conv_transpose(
+                x,
+                conv.kernel,
+                conv.strides,
+                padding="valid",
+                output_padding=(0,) * conv.rank,
+                data_format=conv.data_format,
+                dilation_rate=conv.dilation_rate,
+            )
+            index = [slice(None)] * len(x.shape)
+            widths = [[0, 0] for _ in x.shape]
+            for axis, (start, stop, zeros) in zip(axes, crops, strict=True):
+                index[axis] = slice(start, stop)
+                widths[axis][1] = zeros
+            y = keras.ops.pad(full[tuple(index)], widths)
+            if conv.bias is not None:
+                last = conv.data_format == "channels_last"
+                y = y + keras.ops.reshape(conv.bias, (-1,) if last else (-1, *(1,) * conv.rank))
+            return y
+
+        def get_config(self) -> dict[str, Any]:
+            return {
+                **super().get_config(),
+                "conv": keras.saving.serialize_keras_object(self.conv),
+                "padding": self.polyconv_padding,
+                "output_padding": list(self.output_padding),
+            }
+
+        @classmethod
+        def from_config(cls, config: dict[str, Any]) -> Any:
+            config = dict(config)
+            conv = keras.saving.deserialize_keras_object(config.pop("conv"))
+            padding = _padding_from_config(config.pop("padding"))
+            return cls(conv, padding, tuple(config.pop("output_padding")), **config)
+
+    return CroppedConvTranspose
 
 
 def _take(x: Any, index: np.ndarray, axis: int) -> Any:
@@ -124,21 +239,22 @@ def _lax_pads(
     dilation: tuple[int, ...],
 ) -> list[tuple[int, int]]:
     """The pads of the stride-dilated input a Keras transposed layer computes with: Keras' own
-    rule (``compute_conv_transpose_padding_args_for_jax``; its torch backend follows it)."""
-    from keras.src.backend.common.backend_utils import (
-        compute_conv_transpose_padding_args_for_jax,
-    )
-
-    rank = len(kernel_size)
-    pads = compute_conv_transpose_padding_args_for_jax(
-        input_shape=(1,) * (rank + 2),
-        kernel_shape=(*kernel_size, 1, 1),
-        strides=strides,
-        padding=padding,
-        output_padding=output_padding,
-        dilation_rate=dilation,
-    )
-    return [(int(a), int(b)) for a, b in pads]
+    rule (``compute_conv_transpose_padding_args_for_jax``, which its torch backend follows),
+    restated here so that ``explain`` can use it without importing keras; the Keras checks
+    hold it to Keras' layers."""
+    pads = []
+    for axis, (k, s, d) in enumerate(zip(kernel_size, strides, dilation, strict=True)):
+        extent = (k - 1) * d + 1
+        extra = None if output_padding is None else output_padding[axis]
+        if padding == "valid":
+            lo = extent - 1
+            hi = extent - 1 + (max(extent, s) - extent if extra is None else extra)
+        else:
+            total = s + extent - 2 if extra is None else extent + extent % 2 - 2 + extra
+            lo = min(total // 2 + total % 2, extent - 1)
+            hi = total - lo
+        pads.append((lo, hi))
+    return pads
 
 
 def describe(module: Any) -> ConvDescription:
@@ -153,7 +269,7 @@ def describe(module: Any) -> ConvDescription:
     rank = conv.rank
     kernel = kernel_from_channels_last(np.asarray(keras_to_numpy(conv.kernel)))
     if _is_transpose(conv):
-        return _describe_transpose(conv, kernel)
+        return _describe_transpose(module, kernel)
     if padded:
         padding: object = module.polyconv_padding
         mode = module.padding_mode
@@ -183,17 +299,25 @@ def describe(module: Any) -> ConvDescription:
     )
 
 
-def _describe_transpose(conv: Any, kernel: np.ndarray) -> ConvDescription:
-    """A Keras ``ConvNDTranspose``: its kernel ``(*k, filters, C_in)`` is the forward's kernel
-    in Keras' layout, so ``kernel`` (read as a forward kernel) is already polyconv's."""
-    lax_pairs = _lax_pads(
-        tuple(conv.kernel_size), tuple(conv.strides), conv.padding, conv.output_padding,
-        tuple(conv.dilation_rate),
-    )  # fmt: skip
-    field = f"keras padding={conv.padding!r}, output_padding={conv.output_padding!r}"
-    pairs, output_padding = transpose_from_lax_pads(
-        lax_pairs, conv.kernel_size, conv.strides, conv.dilation_rate, field
-    )
+def _describe_transpose(module: Any, kernel: np.ndarray) -> ConvDescription:
+    """A Keras ``ConvNDTranspose`` (or polyconv's ``CroppedConvTranspose`` around one): its
+    kernel ``(*k, filters, C_in)`` is the forward's kernel in Keras' layout, so ``kernel``
+    (read as a forward kernel) is already polyconv's."""
+    padded = getattr(module, "polyconv_padded", False)
+    conv = module.conv if padded else module
+    if padded:
+        pairs, output_padding = module.polyconv_padding, tuple(module.output_padding)
+        native = f"{pairs!r} by polyconv's CroppedConvTranspose"
+    else:
+        lax_pairs = _lax_pads(
+            tuple(conv.kernel_size), tuple(conv.strides), conv.padding, conv.output_padding,
+            tuple(conv.dilation_rate),
+        )  # fmt: skip
+        field = f"keras padding={conv.padding!r}, output_padding={conv.output_padding!r}"
+        pairs, output_padding = transpose_from_lax_pads(
+            lax_pairs, conv.kernel_size, conv.strides, conv.dilation_rate, field
+        )
+        native = f"{conv.padding!r} with output_padding={conv.output_padding!r}"
     return ConvDescription(
         framework=FRAMEWORK,
         backend=keras_backend(),
@@ -209,17 +333,27 @@ def _describe_transpose(conv: Any, kernel: np.ndarray) -> ConvDescription:
         data_format=conv.data_format,
         weight=kernel,
         bias=None if conv.bias is None else keras_to_numpy(conv.bias),
-        native_padding=f"{conv.padding!r} with output_padding={conv.output_padding!r}",
+        native_padding=native,
         transpose=True,
         output_padding=output_padding,
     )
 
 
-def _transpose_arguments(description: ConvDescription) -> tuple[str, tuple[int, ...] | None]:
-    """Keras' ``padding`` and ``output_padding`` giving the description's pads, or a
-    ValueError: Keras pads a transpose only by its "valid" and "same" rules."""
+def _transpose_arguments(
+    description: ConvDescription,
+) -> tuple[str, tuple[int, ...] | None] | None:
+    """Keras' ``padding`` and ``output_padding`` giving the description's pads, or ``None``
+    (Keras pads a transpose only by its "valid" and "same" rules); a ValueError for groups or
+    a padding mode other than zeros, which no Keras transposed layer has."""
+    if description.groups != 1 or description.padding_mode != "zeros":
+        raise ValueError(
+            f"keras.layers.Conv{description.rank}DTranspose has no groups and pads with zeros "
+            "only (polyconv writes no wrapper for these); this layer has "
+            f"groups={description.groups}, padding_mode={description.padding_mode!r} "
+            "(polyconv computes it: pc.correlate_transpose)"
+        )
     wanted = lax_pads_of_transpose(description)
-    if wanted is not None and description.groups == 1 and description.padding_mode == "zeros":
+    if wanted is not None:
         for padding in ("valid", "same"):
             for output_padding in _output_paddings(description.stride):
                 pads = _lax_pads(
@@ -228,12 +362,7 @@ def _transpose_arguments(description: ConvDescription) -> tuple[str, tuple[int, 
                 )  # fmt: skip
                 if pads == wanted:
                     return padding, output_padding
-    raise ValueError(
-        f"keras.layers.Conv{description.rank}DTranspose has no groups, pads with zeros by its "
-        "'valid' and 'same' rules only (with output_padding < strides); it cannot express "
-        f"padding={description.padding!r}, output_padding={description.output_padding!r}, "
-        f"groups={description.groups}, padding_mode={description.padding_mode!r}"
-    )
+    return None
 
 
 def _output_paddings(stride: tuple[int, ...]) -> list[tuple[int, ...] | None]:
@@ -297,14 +426,17 @@ def build(description: ConvDescription) -> Any:
     if native is not None:
         return conv
     padded = padded_conv_class()(conv, description.padding, description.padding_mode)
-    padded.built = True  # its only variables are conv's, built above
+    padded.build((None, *spatial, *channels) if last else (None, *channels, *spatial))
     return padded
 
 
 def _build_transpose(description: ConvDescription) -> Any:
+    """A Keras ``ConvNDTranspose`` computing the transposed ``description``, or polyconv's
+    ``CroppedConvTranspose`` around one (unpadded) where Keras' rules cannot pad so."""
     import keras
 
-    padding, output_padding = _transpose_arguments(description)
+    arguments = _transpose_arguments(description)
+    padding, output_padding = ("valid", (0,) * description.rank) if arguments is None else arguments
     conv = getattr(keras.layers, f"Conv{description.rank}DTranspose")(
         filters=description.out_channels,
         kernel_size=description.kernel_size,
@@ -323,7 +455,12 @@ def _build_transpose(description: ConvDescription) -> Any:
     conv.kernel.assign(kernel_to_channels_last(description.weight))
     if description.bias is not None:
         conv.bias.assign(description.bias)
-    return conv
+    if arguments is not None:
+        return conv
+    assert description.output_padding is not None
+    cropped = cropped_conv_transpose_class()(conv, description.padding, description.output_padding)
+    cropped.build((None, *spatial, *channels) if last else (None, *channels, *spatial))
+    return cropped
 
 
 def run(
