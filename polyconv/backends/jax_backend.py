@@ -67,7 +67,16 @@ from .._spec.transpose import TransposeSpec
 from . import _xp
 from ._cost import choose_method
 from ._interface import Backend, Method
-from ._jax_sharding import gradient_shardings, input_layout, laid_out_like, placement
+from ._jax_sharding import (
+    explicit_gradient_specs,
+    explicit_layout,
+    gradient_shardings,
+    input_layout,
+    laid_out_like,
+    on_explicit_mesh,
+    placement,
+    result_spec,
+)
 from ._precision import PrecisionSetting
 
 # jax.Array, spelled Any: type-checking against JAX's own annotations would make mypy analyse
@@ -253,6 +262,12 @@ def _correlate_traced(
     method: Method,
 ) -> JaxArray:
     compute = _fft_traced if method == "fft" else _direct_traced
+    layout = explicit_layout(x)
+    if layout is not None:  # see _jax_sharding.on_explicit_mesh
+        out_shape = spec.out_shape[len(spec.x_shape) - x.ndim :]  # x may be unbatched
+        target = result_spec(layout, out_shape, spec.rank)
+        call = functools.partial(compute, spec=spec, precision=precision)
+        return on_explicit_mesh(call, layout, target, spec.rank, x, w, bias)
     return compute(x, w, bias, spec, precision)
 
 
@@ -266,6 +281,11 @@ def _vjp_traced(
     method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     jax = _jax()
+    layout = explicit_layout(x)
+    if layout is not None:  # see _jax_sharding.on_explicit_mesh
+        specs = explicit_gradient_specs(layout, w, bias)
+        call = functools.partial(_vjp_traced, spec=spec, precision=precision, method=method)
+        return on_explicit_mesh(call, layout, specs, None, x, w, bias, grad_y)
 
     def vjp(compute: Callable[..., JaxArray]) -> tuple[JaxArray, JaxArray, JaxArray | None]:
         forward = functools.partial(compute, spec=spec, precision=precision)
