@@ -184,21 +184,18 @@ def test_arrays_on_different_devices_are_still_refused(outcomes: dict) -> None:
     assert "put all inputs on one device" in outcomes["different_devices"]
 
 
-def test_inside_the_users_jit_on_an_auto_mesh_xla_keeps_the_full_dilated_layout(
-    outcomes: dict,
+@pytest.mark.parametrize("case", ["full_dilated", "reflect"])
+def test_inside_the_users_jit_on_an_auto_mesh_a_height_layout_is_kept(
+    outcomes: dict, case: str
 ) -> None:
-    # padding="full" with dilation 2, the case issue 19 measured
+    # padding="full" with dilation 2 (the case issue 19 measured), and a padding mode's
+    # indices taken by slices (a gather lost the layout)
     for method in ("direct", "fft"):
-        assert outcomes[f"user_jit_height_full_dilated_{method}"] == [None, None, "d", None]
+        assert outcomes[f"user_jit_height_{case}_{method}"] == [None, None, "d", None]
+
+
+def test_inside_the_users_jit_on_an_auto_mesh_a_batch_layout_is_kept(outcomes: dict) -> None:
     assert outcomes["user_jit_batch_full_dilated"] == ["d", None, None, None]
-
-
-def test_inside_the_users_jit_on_an_auto_mesh_a_padding_gather_loses_the_layout(
-    outcomes: dict,
-) -> None:
-    # documented limitation: the tracers carry no layout on Auto meshes (docs/distributed.md)
-    for method in ("direct", "fft"):
-        assert outcomes[f"user_jit_height_reflect_{method}"] == [None, None, None, None]
 
 
 @pytest.mark.parametrize("method", ["direct", "fft"])

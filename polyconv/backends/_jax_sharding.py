@@ -156,3 +156,27 @@ def gradient_shardings(x: Any, w: Any, bias: Any) -> tuple[Any, Any, Any] | None
         return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
 
     return sharding, like(w), None if bias is None else like(bias)
+
+
+def runs(index: Any, most: int = 8) -> list[tuple[int, int, int]] | None:
+    """A constant index map as at most ``most`` runs ``(start, length, step)`` of consecutive
+    positions (step 1 or -1), or None. Taking along an axis by slices of these runs (reversed
+    for step -1) and a concatenation keeps a layout on that axis in XLA's propagation, where a
+    gather loses it (measured: a height-sharded input, reflect padding, inside the user's
+    ``jax.jit`` on an ``Auto`` mesh)."""
+    found: list[tuple[int, int, int]] = []
+    position = 0
+    while position < len(index):
+        start, length, step = int(index[position]), 1, 0
+        if position + 1 < len(index) and abs(int(index[position + 1]) - start) == 1:
+            step = int(index[position + 1]) - start
+            while (
+                position + length < len(index)
+                and int(index[position + length]) == start + step * length
+            ):
+                length += 1
+        found.append((start, length, step or 1))
+        position += length
+        if len(found) > most:
+            return None
+    return found

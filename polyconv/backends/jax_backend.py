@@ -76,6 +76,7 @@ from ._jax_sharding import (
     on_explicit_mesh,
     placement,
     result_spec,
+    runs,
 )
 from ._precision import PrecisionSetting
 
@@ -524,7 +525,19 @@ class _JaxOps(_xp.ArrayOps):
         return pad_indices(size, lo, hi, mode).astype(np.int32)
 
     def take(self, a: JaxArray, index: Any, axis: int) -> JaxArray:
-        return _jax().numpy.take(a, index, axis=axis, mode="clip")  # indices are in bounds
+        jax = _jax()
+        pieces = runs(index)  # slices keep a sharded axis's layout, a gather does not
+        if pieces is None:
+            return jax.numpy.take(a, index, axis=axis, mode="clip")  # indices are in bounds
+        sliced = [
+            jax.lax.slice_in_dim(a, start, start + length, axis=axis)
+            if step == 1
+            else jax.numpy.flip(
+                jax.lax.slice_in_dim(a, start - length + 1, start + 1, axis=axis), axis
+            )
+            for start, length, step in pieces
+        ]
+        return sliced[0] if len(sliced) == 1 else jax.numpy.concatenate(sliced, axis=axis)
 
     def add_at(self, a: JaxArray, index: Any, axis: int, size: int) -> JaxArray:
         shape = list(a.shape)
