@@ -83,6 +83,42 @@ SCRIPT = textwrap.dedent(
         "layout": layout(y),
     }
 
+    for name in ("full_dilated", "reflect"):  # user's jit on an Auto mesh: XLA propagates
+        kernel, kw = cases[name]
+        for method in ("direct", "fft"):
+            y = jax.jit(lambda a, b: pc.correlate(a, b, method=method, **kw))(tall, kernel)
+            results[f"user_jit_height_{name}_{method}"] = layout(y)
+    batch = jax.jit(lambda a, b: pc.correlate(a, b, padding="full", dilation=2))(x, w)
+    results["user_jit_batch_full_dilated"] = layout(batch)
+
+    tall_host = np.asarray(tall)
+    tall_explicit = jax.device_put(tall_host, NamedSharding(explicit, P(None, None, "d")))
+    for name, (kernel, kw) in cases.items():
+        kernel_host = np.asarray(kernel)
+        kernel_explicit = jax.device_put(kernel_host, NamedSharding(explicit, P()))
+        expected = pc.correlate(tall_host, kernel_host, **kw)
+        grads = pc.correlate_vjp(tall_host, kernel_host, None, 2 * expected, **kw)[:2]
+        for method in ("direct", "fft"):
+            call = lambda a, b: pc.correlate(a, b, method=method, **kw)
+            ys = [call(tall_explicit, kernel_explicit)]
+            if (name, method) == ("full_dilated", "fft"):  # the FFT's lax.cond, in user's jit
+                ys.append(jax.jit(call)(tall_explicit, kernel_explicit))
+            outcome = {
+                "values": all(close(y, expected) for y in ys),
+                "layouts": [layout(y) for y in ys],
+            }
+            if name == "reflect":  # the gradient of a gather: a scatter
+                vjp = pc.correlate_vjp(tall_explicit, kernel_explicit, None, 2 * ys[0], method=method, **kw)
+                outcome["vjp_values"] = all(close(g, e) for g, e in zip(vjp[:2], grads))
+                outcome["vjp_layouts"] = [layout(g) for g in vjp[:2]]
+            if (name, method) == ("reflect", "direct"):  # through the FFT: docs/distributed.md
+                loss = lambda a, b: jnp.sum(call(a, b) ** 2)
+                with jax.set_mesh(explicit):
+                    by_grad = jax.jit(jax.grad(loss, (0, 1)))(tall_explicit, kernel_explicit)
+                outcome["grad_values"] = all(close(g, e) for g, e in zip(by_grad, grads))
+                outcome["grad_layouts"] = [layout(g) for g in by_grad]
+            results[f"explicit_height_{name}_{method}"] = outcome
+
     devices = jax.devices()
     try:
         pc.correlate(jax.device_put(x_host, devices[0]), jax.device_put(w_host, devices[1]))
@@ -146,3 +182,34 @@ def test_an_axis_the_mesh_does_not_divide_comes_back_whole(outcomes: dict, metho
 
 def test_arrays_on_different_devices_are_still_refused(outcomes: dict) -> None:
     assert "put all inputs on one device" in outcomes["different_devices"]
+
+
+@pytest.mark.parametrize("case", ["full_dilated", "reflect"])
+def test_inside_the_users_jit_on_an_auto_mesh_a_height_layout_is_kept(
+    outcomes: dict, case: str
+) -> None:
+    # padding="full" with dilation 2 (the case issue 19 measured), and a padding mode's
+    # indices taken by slices (a gather lost the layout)
+    for method in ("direct", "fft"):
+        assert outcomes[f"user_jit_height_{case}_{method}"] == [None, None, "d", None]
+
+
+def test_inside_the_users_jit_on_an_auto_mesh_a_batch_layout_is_kept(outcomes: dict) -> None:
+    assert outcomes["user_jit_batch_full_dilated"] == ["d", None, None, None]
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("case", ["full_dilated", "reflect", "indivisible"])
+def test_a_height_sharded_input_on_an_explicit_mesh_is_computed_where_it_lies(
+    outcomes: dict, case: str, method: str
+) -> None:
+    outcome = outcomes[f"explicit_height_{case}_{method}"]
+    height = None if case == "indivisible" else "d"  # 68 rows over 8 devices: whole
+    assert outcome["values"]
+    assert outcome["layouts"] == [[None, None, height, None]] * len(outcome["layouts"])
+    if case == "reflect":
+        assert outcome["vjp_values"]
+        assert outcome["vjp_layouts"] == [[None, None, "d", None], [None, None, None, None]]
+    if (case, method) == ("reflect", "direct"):
+        assert outcome["grad_values"]
+        assert outcome["grad_layouts"] == [[None, None, "d", None], [None, None, None, None]]

@@ -11,8 +11,10 @@ propagation loses that layout on some problems (a height-sharded input with ``pa
 and dilation 2 comes back fully replicated, as does a padding mode's gather), so polyconv asks
 for it explicitly: a sharding constraint on its result, ``out_shardings`` for its gradients. Only arrays whose
 layout is known (concrete, committed, ``NamedSharding`` over more than one device) get one;
-inside the user's ``jax.jit`` the user's shardings and XLA's propagation decide, and on a mesh
-with explicit axes (``jax.make_mesh``'s default) the layout is part of the arrays' types.
+inside the user's ``jax.jit`` on a mesh with ``Auto`` axes the tracers' types carry no layout,
+so the user's shardings and XLA's propagation decide. On a mesh with explicit axes
+(``jax.make_mesh``'s default) the layout is part of the arrays' types, tracers included, and
+polyconv computes with the axes made ``Auto`` inside (:func:`on_explicit_mesh`).
 """
 
 from __future__ import annotations
@@ -62,20 +64,81 @@ def _axis_size(mesh: Any, names: Any) -> int:
     return math.prod(mesh.shape[n] for n in names)
 
 
-def laid_out_like(y: Any, layout: Any, rank: int) -> Any:
-    """``y`` (a correlation's result, traced) constrained to ``layout`` (its input's), with the
-    channel axis whole and every axis whose length the mesh does not divide whole too (a JAX
-    array's shards are equal)."""
-    jax = _jax()
-    if any(t != jax.sharding.AxisType.Auto for t in layout.mesh.axis_types):
-        return y  # explicit axes: the layout is part of the types, which JAX keeps itself
-    spec = _spec(layout, y.ndim)
-    spec[y.ndim - rank - 1] = None  # the channel axis (y may be unbatched)
+def result_spec(layout: Any, shape: tuple[int, ...], rank: int) -> Any:
+    """The ``PartitionSpec`` of a correlation's result of ``shape`` from ``layout`` (its
+    input's): the channel axis whole, and every axis whose length the mesh does not divide whole
+    too (a JAX array's shards are equal)."""
+    spec = _spec(layout, len(shape))
+    spec[len(shape) - rank - 1] = None  # the channel axis (the result may be unbatched)
     for axis, names in enumerate(spec):
-        if names is not None and y.shape[axis] % _axis_size(layout.mesh, names):
+        if names is not None and shape[axis] % _axis_size(layout.mesh, names):
             spec[axis] = None
-    target = jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec(*spec))
+    return _jax().sharding.PartitionSpec(*spec)
+
+
+def _explicit(mesh: Any) -> bool:
+    return any(t == _jax().sharding.AxisType.Explicit for t in mesh.axis_types)
+
+
+def laid_out_like(y: Any, layout: Any, rank: int) -> Any:
+    """``y`` (a correlation's result, traced) constrained to ``layout`` (its input's), see
+    :func:`_result_spec`."""
+    jax = _jax()
+    if _explicit(layout.mesh):
+        return y  # explicit axes: on_explicit_mesh gave the result its layout
+    target = jax.sharding.NamedSharding(layout.mesh, result_spec(layout, y.shape, rank))
     return jax.lax.with_sharding_constraint(y, target)
+
+
+def explicit_layout(x: Any) -> Any:
+    """``x``'s sharding when it is partitioned over a mesh axis of type ``Explicit`` (read from
+    its type, so tracers inside the user's ``jax.jit`` too), else None."""
+    jax = _jax()
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding) or not _explicit(sharding.mesh):
+        return None
+    return sharding if any(names is not None for names in sharding.spec) else None
+
+
+def on_explicit_mesh(
+    compute: Any, layout: Any, result_specs: Any, rank: int | None, *arrays: Any
+) -> Any:
+    """``compute(*arrays)`` on ``layout``'s mesh (axes of type ``Explicit``) with its axes made
+    ``Auto`` inside (``jax.sharding.auto_axes``): there XLA lays out the intermediate arrays
+    (padding gathers and scatters, the FFT's fallback ``lax.cond`` whose branches would otherwise
+    carry different sharding types, outputs the mesh does not divide), and the result is given
+    ``result_specs`` (a ``PartitionSpec`` or a tuple of them, None for a None result). With a
+    ``rank``, the single result is constrained inside to its spec too, so that it is computed
+    where its data is rather than gathered and split again."""
+    jax = _jax()
+
+    def inner(*args: Any) -> Any:
+        result = compute(*args)
+        if rank is not None:
+            result = jax.lax.with_sharding_constraint(result, result_specs)
+        return result
+
+    def named(spec: Any) -> Any:
+        return None if spec is None else jax.sharding.NamedSharding(layout.mesh, spec)
+
+    out = named(result_specs) if rank is not None else tuple(map(named, result_specs))
+    return jax.sharding.auto_axes(inner, out_sharding=out)(*arrays)
+
+
+def explicit_gradient_specs(layout: Any, w: Any, bias: Any) -> tuple[Any, Any, Any]:
+    """The ``PartitionSpec`` s of ``(grad_x, grad_w, grad_bias)`` on ``x``'s explicit mesh: each
+    like its array where that is laid out on the same mesh, else replicated."""
+    jax = _jax()
+
+    def like(a: Any) -> Any:
+        if a is None:
+            return None
+        own = getattr(jax.typeof(a), "sharding", None)
+        if isinstance(own, jax.sharding.NamedSharding) and own.mesh == layout.mesh:
+            return own.spec
+        return jax.sharding.PartitionSpec()
+
+    return layout.spec, like(w), like(bias)
 
 
 def gradient_shardings(x: Any, w: Any, bias: Any) -> tuple[Any, Any, Any] | None:
@@ -93,3 +156,27 @@ def gradient_shardings(x: Any, w: Any, bias: Any) -> tuple[Any, Any, Any] | None
         return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
 
     return sharding, like(w), None if bias is None else like(bias)
+
+
+def runs(index: Any, most: int = 8) -> list[tuple[int, int, int]] | None:
+    """A constant index map as at most ``most`` runs ``(start, length, step)`` of consecutive
+    positions (step 1 or -1), or None. Taking along an axis by slices of these runs (reversed
+    for step -1) and a concatenation keeps a layout on that axis in XLA's propagation, where a
+    gather loses it (measured: a height-sharded input, reflect padding, inside the user's
+    ``jax.jit`` on an ``Auto`` mesh)."""
+    found: list[tuple[int, int, int]] = []
+    position = 0
+    while position < len(index):
+        start, length, step = int(index[position]), 1, 0
+        if position + 1 < len(index) and abs(int(index[position + 1]) - start) == 1:
+            step = int(index[position + 1]) - start
+            while (
+                position + length < len(index)
+                and int(index[position + length]) == start + step * length
+            ):
+                length += 1
+        found.append((start, length, step or 1))
+        position += length
+        if len(found) > most:
+            return None
+    return found

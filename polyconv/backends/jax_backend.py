@@ -67,7 +67,17 @@ from .._spec.transpose import TransposeSpec
 from . import _xp
 from ._cost import choose_method
 from ._interface import Backend, Method
-from ._jax_sharding import gradient_shardings, input_layout, laid_out_like, placement
+from ._jax_sharding import (
+    explicit_gradient_specs,
+    explicit_layout,
+    gradient_shardings,
+    input_layout,
+    laid_out_like,
+    on_explicit_mesh,
+    placement,
+    result_spec,
+    runs,
+)
 from ._precision import PrecisionSetting
 
 # jax.Array, spelled Any: type-checking against JAX's own annotations would make mypy analyse
@@ -253,6 +263,12 @@ def _correlate_traced(
     method: Method,
 ) -> JaxArray:
     compute = _fft_traced if method == "fft" else _direct_traced
+    layout = explicit_layout(x)
+    if layout is not None:  # see _jax_sharding.on_explicit_mesh
+        out_shape = spec.out_shape[len(spec.x_shape) - x.ndim :]  # x may be unbatched
+        target = result_spec(layout, out_shape, spec.rank)
+        call = functools.partial(compute, spec=spec, precision=precision)
+        return on_explicit_mesh(call, layout, target, spec.rank, x, w, bias)
     return compute(x, w, bias, spec, precision)
 
 
@@ -266,6 +282,11 @@ def _vjp_traced(
     method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     jax = _jax()
+    layout = explicit_layout(x)
+    if layout is not None:  # see _jax_sharding.on_explicit_mesh
+        specs = explicit_gradient_specs(layout, w, bias)
+        call = functools.partial(_vjp_traced, spec=spec, precision=precision, method=method)
+        return on_explicit_mesh(call, layout, specs, None, x, w, bias, grad_y)
 
     def vjp(compute: Callable[..., JaxArray]) -> tuple[JaxArray, JaxArray, JaxArray | None]:
         forward = functools.partial(compute, spec=spec, precision=precision)
@@ -504,7 +525,19 @@ class _JaxOps(_xp.ArrayOps):
         return pad_indices(size, lo, hi, mode).astype(np.int32)
 
     def take(self, a: JaxArray, index: Any, axis: int) -> JaxArray:
-        return _jax().numpy.take(a, index, axis=axis, mode="clip")  # indices are in bounds
+        jax = _jax()
+        pieces = runs(index)  # slices keep a sharded axis's layout, a gather does not
+        if pieces is None:
+            return jax.numpy.take(a, index, axis=axis, mode="clip")  # indices are in bounds
+        sliced = [
+            jax.lax.slice_in_dim(a, start, start + length, axis=axis)
+            if step == 1
+            else jax.numpy.flip(
+                jax.lax.slice_in_dim(a, start - length + 1, start + 1, axis=axis), axis
+            )
+            for start, length, step in pieces
+        ]
+        return sliced[0] if len(sliced) == 1 else jax.numpy.concatenate(sliced, axis=axis)
 
     def add_at(self, a: JaxArray, index: Any, axis: int, size: int) -> JaxArray:
         shape = list(a.shape)
