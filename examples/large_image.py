@@ -17,7 +17,8 @@ image. Steps:
     python examples/large_image.py --size 32768           # 4 GiB
     python examples/large_image.py --size 512 --chunk 128 # a few seconds
 
-A progress bar (Dask's diagnostics) runs on the long steps.
+A progress bar (Dask's diagnostics) runs on the long steps. Needs the `dask` extra and zarr
+(`pip install -e ".[dask]" zarr`).
 """
 
 from __future__ import annotations
