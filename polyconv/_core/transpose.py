@@ -9,7 +9,7 @@ of the call cache, as the forward operations are.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._spec.layouts import CHANNELS_FIRST
@@ -130,6 +130,33 @@ def _call(operation: Operation, arrays: tuple[object, ...], settings: dict[str, 
     return call(operation, arrays, (settings["backend"], settings["method"], *options))
 
 
+def _transposed_call(
+    public: Callable[..., Array],
+    operation: Operation,
+    y: object,
+    w: object,
+    bias: object,
+    settings: dict[str, Any],
+    data_format: str,
+    kernel_format: str,
+) -> Array:
+    """``operation`` on ``(y, w, bias)``; in other layouts, ``public`` called channels first
+    through :func:`call_in_layouts`."""
+    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
+        return call_in_layouts(
+            public,
+            {"y": y, "w": w, "bias": bias},
+            settings,
+            data_format=data_format,
+            kernel_format=kernel_format,
+            data=("y",),
+            kernel="w",
+            results=("data",),
+            transpose=True,
+        )
+    return _call(operation, (y, w, bias), settings)
+
+
 def correlate_transpose(
     y: object,
     w: object,
@@ -160,24 +187,12 @@ def correlate_transpose(
     equals :func:`polyconv.correlate_vjp`'s ``grad_x`` exactly. ``data_format`` and
     ``kernel_format`` as for :func:`polyconv.correlate`.
     """
-    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
-        return call_in_layouts(
-            correlate_transpose,
-            {"y": y, "w": w, "bias": bias},
-            _settings(
-                backend, stride, padding, output_padding, dilation, groups, padding_mode, method
-            ),
-            data_format=data_format,
-            kernel_format=kernel_format,
-            data=("y",),
-            kernel="w",
-            results=("data",),
-            transpose=True,
-        )
     settings = _settings(
         backend, stride, padding, output_padding, dilation, groups, padding_mode, method
     )
-    return _call(CORRELATE_TRANSPOSE, (y, w, bias), settings)
+    return _transposed_call(
+        correlate_transpose, CORRELATE_TRANSPOSE, y, w, bias, settings, data_format, kernel_format
+    )
 
 
 def convolve_transpose(
@@ -198,24 +213,12 @@ def convolve_transpose(
 ) -> Array:
     """The adjoint in ``x`` of :func:`polyconv.convolve`: :func:`correlate_transpose` with the
     kernel flipped along its spatial axes."""
-    if data_format != CHANNELS_FIRST or kernel_format != CHANNELS_FIRST:
-        return call_in_layouts(
-            convolve_transpose,
-            {"y": y, "w": w, "bias": bias},
-            _settings(
-                backend, stride, padding, output_padding, dilation, groups, padding_mode, method
-            ),
-            data_format=data_format,
-            kernel_format=kernel_format,
-            data=("y",),
-            kernel="w",
-            results=("data",),
-            transpose=True,
-        )
     settings = _settings(
         backend, stride, padding, output_padding, dilation, groups, padding_mode, method
     )
-    return _call(CONVOLVE_TRANSPOSE, (y, w, bias), settings)
+    return _transposed_call(
+        convolve_transpose, CONVOLVE_TRANSPOSE, y, w, bias, settings, data_format, kernel_format
+    )
 
 
 def correlate_transpose_vjp(
