@@ -158,6 +158,33 @@ def gradient_shardings(x: Any, w: Any, bias: Any) -> tuple[Any, Any, Any] | None
     return sharding, like(w), None if bias is None else like(bias)
 
 
+def whole_along(a: Any, axes: tuple[int, ...]) -> Any:
+    """``a`` (traced) made whole along ``axes`` (a transform's), when its type names a mesh of
+    several devices; the other axes are left to XLA.
+
+    XLA's CPU backend pins an all-gather's result to a layout with the gathered axis outermost,
+    and feeds it to an FFT as it is, which the FFT refuses unless that axis is the first
+    (``RET_CHECK ... fft_thunk.cc ... IsMonotonicWithDim0Major``; jax-ml/jax#22484, measured:
+    ``jax.grad`` through ``method="fft"`` of a height-sharded input, jaxlib 0.10.2). So the
+    axes are moved first, gathered there, and moved back: a real transpose then stands between
+    the gather and the transform. Applied to every transform's input and output, it puts the
+    same constraint on the gradient's transforms (a constraint's transpose is itself). The
+    mesh is read from the type, which carries it inside any trace (on ``Auto`` meshes too,
+    whose layouts it does not carry)."""
+    jax = _jax()
+    mesh = getattr(getattr(jax.typeof(a), "sharding", None), "mesh", None)
+    if mesh is None or math.prod(mesh.shape.values()) <= 1:
+        return a
+    leading = tuple(range(len(axes)))
+    moved = jax.numpy.moveaxis(a, axes, leading)
+    free = jax.sharding.PartitionSpec.UNCONSTRAINED
+    spec = jax.sharding.PartitionSpec(
+        *(None if axis in leading else free for axis in range(a.ndim))
+    )
+    gathered = jax.lax.with_sharding_constraint(moved, jax.sharding.NamedSharding(mesh, spec))
+    return jax.numpy.moveaxis(gathered, leading, axes)
+
+
 def runs(index: Any, most: int = 8) -> list[tuple[int, int, int]] | None:
     """A constant index map as at most ``most`` runs ``(start, length, step)`` of consecutive
     positions (step 1 or -1), or None. Taking along an axis by slices of these runs (reversed

@@ -77,6 +77,7 @@ from ._jax_sharding import (
     placement,
     result_spec,
     runs,
+    whole_along,
 )
 from ._precision import PrecisionSetting
 
@@ -263,13 +264,42 @@ def _correlate_traced(
     method: Method,
 ) -> JaxArray:
     compute = _fft_traced if method == "fft" else _direct_traced
-    layout = explicit_layout(x)
-    if layout is not None:  # see _jax_sharding.on_explicit_mesh
-        out_shape = spec.out_shape[len(spec.x_shape) - x.ndim :]  # x may be unbatched
-        target = result_spec(layout, out_shape, spec.rank)
-        call = functools.partial(compute, spec=spec, precision=precision)
-        return on_explicit_mesh(call, layout, target, spec.rank, x, w, bias)
-    return compute(x, w, bias, spec, precision)
+    call = functools.partial(compute, spec=spec, precision=precision)
+    return _result_where_it_lies(call, spec.out_shape, len(spec.x_shape), spec.rank, x, w, bias)
+
+
+def _result_where_it_lies(
+    call: Callable[..., JaxArray],
+    out_shape: tuple[int, ...],
+    ndim: int,
+    rank: int,
+    first: JaxArray,
+    *others: JaxArray | None,
+) -> JaxArray:
+    """``call(first, *others)``; when ``first`` (``x``, or the transposed problem's ``y``, of
+    ``ndim`` axes batched) lies on a mesh with explicit axes, computed there with its result
+    laid out like it (see _jax_sharding.on_explicit_mesh)."""
+    layout = explicit_layout(first)
+    if layout is None:
+        return call(first, *others)
+    target = result_spec(layout, out_shape[ndim - first.ndim :], rank)  # may be unbatched
+    return on_explicit_mesh(call, layout, target, rank, first, *others)
+
+
+def _gradients_where_they_lie(
+    call: Callable[..., tuple[JaxArray, JaxArray, JaxArray | None]],
+    first: JaxArray,
+    w: JaxArray,
+    bias: JaxArray | None,
+    grad: JaxArray,
+) -> tuple[JaxArray, JaxArray, JaxArray | None] | None:
+    """``call(first, w, bias, grad)`` on ``first``'s mesh with explicit axes, each gradient laid
+    out like its array; None when ``first`` lies on no such mesh."""
+    layout = explicit_layout(first)
+    if layout is None:
+        return None
+    specs = explicit_gradient_specs(layout, w, bias)
+    return on_explicit_mesh(call, layout, specs, None, first, w, bias, grad)
 
 
 def _vjp_traced(
@@ -282,11 +312,10 @@ def _vjp_traced(
     method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     jax = _jax()
-    layout = explicit_layout(x)
-    if layout is not None:  # see _jax_sharding.on_explicit_mesh
-        specs = explicit_gradient_specs(layout, w, bias)
-        call = functools.partial(_vjp_traced, spec=spec, precision=precision, method=method)
-        return on_explicit_mesh(call, layout, specs, None, x, w, bias, grad_y)
+    call = functools.partial(_vjp_traced, spec=spec, precision=precision, method=method)
+    placed = _gradients_where_they_lie(call, x, w, bias, grad_y)
+    if placed is not None:
+        return placed
 
     def vjp(compute: Callable[..., JaxArray]) -> tuple[JaxArray, JaxArray, JaxArray | None]:
         forward = functools.partial(compute, spec=spec, precision=precision)
@@ -447,6 +476,18 @@ def _transpose_traced(
     precision: str,
     method: Method,
 ) -> JaxArray:
+    call = functools.partial(_transpose_computed, spec=spec, precision=precision, method=method)
+    return _result_where_it_lies(call, spec.out_shape, len(spec.y_shape), spec.rank, y, w, bias)
+
+
+def _transpose_computed(
+    y: JaxArray,
+    w: JaxArray,
+    bias: JaxArray | None,
+    spec: TransposeSpec,
+    precision: str,
+    method: Method,
+) -> JaxArray:
     if method != "fft":
         return _transpose_direct(y, w, bias, spec, precision)
     out = _transpose_fft_unchecked(y, w, bias, spec, precision)
@@ -465,6 +506,10 @@ def _transpose_vjp_traced(
     method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     jax = _jax()
+    call = functools.partial(_transpose_vjp_traced, spec=spec, precision=precision, method=method)
+    placed = _gradients_where_they_lie(call, y, w, bias, grad_out)
+    if placed is not None:
+        return placed
 
     def vjp(method: Any) -> tuple[JaxArray, JaxArray, JaxArray | None]:
         _, pullback = jax.vjp(functools.partial(method, spec=spec, precision=precision), y, w, bias)
@@ -476,19 +521,44 @@ def _transpose_vjp_traced(
     return _xp.finite_or(_ops(precision), grads, lambda: vjp(_transpose_direct))
 
 
-@functools.cache
-def _transpose_jitted() -> tuple[Any, Any]:
-    jax = _jax()
-    return (
-        jax.jit(_transpose_traced, static_argnames=("spec", "precision", "method")),
-        jax.jit(_transpose_vjp_traced, static_argnames=("spec", "precision", "method")),
+def _transpose_keeping_layout(
+    layout: Any,
+    y: JaxArray,
+    w: JaxArray,
+    bias: JaxArray | None,
+    spec: TransposeSpec,
+    precision: str,
+    method: Method,
+) -> JaxArray:
+    out = _transpose_traced(y, w, bias, spec, precision, method)
+    return laid_out_like(out, layout, spec.rank)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_transpose(layout: Any = None) -> Any:
+    """The transposed correlation, jitted; its result laid out like ``y`` when ``y``'s
+    ``layout`` is known (see _jax_sharding)."""
+    traced = (
+        _transpose_traced
+        if layout is None
+        else functools.partial(_transpose_keeping_layout, layout)
+    )
+    return _jax().jit(traced, static_argnames=("spec", "precision", "method"))
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_transpose_vjp(layouts: tuple[Any, Any, Any] | None = None) -> Any:
+    options = {} if layouts is None else {"out_shardings": layouts}
+    return _jax().jit(
+        _transpose_vjp_traced, static_argnames=("spec", "precision", "method"), **options
     )
 
 
 def _correlate_transpose(
     y: JaxArray, w: JaxArray, bias: JaxArray | None, spec: TransposeSpec, method: Method
 ) -> JaxArray:
-    return _transpose_jitted()[0](y, w, bias, spec=spec, precision=_precision.get(), method=method)
+    transpose = _jitted_transpose(input_layout(y))
+    return transpose(y, w, bias, spec=spec, precision=_precision.get(), method=method)
 
 
 def _correlate_transpose_vjp(
@@ -500,9 +570,8 @@ def _correlate_transpose_vjp(
     method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     precision = _precision.get()
-    return _transpose_jitted()[1](
-        y, w, bias, grad_out, spec=spec, precision=precision, method=method
-    )
+    vjp = _jitted_transpose_vjp(gradient_shardings(y, w, bias))
+    return vjp(y, w, bias, grad_out, spec=spec, precision=precision, method=method)
 
 
 class _JaxOps(_xp.ArrayOps):
@@ -554,13 +623,15 @@ class _JaxOps(_xp.ArrayOps):
         return _jax().numpy.flip(a, axes)
 
     def rfftn(self, a: JaxArray, lengths: tuple[int, ...], axes: tuple[int, ...]) -> JaxArray:
-        return _jax().numpy.fft.rfftn(a, s=lengths, axes=axes)
+        spectra = _jax().numpy.fft.rfftn(whole_along(a, axes), s=lengths, axes=axes)
+        return whole_along(spectra, axes)
 
     def kernel_spectra(
         self, kernel: JaxArray, lengths: tuple[int, ...], axes: tuple[int, ...]
     ) -> JaxArray:
         jnp = _jax().numpy
-        return jnp.conj(jnp.fft.rfftn(kernel, s=lengths, axes=axes))
+        spectra = jnp.fft.rfftn(whole_along(kernel, axes), s=lengths, axes=axes)
+        return jnp.conj(whole_along(spectra, axes))
 
     def irfftn(
         self,
@@ -569,7 +640,8 @@ class _JaxOps(_xp.ArrayOps):
         axes: tuple[int, ...],
         keep: tuple[int, ...],
     ) -> JaxArray:
-        return _jax().numpy.fft.irfftn(spectra, s=lengths, axes=axes)
+        circular = _jax().numpy.fft.irfftn(whole_along(spectra, axes), s=lengths, axes=axes)
+        return whole_along(circular, axes)
 
     def multiply_consuming(self, a: JaxArray, b: JaxArray) -> JaxArray:
         return a * b  # immutable; XLA reuses the buffer where it can
