@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -173,6 +174,19 @@ def test_calls_after_shutdown_began_compute_on_the_calling_thread() -> None:
     assert sorted(result.stdout.split()) == ["72.0", "72.0", "atexit", "thread"], result.stdout
 
 
+@pytest.fixture(params=["blas threaded", "blas on one thread"])
+def blas(request: pytest.FixtureRequest) -> Iterator[None]:
+    """OpenBLAS at its own thread count (a layer's blocks on the calling thread, each product
+    threaded by OpenBLAS), or limited to one thread (the blocks on the pool)."""
+    if request.param == "blas threaded":
+        yield
+        return
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        yield
+
+
+@pytest.mark.usefixtures("blas")
 def test_a_layer_split_over_the_pool_equals_the_reference() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 8, 40, 40))
@@ -207,6 +221,7 @@ def assert_direct_vjp_equals_the_reference(
         {"padding": 1, "stride": 2},
     ],
 )
+@pytest.mark.usefixtures("blas")
 def test_a_layer_vjp_split_over_the_pool_equals_the_reference(options) -> None:
     # One image per piece of work: grad_w summed over them, grad_x a correlation of grad_y
     # with the flipped kernel (stride 1) or added back into each image's stride phases.
@@ -229,6 +244,7 @@ def test_a_layer_vjp_split_over_the_pool_equals_the_reference(options) -> None:
         ((2, 2, 7, 8, 9), (3, 2, 2, 3, 2), {"stride": (2, 1, 3), "padding": 1}),
     ],
 )
+@pytest.mark.usefixtures("blas")
 def test_a_strided_vjp_by_stride_phases_equals_the_reference(x_shape, w_shape, options) -> None:
     assert_direct_vjp_equals_the_reference(x_shape, w_shape, options, seed=8)
 

@@ -18,7 +18,7 @@ from .blocks import (
     _view,
     _worth_splitting,
 )
-from .parallel import run_blocks, scratch, single_thread_matmul, thread_count
+from .parallel import blas_runs_one_thread, run_blocks, scratch, thread_count
 
 
 class _Im2col:
@@ -103,13 +103,15 @@ class _Im2col:
 def _im2col_correlate(
     xg: np.ndarray, wg: np.ndarray, y: np.ndarray, spec: CorrSpec, padded: bool = True
 ) -> None:
-    """Each block (image, rows) copies its windows and multiplies them by the kernels, on the
-    pool's threads, each product on one BLAS thread: the copies then run in parallel too
-    (docs/benchmarks.md, "Design measurements", im2col-pool). With ``padded`` false, ``xg`` is the unpadded input and
-    each block zero-pads the rows it reads (:meth:`_Im2col.slab`)."""
+    """Each block (image, rows) copies its windows and multiplies them by the kernels: on the
+    pool's threads where OpenBLAS runs each product on one thread, so that the copies run in
+    parallel too (docs/benchmarks.md, "Design measurements", im2col-pool), else on the calling
+    thread with OpenBLAS threading each product (:func:`blas_runs_one_thread`). With
+    ``padded`` false, ``xg`` is the unpadded input and each block zero-pads the rows it reads
+    (:meth:`_Im2col.slab`)."""
     geometry = _Im2col(spec, xg.itemsize)
     kernels = wg.reshape(geometry.g, geometry.og, -1)
-    parallel = _worth_splitting(spec)
+    parallel = _worth_splitting(spec) and blas_runs_one_thread()
     wanted = -(-2 * thread_count() // xg.shape[0]) if parallel else 1
     units = [(n, rows) for n in range(xg.shape[0]) for rows in geometry.blocks(wanted)]
 
@@ -117,7 +119,7 @@ def _im2col_correlate(
         n, rows = unit
         image, first = (xg[n], 0) if padded else geometry.slab(xg[n], rows)
         cols = geometry.columns(geometry.windows(image, rows, first_row=first))
-        single_thread_matmul(kernels, cols, out=geometry.output_block(y[n], rows))
+        np.matmul(kernels, cols, out=geometry.output_block(y[n], rows))
 
     run_blocks(run, units, parallel)
 
@@ -130,11 +132,11 @@ def _im2col_vjp(
 
     Per block of rows, ``grad_w`` gains ``grad_y``'s block times its window matrix, and the
     block's windows in ``grad_xp`` gain ``w^T @ grad_y``, scattered back tap by tap. Runs of
-    whole images are the pieces of work (:func:`_summed_over_images`). Without ``grad_xp``
-    the pieces go to the pool; with it they run one after another, OpenBLAS
-    threading each product, because the scatter's many small additions on two pool threads
-    mostly hand the GIL back and forth (docs/benchmarks.md, "Design measurements",
-    im2col-scatter)."""
+    whole images are the pieces of work (:func:`_summed_over_images`). Without ``grad_xp``,
+    and where OpenBLAS runs each product on one thread (:func:`blas_runs_one_thread`), the
+    pieces go to the pool; else they run one after another, OpenBLAS threading each product
+    (with ``grad_xp`` because the scatter's many small additions on two pool threads mostly
+    hand the GIL back and forth: docs/benchmarks.md, "Design measurements", im2col-scatter)."""
     geometry = _Im2col(spec, xg.itemsize)
     g, og, cg = geometry.g, geometry.og, geometry.cg
     kernels_t = wg.reshape(g, og, -1).transpose(0, 2, 1)
@@ -145,7 +147,7 @@ def _im2col_vjp(
         for n, rows in itertools.product(range(*images), geometry.blocks(1)):
             cols = geometry.columns(geometry.windows(xg[n], rows))
             gy = geometry.output_block(grad_y[n], rows)
-            grad_w += single_thread_matmul(gy, cols.transpose(0, 2, 1))
+            grad_w += gy @ cols.transpose(0, 2, 1)
             if grad_xp is None:
                 continue
             grad_cols = scratch("im2col.grad_columns", cols.shape, xg.dtype)
@@ -157,5 +159,5 @@ def _im2col_vjp(
                 ]
         return grad_w
 
-    parallel = grad_xp is None and _worth_splitting(spec)
+    parallel = grad_xp is None and _worth_splitting(spec) and blas_runs_one_thread()
     return _summed_over_images(run, xg.shape[0], parallel).reshape(wg.shape)

@@ -8,8 +8,13 @@ Matrix products split this way must not also split themselves: OpenBLAS threads 
 over the cores, and two pool threads' products then run four threads on two cores (and on a
 busy machine its threads wait for each other at every call). OpenBLAS's thread count is
 process-wide, so polyconv never changes it (another thread's products, the user's own included,
-would change speed and rounding meanwhile): the pool's products are cut into pieces small
-enough that OpenBLAS runs each on one thread whatever its count (:func:`single_thread_matmul`).
+would change speed and rounding meanwhile). Work made of small products (the tiles' Toeplitz
+products, the FFT's kernel spectrum) goes to the pool with each product cut, where needed, into
+pieces that OpenBLAS runs on one thread whatever its count (:func:`single_thread_matmul`); work
+made of large ones (im2col, the stride phases) goes to the pool only where OpenBLAS runs on one
+thread anyway (:func:`blas_runs_one_thread`), and otherwise runs on the calling thread with
+OpenBLAS threading each product whole: cut into such pieces, a layer's forward and VJP took
+1.9 to 4.6x as long (docs/benchmarks.md, "Design measurements", blas-pieces).
 
 Pool threads run under the caller's ``np.errstate`` (NumPy keeps it per thread; the warning
 filters are process-wide already), so a NaN or inf warns or raises on no thread where it
@@ -226,9 +231,10 @@ def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
 
 
 def run_blocks(fn: Callable[[T], R], items: list[T], parallel: bool) -> list[R]:
-    """``fn`` on every item, in order, for work made of matrix products by
-    :func:`single_thread_matmul`: on the pool when ``parallel``, else on the calling thread.
-    The same products in the same order either way: the results do not depend on the path."""
+    """``fn`` on every item, in order, for work whose matrix products run on one thread each
+    (:func:`single_thread_matmul`'s, or any where :func:`blas_runs_one_thread`): on the pool
+    when ``parallel``, else on the calling thread. The same products in the same order either
+    way: the results do not depend on the path."""
     return ordered_map(fn, items, parallel)
 
 
@@ -236,6 +242,15 @@ def _openblas_threads() -> int | None:
     """OpenBLAS's thread count now (read, never set), or None for another BLAS."""
     openblas = _openblas()
     return None if openblas is None else openblas[0]()
+
+
+def blas_runs_one_thread() -> bool:
+    """Whether OpenBLAS runs every product on one thread (its count is 1:
+    ``OPENBLAS_NUM_THREADS=1``, ``threadpoolctl``, a Dask worker's setting). Only then do
+    the pool's threads run large products side by side; otherwise work made of large products
+    runs on the calling thread, each product whole and threaded by OpenBLAS (see the module
+    docstring)."""
+    return _openblas_threads() == 1
 
 
 # OpenBLAS runs a product on one thread when ``m * n * k`` is at most its SMP_THRESHOLD_MIN

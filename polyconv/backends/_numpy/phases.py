@@ -17,7 +17,7 @@ from .blocks import (
     _view,
     _worth_splitting,
 )
-from .parallel import scratch, single_thread_matmul
+from .parallel import blas_runs_one_thread, scratch
 
 
 class _Phases:
@@ -138,7 +138,9 @@ def _phases_vjp(
     """``(grad_xp, grad_w)`` with stride, by :class:`_Phases`: per block of rows, ``grad_w``
     gains the spread ``grad_y`` times the window matrix, and the windows gain ``w^T`` times
     it, added back into the image's phases, which are then merged into ``grad_xp``. Runs of
-    whole images are the pieces of work on the pool (:func:`_summed_over_images`)."""
+    whole images are the pieces of work, on the pool where OpenBLAS runs each product on one
+    thread (:func:`blas_runs_one_thread`), else one after another, OpenBLAS threading each
+    product (:func:`_summed_over_images`)."""
     geometry = _Phases(spec, xg.itemsize)
     kernels_t = wg.reshape(geometry.g, geometry.og, -1).transpose(0, 2, 1)
     grad_xp = np.empty_like(xg)
@@ -152,12 +154,13 @@ def _phases_vjp(
             for rows in geometry.blocks:
                 cols = geometry.columns(phases, rows)
                 gy = geometry.spread(grad_y[n], rows)
-                grad_w += single_thread_matmul(gy, cols.transpose(0, 2, 1))
+                grad_w += gy @ cols.transpose(0, 2, 1)
                 grad_cols = scratch("phases.grad_columns", cols.shape, xg.dtype)
-                products = single_thread_matmul(kernels_t, gy, out=grad_cols)
+                products = np.matmul(kernels_t, gy, out=grad_cols)
                 geometry.add_columns(grad_phases, products, rows)
             geometry.merge(grad_phases, grad_xp[n])
         return grad_w
 
-    grad_w = _summed_over_images(run, xg.shape[0], _worth_splitting(spec))
+    parallel = _worth_splitting(spec) and blas_runs_one_thread()
+    grad_w = _summed_over_images(run, xg.shape[0], parallel)
     return grad_xp, grad_w.reshape(wg.shape)
