@@ -390,9 +390,13 @@ def _correlator(
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted_vjp(layouts: tuple[Any, Any, Any] | None = None) -> Any:
+def _jitted_gradients(
+    traced: Callable[..., Any], layouts: tuple[Any, Any, Any] | None = None
+) -> Any:
+    """A VJP (``_vjp_traced`` or ``_transpose_vjp_traced``) jitted, its gradients given
+    ``layouts`` when they are known (see _jax_sharding.gradient_shardings)."""
     options = {} if layouts is None else {"out_shardings": layouts}
-    return _jax().jit(_vjp_traced, static_argnames=("spec", "precision", "method"), **options)
+    return _jax().jit(traced, static_argnames=("spec", "precision", "method"), **options)
 
 
 def _is_tracer(a: object) -> bool:
@@ -546,14 +550,6 @@ def _jitted_transpose(layout: Any = None) -> Any:
     return _jax().jit(traced, static_argnames=("spec", "precision", "method"))
 
 
-@functools.lru_cache(maxsize=64)
-def _jitted_transpose_vjp(layouts: tuple[Any, Any, Any] | None = None) -> Any:
-    options = {} if layouts is None else {"out_shardings": layouts}
-    return _jax().jit(
-        _transpose_vjp_traced, static_argnames=("spec", "precision", "method"), **options
-    )
-
-
 def _correlate_transpose(
     y: JaxArray, w: JaxArray, bias: JaxArray | None, spec: TransposeSpec, method: Method
 ) -> JaxArray:
@@ -570,7 +566,7 @@ def _correlate_transpose_vjp(
     method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
     precision = _precision.get()
-    vjp = _jitted_transpose_vjp(gradient_shardings(y, w, bias))
+    vjp = _jitted_gradients(_transpose_vjp_traced, gradient_shardings(y, w, bias))
     return vjp(y, w, bias, grad_out, spec=spec, precision=precision, method=method)
 
 
@@ -768,7 +764,7 @@ class JaxBackend(Backend):
         *,
         method: Method = "direct",
     ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-        vjp = _jitted_vjp(gradient_shardings(x, w, bias))
+        vjp = _jitted_gradients(_vjp_traced, gradient_shardings(x, w, bias))
         return vjp(x, w, bias, grad_y, spec=spec, precision=_precision.get(), method=method)
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
