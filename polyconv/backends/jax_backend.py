@@ -311,22 +311,43 @@ def _vjp_traced(
     precision: str,
     method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-    jax = _jax()
-    call = functools.partial(_vjp_traced, spec=spec, precision=precision, method=method)
-    placed = _gradients_where_they_lie(call, x, w, bias, grad_y)
+    # A non-finite x, w or grad_y spreads through the FFTs to every element of some gradient
+    # (see _fft_traced); then the direct method's gradients are the spec's.
+    computes = (_direct_traced, _fft_unchecked)
+    return _gradients(_vjp_traced, computes, x, w, bias, grad_y, spec, precision, method)
+
+
+def _gradients(
+    traced: Callable[..., tuple[JaxArray, JaxArray, JaxArray | None]],
+    computes: tuple[Callable[..., JaxArray], Callable[..., JaxArray]],
+    first: JaxArray,
+    w: JaxArray,
+    bias: JaxArray | None,
+    grad: JaxArray,
+    spec: Any,
+    precision: str,
+    method: Method,
+) -> tuple[JaxArray, JaxArray, JaxArray | None]:
+    """The gradients of ``computes`` (the direct method and the unchecked FFT of the forward or
+    the transposed correlation) at ``(first, w, bias)`` for ``grad``, by JAX's autodiff: by the
+    FFT when ``method`` asks and its gradients are finite, else by the direct method; on
+    ``first``'s explicit mesh, ``traced`` (the caller) computed there (see
+    :func:`_gradients_where_they_lie`)."""
+    call = functools.partial(traced, spec=spec, precision=precision, method=method)
+    placed = _gradients_where_they_lie(call, first, w, bias, grad)
     if placed is not None:
         return placed
+    jax = _jax()
+    direct, fft_unchecked = computes
 
     def vjp(compute: Callable[..., JaxArray]) -> tuple[JaxArray, JaxArray, JaxArray | None]:
         forward = functools.partial(compute, spec=spec, precision=precision)
-        _, pullback = jax.vjp(forward, x, w, bias)
-        return pullback(grad_y)
+        _, pullback = jax.vjp(forward, first, w, bias)
+        return pullback(grad)
 
     if method != "fft":
-        return vjp(_direct_traced)
-    # A non-finite x, w or grad_y spreads through the FFTs to every element of some gradient
-    # (see _fft_traced); then the direct method's gradients are the spec's.
-    return _xp.finite_or(_ops(precision), vjp(_fft_unchecked), lambda: vjp(_direct_traced))
+        return vjp(direct)
+    return _xp.finite_or(_ops(precision), vjp(fft_unchecked), lambda: vjp(direct))
 
 
 def _keeping_layout(call: Callable[..., JaxArray], layout: Any, *arrays: JaxArray) -> JaxArray:
@@ -509,20 +530,10 @@ def _transpose_vjp_traced(
     precision: str,
     method: Method,
 ) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-    jax = _jax()
-    call = functools.partial(_transpose_vjp_traced, spec=spec, precision=precision, method=method)
-    placed = _gradients_where_they_lie(call, y, w, bias, grad_out)
-    if placed is not None:
-        return placed
-
-    def vjp(method: Any) -> tuple[JaxArray, JaxArray, JaxArray | None]:
-        _, pullback = jax.vjp(functools.partial(method, spec=spec, precision=precision), y, w, bias)
-        return pullback(grad_out)
-
-    if method != "fft":
-        return vjp(_transpose_direct)
-    grads = vjp(_transpose_fft_unchecked)
-    return _xp.finite_or(_ops(precision), grads, lambda: vjp(_transpose_direct))
+    computes = (_transpose_direct, _transpose_fft_unchecked)
+    return _gradients(
+        _transpose_vjp_traced, computes, y, w, bias, grad_out, spec, precision, method
+    )
 
 
 def _transpose_keeping_layout(
